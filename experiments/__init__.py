@@ -1,0 +1,1 @@
+"""Experiments: the ``tsrl`` command line, run configurations and reports."""

@@ -1,0 +1,67 @@
+"""Run configuration: the environment's settings plus the tutor's, read from YAML and command-line overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tsrl_env.config import EnvConfig, reject_unknown_keys
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One experiment: the curriculum environment, the tutor that teaches in it, and the seed of the Student."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    tutor: str = "ppo"
+    tutor_kwargs: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"env": self.env.to_dict(), "tutor": self.tutor, "tutor_kwargs": dict(self.tutor_kwargs), "seed": self.seed}
+
+    def save(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(_plain(self.to_dict()), sort_keys=False))
+
+
+def load_run_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
+    """Read a YAML run config (a name under ``experiments/configs`` or a path) and apply overrides.
+
+    Overrides named after a run field (``tutor``, ``seed``, ...) replace it; any other name is an
+    environment setting (``epochs``, ``backbone``, ...). Unknown names are rejected with a did-you-mean.
+    """
+    settings: dict[str, Any] = {}
+    if path is not None:
+        config_path = Path(path)
+        if not config_path.exists() and (CONFIG_DIR / f"{path}.yaml").exists():
+            config_path = CONFIG_DIR / f"{path}.yaml"
+        if not config_path.exists():
+            available = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+            raise FileNotFoundError(f"no config file {path!r}; give a path or one of: {available}")
+        settings = yaml.safe_load(config_path.read_text()) or {}
+    run_fields = [f.name for f in dataclasses.fields(RunConfig)]
+    reject_unknown_keys(settings, run_fields, f"run setting in {path}")
+    env_settings = dict(settings.pop("env", None) or {})
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key in run_fields:
+            settings[key] = value
+        else:
+            env_settings[key] = value
+    return RunConfig(env=EnvConfig.from_dict(env_settings), **settings)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, recursively, so the YAML is plain."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value

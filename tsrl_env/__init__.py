@@ -1,0 +1,33 @@
+"""TSRL environments: the training of a deepfake detector as a Gymnasium environment.
+
+Importing this package registers ``DeepfakeCurriculum-v0`` (the embedded benchmark at demo size) and
+``DeepfakeCurriculumTiny-v0`` (a tiny Student and dataset whose episodes end within seconds).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from tsrl_env.config import EnvConfig
+from tsrl_env.env import DeepfakeCurriculumEnv
+from tsrl_env.vector import PerSampleVectorEnv
+
+TINY_SETTINGS = {
+    "backbone": "test_resnet",
+    "batch_size": 32,
+    "epochs": 2,
+    "warmup_epochs": 1,
+    "dataset_options": {
+        "image_size": 32,
+        "train_size": 256,
+        "val_size": 64,
+        "test_seen_size": 64,
+        "test_unseen_size": 64,
+        "frames_per_video": 4,
+    },
+}
+
+gym.register(id="DeepfakeCurriculum-v0", entry_point="tsrl_env.env:DeepfakeCurriculumEnv")
+gym.register(id="DeepfakeCurriculumTiny-v0", entry_point="tsrl_env.env:DeepfakeCurriculumEnv", kwargs=TINY_SETTINGS)
+
+__all__ = ["TINY_SETTINGS", "DeepfakeCurriculumEnv", "EnvConfig", "PerSampleVectorEnv"]

@@ -1,0 +1,259 @@
+"""DeepfakeCurriculumEnv: one Student training run as a Gymnasium episode (DESIGN §3.1 and §3.2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tsrl_env.config import EnvConfig
+from tsrl_env.data import Split, make_dataset
+from tsrl_env.metrics import detection_metrics, per_family_auc
+from tsrl_env.rewards import get_reward
+from tsrl_env.state import SampleHistory, StateBuilder
+from tsrl_env.student import FAKE_CLASS, Student, resolve_device
+
+EVAL_BATCH_SIZE = 256
+
+
+@dataclass
+class _PendingBatch:
+    """The current batch after its training forward, waiting for the tutor's weights."""
+
+    ids: torch.Tensor
+    images: torch.Tensor
+    labels: torch.Tensor
+    losses: torch.Tensor  # per-sample CE, still attached to the autograd graph
+    p_true: torch.Tensor
+    correct: torch.Tensor
+
+
+class DeepfakeCurriculumEnv(gym.Env):
+    """Training of a deepfake detector (the Student) as an episode in which the agent picks per-sample loss weights.
+
+    One step is one Student mini-batch. The observation holds one state row per sample of the batch
+    (``[features, tanh(EMA loss), tanh(counter / 10)..., p_fake, onehot(correct)]``), the action one weight
+    in [0, 1] per sample. The Student's training forward on a batch happens before the observation is
+    returned, so the state comes from the very pass whose loss the action weights; ``step`` then runs the
+    weighted backward and one no-grad forward for the after-update predictions the reward compares.
+
+    The reward is the mean of the per-sample rewards; ``info["sample_rewards"]`` holds the vector. ``reset``
+    builds a fresh Student from the episode's seed and trains it ``warmup_epochs`` epochs with uniform
+    weights; the episode terminates after ``epochs`` tutored epochs. Epoch ends add validation metrics to
+    ``info["val"]``; the last step adds every test split's metrics to ``info["test"]``.
+
+    Settings are those of :class:`~tsrl_env.config.EnvConfig`, given as a config, keywords, or both.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, config: EnvConfig | None = None, render_mode: str | None = None, **settings: Any) -> None:
+        if render_mode is not None:
+            raise ValueError(f"DeepfakeCurriculumEnv has no render modes, got render_mode={render_mode!r}")
+        self.config = EnvConfig.from_dict(settings) if config is None else config.replace(**settings)
+        self.device = resolve_device(self.config.device)
+        self.dataset = make_dataset(self.config.dataset, **self.config.dataset_options)
+        self.splits = {name: _to_device(split, self.device, self.config.image_size) for name, split in self.dataset.splits.items()}
+        self.batch_size = self.config.batch_size
+        train_size = len(self.splits["train"])
+        if train_size < self.batch_size:
+            raise ValueError(f"batch_size {self.batch_size} exceeds the {train_size} training samples of {self.config.dataset!r}")
+        # The ragged last batch is dropped: every step has the same shape.
+        self.steps_per_epoch = train_size // self.batch_size
+
+        self.student = self._build_student(self.config.seed)
+        self.state_builder = StateBuilder(
+            self.student.num_features,
+            self.config.state_feature_dim,
+            self.config.state_counters,
+            seed=self.config.seed,
+            device=self.device,
+        )
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.batch_size, self.state_builder.state_dim), np.float32)
+        self.action_space = gym.spaces.Box(0.0, 1.0, (self.batch_size,), np.float32)
+        self.reward_function = get_reward(self.config.reward)
+
+        self.history = SampleHistory(train_size, self.config.ema_alpha, self.device)
+        self.finished_student: Student | None = None
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._pending: _PendingBatch | None = None
+        self._observation = np.zeros(self.observation_space.shape, np.float32)
+        self._data_generator = torch.Generator()
+        self._order = torch.arange(train_size)
+        self._epoch = 0
+        self._step_in_epoch = 0
+        self._seeded = False
+
+    @property
+    def epoch(self) -> int:
+        """Index of the current tutored epoch (0-based)."""
+        return self._epoch
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        if seed is None and not self._seeded:
+            seed = self.config.seed
+        super().reset(seed=seed)
+        self._seeded = True
+        student_seed, data_seed = (int(s) for s in self.np_random.integers(0, 2**31 - 1, size=2))
+        self.student = self._build_student(student_seed)
+        self._optimizer = torch.optim.Adam(self.student.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+        self.history = SampleHistory(len(self.splits["train"]), self.config.ema_alpha, self.device)
+        self._data_generator.manual_seed(data_seed)
+        self._pending = None
+
+        warmup = []
+        for epoch in range(self.config.warmup_epochs):
+            self._start_epoch()
+            for _ in range(self.steps_per_epoch):
+                self._forward_next_batch()
+                self._update(torch.ones(self.batch_size, device=self.device))
+            warmup.append({"epoch": epoch, "val": self.evaluate("val")})
+
+        self._epoch = 0
+        self._start_epoch()
+        self._observation = self._forward_next_batch()
+        return self._observation, {"warmup": warmup, "epoch": 0}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._pending is None:
+            raise RuntimeError("call reset() before step(), and again after the episode terminated")
+        weights, clipped = self._validate_action(action)
+        batch = self._pending
+        loss = self._update(torch.as_tensor(weights, device=self.device))
+
+        with torch.no_grad(), self.student.frozen_batch_statistics():
+            logits_after, _ = self.student(batch.images)
+        p_after = logits_after.softmax(dim=1).gather(1, batch.labels.unsqueeze(1)).squeeze(1)
+        correct_after = logits_after.argmax(dim=1) == batch.labels
+        sample_rewards = self.reward_function(batch.p_true, p_after, batch.correct, correct_after).cpu().numpy()
+
+        info: dict[str, Any] = {
+            "sample_rewards": sample_rewards.astype(np.float32),
+            "sample_ids": batch.ids.cpu().numpy(),
+            "loss": loss,
+            "accuracy": float(batch.correct.float().mean()),
+            "mean_weight": float(weights.mean()),
+            "clipped_actions": clipped,
+            "epoch": self._epoch,
+            "step": self._step_in_epoch - 1,
+        }
+        terminated = False
+        if self._step_in_epoch == self.steps_per_epoch:
+            info["val"] = self.evaluate("val")
+            self._epoch += 1
+            if self._epoch == self.config.epochs:
+                terminated = True
+                info["test"] = {name: self.evaluate(name) for name in self.dataset.test_splits}
+                self.finished_student = self.student
+                self._pending = None
+            else:
+                self._start_epoch()
+        if not terminated:
+            self._observation = self._forward_next_batch()
+        return self._observation, float(sample_rewards.mean()), terminated, False, info
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict[str, Any]:
+        """Metrics of the current Student on ``split``, plus each manipulation family's AUC against the reals."""
+        if split not in self.splits:
+            raise ValueError(f"unknown split {split!r}; accepted: {', '.join(self.splits)}")
+        data = self.splits[split]
+        was_training = self.student.training
+        self.student.eval()
+        scores = torch.cat(
+            [
+                self.student(_normalise(data.images[start : start + EVAL_BATCH_SIZE]))[0].softmax(dim=1)[:, FAKE_CLASS]
+                for start in range(0, len(data), EVAL_BATCH_SIZE)
+            ]
+        ).cpu().numpy()
+        self.student.train(was_training)
+        labels = data.labels.cpu().numpy()
+        metrics: dict[str, Any] = detection_metrics(labels, scores, data.groups.cpu().numpy())
+        metrics["family_auc"] = per_family_auc(labels, scores, data.families.cpu().numpy(), self.dataset.family_names)
+        return metrics
+
+    def _build_student(self, seed: int) -> Student:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            student = Student.from_timm(self.config.backbone, self.config.pretrained)
+        return student.to(self.device, memory_format=torch.channels_last)
+
+    def _start_epoch(self) -> None:
+        self._order = torch.randperm(len(self.splits["train"]), generator=self._data_generator)
+        self._step_in_epoch = 0
+
+    def _forward_next_batch(self) -> np.ndarray:
+        """Training forward on the next batch; returns its states and keeps the graph for the weighted update."""
+        start = self._step_in_epoch * self.batch_size
+        ids = self._order[start : start + self.batch_size].to(self.device)
+        self._step_in_epoch += 1
+        train = self.splits["train"]
+        images = train.images[ids]
+        if self.config.augment:
+            flip = (torch.rand(len(ids), generator=self._data_generator) < 0.5).to(self.device)
+            images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+        images = _normalise(images)
+        labels = train.labels[ids]
+
+        self.student.train()
+        logits, features = self.student(images)
+        losses = F.cross_entropy(logits, labels, reduction="none")
+        probabilities = logits.detach().softmax(dim=1)
+        correct = probabilities.argmax(dim=1) == labels
+        self.history.observe(ids, losses.detach(), correct)
+        self._pending = _PendingBatch(ids, images, labels, losses, probabilities.gather(1, labels.unsqueeze(1)).squeeze(1), correct)
+        states = self.state_builder.build(features.detach(), ids, self.history, probabilities[:, FAKE_CLASS], correct)
+        return states.cpu().numpy().astype(np.float32, copy=False)
+
+    def _update(self, weights: torch.Tensor) -> float:
+        assert self._pending is not None and self._optimizer is not None
+        loss = (weights * self._pending.losses).mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"the Student's loss became {loss.item()} at tutored epoch {self._epoch}, step {self._step_in_epoch - 1}; "
+                f"lower the learning rate (lr={self.config.lr})"
+            )
+        self._optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._optimizer.step()
+        return loss.item()
+
+    def _validate_action(self, action: Any) -> tuple[torch.Tensor, int]:
+        weights = np.asarray(action)
+        if weights.shape != self.action_space.shape:
+            raise ValueError(
+                f"action must have shape {self.action_space.shape} (one weight per sample of the batch), got {weights.shape}"
+            )
+        if not (np.issubdtype(weights.dtype, np.floating) or np.issubdtype(weights.dtype, np.integer) or weights.dtype == bool):
+            raise TypeError(f"action must hold real numbers, got dtype {weights.dtype}")
+        weights = weights.astype(np.float32)
+        finite = np.isfinite(weights)
+        if not finite.all():
+            raise ValueError(f"action holds {int((~finite).sum())} NaN or infinite weight(s); weights must be finite numbers in [0, 1]")
+        clipped = np.clip(weights, 0.0, 1.0)
+        return torch.from_numpy(clipped), int((clipped != weights).sum())
+
+
+def _normalise(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images to floats in [-1, 1] (mean and std 0.5), channels-last for faster CPU convolutions."""
+    return (images.float() / 127.5 - 1.0).contiguous(memory_format=torch.channels_last)
+
+
+def _to_device(split: Split, device: torch.device, image_size: int | None) -> Split:
+    images = split.images
+    if image_size is not None and images.shape[-1] != image_size:
+        resized = F.interpolate(images.float(), size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
+        images = resized.round().clamp(0, 255).to(torch.uint8)
+    return Split(
+        images=images.to(device),
+        labels=split.labels.to(device),
+        clean_labels=split.clean_labels.to(device),
+        groups=split.groups.to(device),
+        families=split.families.to(device),
+        strengths=split.strengths.to(device),
+    )
+

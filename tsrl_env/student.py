@@ -1,0 +1,108 @@
+"""The Student: a deepfake detector that returns logits and pre-logit features from one forward pass."""
+
+from __future__ import annotations
+
+import difflib
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import timm
+import torch
+from torch import nn
+
+NUM_CLASSES = 2
+FAKE_CLASS = 1
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` picks CUDA when available, else the CPU; anything else is passed to ``torch.device``."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Student(nn.Module):
+    """A binary real/fake classifier whose forward returns ``(logits, features)``.
+
+    ``features`` are the penultimate (pre-logit) activations the tutor's state is built from. Build one from a
+    timm model name with :meth:`from_timm`, or wrap any ``nn.Module`` classifier by naming its final layer:
+    the features are then that layer's input, captured by a hook during the same forward pass.
+    """
+
+    def __init__(self, model: nn.Module, classifier_layer: str | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self._captured: torch.Tensor | None = None
+        self._uses_timm_head = classifier_layer is None
+        if self._uses_timm_head:
+            if not (hasattr(model, "forward_features") and hasattr(model, "forward_head")):
+                raise TypeError(
+                    f"{type(model).__name__} is not a timm model; pass classifier_layer= naming its final layer "
+                    "(its input is taken as the features)"
+                )
+            self.num_features = int(model.num_features)
+        else:
+            layers = dict(model.named_modules())
+            if classifier_layer not in layers:
+                raise ValueError(
+                    f"{type(model).__name__} has no layer {classifier_layer!r}; its layers include "
+                    f"{', '.join(name for name in list(layers)[-8:] if name)}"
+                )
+            layer = layers[classifier_layer]
+            if not isinstance(layer, nn.Linear):
+                raise TypeError(f"layer {classifier_layer!r} is a {type(layer).__name__}; it must be the final nn.Linear")
+            layer.register_forward_pre_hook(self._capture_input)
+            self.num_features = layer.in_features
+
+    @classmethod
+    def from_timm(cls, name: str, pretrained: bool | str | Path = False) -> "Student":
+        """A two-class timm backbone, from scratch by default.
+
+        ``pretrained=True`` loads timm's published weights (needs the network); a path loads a local checkpoint
+        file instead. Either way the classifier is a new two-class head.
+        """
+        if not timm.is_model(name):
+            close = difflib.get_close_matches(name, timm.list_models(), n=5)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models() for the names"
+            raise ValueError(f"unknown backbone {name!r}{hint}")
+        kwargs: dict = {"num_classes": NUM_CLASSES}
+        if isinstance(pretrained, (str, Path)):
+            checkpoint = Path(pretrained)
+            if not checkpoint.is_file():
+                raise FileNotFoundError(f"pretrained checkpoint {checkpoint} does not exist")
+            kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(checkpoint)})
+        else:
+            kwargs["pretrained"] = bool(pretrained)
+        return cls(timm.create_model(name, **kwargs))
+
+    def _capture_input(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        self._captured = inputs[0]
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._uses_timm_head:
+            features = self.model.forward_head(self.model.forward_features(images), pre_logits=True)
+            return self.model.get_classifier()(features), features
+        logits = self.model(images)
+        features, self._captured = self._captured, None
+        return logits, features.flatten(1)
+
+    @contextmanager
+    def frozen_batch_statistics(self) -> Iterator[None]:
+        """Forward in training mode without moving BatchNorm running statistics.
+
+        The tutor's rewards compare predictions before and after an update; both must come from the same
+        normalisation mode, and the second, no-grad pass must leave no trace in the model.
+        """
+        norms = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in norms]
+        for m in norms:
+            m.momentum = 0.0
+        try:
+            yield
+        finally:
+            for m, (momentum, tracked) in zip(norms, saved):
+                m.momentum = momentum
+                if tracked is not None:
+                    m.num_batches_tracked.copy_(tracked)
+
