@@ -6,19 +6,21 @@ acting through the per-sample SB3 view of the environment.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 from stable_baselines3 import SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
 
 from agents.ppo import SigmoidGaussianPolicy, TutorPPO, loss_rank_targets
-from agents.vec_env import PerSampleVecEnv
+from agents.vec_env import PerSampleVecEnv, as_per_sample_vec_env
 
 
-def make_sac(env: gym.Env | PerSampleVecEnv, **kwargs: Any) -> SAC:
+def make_sac(env: gym.Env | VecEnv, **kwargs: Any) -> SAC:
     """SB3 SAC on the per-sample view; the replay buffer holds four Student epochs of transitions by default."""
-    venv = env if isinstance(env, PerSampleVecEnv) else PerSampleVecEnv(env)
+    venv = as_per_sample_vec_env(env)
     steps_per_epoch = venv.get_attr("steps_per_epoch")[0]
     kwargs.setdefault("buffer_size", 4 * steps_per_epoch * venv.num_envs)
     kwargs.setdefault("learning_starts", venv.num_envs)
@@ -31,7 +33,7 @@ TUTORS: dict[str, Callable[..., BaseAlgorithm]] = {
 }
 
 
-def make_tutor(name: str, env: gym.Env | PerSampleVecEnv, **kwargs: Any) -> BaseAlgorithm:
+def make_tutor(name: str, env: gym.Env | VecEnv, **kwargs: Any) -> BaseAlgorithm:
     """The tutor registered as ``name``, acting on ``env``; keywords go to its constructor."""
     try:
         factory = TUTORS[name]

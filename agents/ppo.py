@@ -24,9 +24,10 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import Schedule
+from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
-from agents.vec_env import PerSampleVecEnv
+from agents.vec_env import as_per_sample_vec_env
 
 
 class SigmoidGaussianPolicy(ActorCriticPolicy):
@@ -82,14 +83,14 @@ class EpochNormalizedRolloutBuffer(RolloutBuffer):
 class TutorPPO(PPO):
     """PPO tutor with the reference hyper-parameters; one rollout is one Student epoch.
 
-    ``env`` is a curriculum environment (it is wrapped in the per-sample SB3 view) or that view itself.
+    ``env`` is a curriculum environment (it is wrapped in the per-sample SB3 view) or an SB3 ``VecEnv``.
     ``n_steps`` defaults to the environment's steps per epoch, so each update sees every transition of
     one epoch. Other keywords go to :class:`stable_baselines3.PPO`.
     """
 
     def __init__(
         self,
-        env: gym.Env | PerSampleVecEnv,
+        env: gym.Env | VecEnv | None,
         learning_rate: float = 1e-4,
         critic_learning_rate: float = 3e-4,
         n_steps: int | None = None,
@@ -100,20 +101,23 @@ class TutorPPO(PPO):
         ent_coef: float = 0.01,
         vf_coef: float = 0.5,
         action_std: float = 0.2,
+        policy: type[ActorCriticPolicy] = SigmoidGaussianPolicy,
         policy_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        venv = env if isinstance(env, PerSampleVecEnv) else PerSampleVecEnv(env)
-        if n_steps is None:
-            n_steps = venv.get_attr("steps_per_epoch")[0]
-        # A minibatch larger than the rollout would silently shrink to it; say so in the config instead.
-        batch_size = min(batch_size, n_steps * venv.num_envs)
+        venv = as_per_sample_vec_env(env)
+        # Without an env (SB3's ``load``), the saved settings replace these right after construction.
+        if venv is not None:
+            if n_steps is None:
+                n_steps = venv.get_attr("steps_per_epoch")[0]
+            # A minibatch larger than the rollout would silently shrink to it; make it explicit.
+            batch_size = min(batch_size, n_steps * venv.num_envs)
         policy_kwargs = {"critic_lr_scale": critic_learning_rate / learning_rate, "action_std": action_std, **(policy_kwargs or {})}
         super().__init__(
-            SigmoidGaussianPolicy,
+            policy,
             venv,
             learning_rate=learning_rate,
-            n_steps=n_steps,
+            n_steps=n_steps or 1,
             batch_size=batch_size,
             n_epochs=n_epochs,
             gamma=gamma,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -86,3 +87,10 @@ def _is_wrapped(env: gym.Env, wrapper_class: type[gym.Wrapper]) -> bool:
             return True
         env = env.env
     return False
+
+
+def as_per_sample_vec_env(env: gym.Env | VecEnv | None) -> VecEnv | None:
+    """An SB3 ``VecEnv`` for a tutor: SB3 vector envs pass through, batch curriculum envs get the per-sample view."""
+    if env is None or isinstance(env, VecEnv):
+        return env
+    return PerSampleVecEnv(env)

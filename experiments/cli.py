@@ -1,4 +1,5 @@
-"""The ``tsrl`` command line: ``train`` (the main job), ``grid`` (example images per manipulation family)."""
+"""The ``tsrl`` command line: ``train`` (the main job), ``grid`` (example images per manipulation family) and
+``calibrate`` (what uniform-weight Students reach on the embedded benchmark)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from experiments.calibrate import calibrate
 from experiments.config import load_run_config
 from experiments.report import epoch_table, final_table
 from experiments.train import save_results, train_tutored, train_uniform
@@ -42,6 +44,11 @@ def _grid(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def _calibrate(args: argparse.Namespace) -> None:
+    config = load_run_config(args.config, backbone=args.backbone, device=args.device)
+    print(calibrate(config, args.seeds, Path(args.out), progress=not args.no_progress))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tsrl", description="Tutor-Student RL curricula for deepfake detection.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--examples", type=int, default=6, help="examples per family (default: 6)")
     grid.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
     grid.set_defaults(handler=_grid)
+
+    calibration = commands.add_parser("calibrate", help="test AUCs of uniform-weight Students with and without label noise")
+    calibration.add_argument("--config", default="demo", help="config name or YAML path (default: demo)")
+    calibration.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="Student seeds (default: 0 1)")
+    calibration.add_argument("--backbone", help="timm model name of the Student (overrides the config)")
+    calibration.add_argument("--device", help="auto, cpu, cuda, ... (overrides the config)")
+    calibration.add_argument("--out", default="runs/calibration", help="output folder (default: runs/calibration)")
+    calibration.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    calibration.set_defaults(handler=_calibrate)
     return parser
 
 

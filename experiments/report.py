@@ -22,9 +22,9 @@ def _number(value: float, digits: int = 3) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def format_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip() for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
 
@@ -34,9 +34,9 @@ def epoch_table(baseline: StudentRun, tutored: StudentRun) -> str:
     header = ["epoch", "phase", f"{baseline.label} val AUC", f"{tutored.label} val AUC", f"{tutored.label} mean weight", f"{tutored.label} mean reward"]
     rows = [
         [str(a.epoch), b.phase, _number(a.val_auc), _number(b.val_auc), _number(b.mean_weight), _number(b.mean_reward)]
-        for a, b in zip(baseline.epochs, tutored.epochs)
+        for a, b in zip(baseline.epochs, tutored.epochs, strict=False)
     ]
-    return _table(header, rows)
+    return format_table(header, rows)
 
 
 def final_table(runs: list[StudentRun]) -> str:
@@ -50,4 +50,4 @@ def final_table(runs: list[StudentRun]) -> str:
             if any(value is not None for value in values):
                 rows.append([f"{split.removeprefix('test_')} AUC {family}", *(_number(v if v is not None else float("nan")) for v in values)])
     rows.append(["wall time (s)", *(f"{run.wall_time_s:.0f}" for run in runs)])
-    return _table(header, rows)
+    return format_table(header, rows)

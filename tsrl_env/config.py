@@ -79,12 +79,12 @@ class EnvConfig:
         object.__setattr__(self, "state_counters", tuple(self.state_counters))
 
     @classmethod
-    def from_dict(cls, settings: dict[str, Any]) -> "EnvConfig":
+    def from_dict(cls, settings: dict[str, Any]) -> EnvConfig:
         """Build a config from keyword settings, rejecting unknown keys with a did-you-mean."""
         reject_unknown_keys(settings, [f.name for f in dataclasses.fields(cls)], "environment setting")
         return cls(**settings)
 
-    def replace(self, **changes: Any) -> "EnvConfig":
+    def replace(self, **changes: Any) -> EnvConfig:
         reject_unknown_keys(changes, [f.name for f in dataclasses.fields(self)], "environment setting")
         return dataclasses.replace(self, **changes)
 

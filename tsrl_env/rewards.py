@@ -6,7 +6,7 @@ correctness before and after, and returns one reward per sample, vectorised over
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

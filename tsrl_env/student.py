@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import timm
 import torch
@@ -56,7 +56,7 @@ class Student(nn.Module):
             self.num_features = layer.in_features
 
     @classmethod
-    def from_timm(cls, name: str, pretrained: bool | str | Path = False) -> "Student":
+    def from_timm(cls, name: str, pretrained: bool | str | Path = False) -> Student:
         """A two-class timm backbone, from scratch by default.
 
         ``pretrained=True`` loads timm's published weights (needs the network); a path loads a local checkpoint
@@ -101,7 +101,7 @@ class Student(nn.Module):
         try:
             yield
         finally:
-            for m, (momentum, tracked) in zip(norms, saved):
+            for m, (momentum, tracked) in zip(norms, saved, strict=False):
                 m.momentum = momentum
                 if tracked is not None:
                     m.num_batches_tracked.copy_(tracked)

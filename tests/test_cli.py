@@ -1,0 +1,44 @@
+import json
+
+import pytest
+import torch
+import yaml
+
+from agents import TutorPPO
+from experiments.cli import main
+from experiments.config import load_run_config
+
+
+def test_train_runs_both_students_and_writes_everything(tmp_path, capsys):
+    main(["train", "--config", "tiny", "--out", str(tmp_path), "--no-progress"])
+    output = capsys.readouterr().out
+    assert "uniform val AUC" in output and "ppo mean weight" in output
+    assert "unseen video AUC" in output
+    (run_dir,) = tmp_path.iterdir()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert [run["label"] for run in results] == ["uniform", "ppo"]
+    for run in results:
+        assert [epoch["phase"] for epoch in run["epochs"]] == ["warm-up", "tutored", "tutored"]
+        assert 0.0 <= run["test"]["test_unseen"]["auc"] <= 1.0
+    assert results[0]["epochs"][0]["val_auc"] == results[1]["epochs"][0]["val_auc"], "same seed, same warm-up"
+    assert all(epoch["mean_weight"] == 1.0 for epoch in results[0]["epochs"])
+    assert torch.load(run_dir / "ppo" / "student.pt", weights_only=True)
+    assert isinstance(TutorPPO.load(run_dir / "ppo" / "tutor.zip", device="cpu"), TutorPPO)
+    assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["env"]["backbone"] == "test_resnet"
+
+
+def test_run_config_rejects_unknown_keys_with_a_suggestion(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("seeds: 3\n")
+    with pytest.raises(TypeError, match=r"unknown run setting.*'seeds' \(did you mean 'seed'\?\)"):
+        load_run_config(path)
+    with pytest.raises(TypeError, match=r"did you mean 'warmup_epochs'"):
+        load_run_config("tiny", warmup_epoch=1)
+    with pytest.raises(FileNotFoundError, match="demo, tiny"):
+        load_run_config("nonexistent")
+
+
+def test_overrides_reach_the_environment_and_the_run():
+    config = load_run_config("tiny", epochs=5, seed=7, tutor="sac")
+    assert (config.env.epochs, config.seed, config.tutor) == (5, 7, "sac")
