@@ -112,7 +112,11 @@ class TutorPPO(PPO):
                 n_steps = venv.get_attr("steps_per_epoch")[0]
             # A minibatch larger than the rollout would silently shrink to it; make it explicit.
             batch_size = min(batch_size, n_steps * venv.num_envs)
-        policy_kwargs = {"critic_lr_scale": critic_learning_rate / learning_rate, "action_std": action_std, **(policy_kwargs or {})}
+        policy_kwargs = {
+            "critic_lr_scale": critic_learning_rate / learning_rate,
+            "action_std": action_std,
+            **(policy_kwargs or {}),
+        }
         super().__init__(
             policy,
             venv,

@@ -52,7 +52,11 @@ class PerSampleVecEnv(VecEnv):
         acted = infos["final_obs"]
         batch_info = infos["batch"]
         per_env = [
-            {"terminal_observation": acted[i], "TimeLimit.truncated": bool(truncations[i] and not terminations[i]), "batch": batch_info}
+            {
+                "terminal_observation": acted[i],
+                "TimeLimit.truncated": bool(truncations[i] and not terminations[i]),
+                "batch": batch_info,
+            }
             for i in range(self.num_envs)
         ]
         if "reset" in infos:

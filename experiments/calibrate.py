@@ -43,4 +43,6 @@ def calibrate(config: RunConfig, seeds: list[int], out: Path, progress: bool = F
             ]
         )
     drops = [runs[0.0, seed].test["test_seen"]["auc"] - runs[default_noise, seed].test["test_seen"]["auc"] for seed in seeds]
-    return format_table(header, rows) + f"\n\nseen AUC lost to label noise {default_noise:g}: {np.mean(drops):.3f} (mean over seeds)"
+    return (
+        format_table(header, rows) + f"\n\nseen AUC lost to label noise {default_noise:g}: {np.mean(drops):.3f} (mean over seeds)"
+    )

@@ -31,7 +31,14 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
 
 def epoch_table(baseline: StudentRun, tutored: StudentRun) -> str:
     """Per epoch: both Students' validation AUC, the tutor's mean weight and mean reward."""
-    header = ["epoch", "phase", f"{baseline.label} val AUC", f"{tutored.label} val AUC", f"{tutored.label} mean weight", f"{tutored.label} mean reward"]
+    header = [
+        "epoch",
+        "phase",
+        f"{baseline.label} val AUC",
+        f"{tutored.label} val AUC",
+        f"{tutored.label} mean weight",
+        f"{tutored.label} mean reward",
+    ]
     rows = [
         [str(a.epoch), b.phase, _number(a.val_auc), _number(b.val_auc), _number(b.mean_weight), _number(b.mean_reward)]
         for a, b in zip(baseline.epochs, tutored.epochs, strict=False)
@@ -48,6 +55,11 @@ def final_table(runs: list[StudentRun]) -> str:
         for family in families:
             values = [run.test.get(split, {}).get("family_auc", {}).get(family) for run in runs]
             if any(value is not None for value in values):
-                rows.append([f"{split.removeprefix('test_')} AUC {family}", *(_number(v if v is not None else float("nan")) for v in values)])
+                rows.append(
+                    [
+                        f"{split.removeprefix('test_')} AUC {family}",
+                        *(_number(v if v is not None else float("nan")) for v in values),
+                    ]
+                )
     rows.append(["wall time (s)", *(f"{run.wall_time_s:.0f}" for run in runs)])
     return format_table(header, rows)

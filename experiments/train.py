@@ -14,9 +14,9 @@ from stable_baselines3.common.callbacks import BaseCallback
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from agents import make_tutor
+from agents import PerSampleVecEnv, make_tutor
 from experiments.config import RunConfig
-from tsrl_env import DeepfakeCurriculumEnv
+from tsrl_env import DeepfakeCurriculumEnv, PerSampleVectorEnv
 
 
 @dataclass
@@ -58,7 +58,9 @@ class _EpochLog:
         self._rewards.append(float(np.mean(info["sample_rewards"])))
         if "val" in info:
             epoch = len(self.run.epochs) + 1
-            self._finish(EpochRecord(epoch, "tutored", info["val"]["auc"], float(np.mean(self._weights)), float(np.mean(self._rewards))))
+            self._finish(
+                EpochRecord(epoch, "tutored", info["val"]["auc"], float(np.mean(self._weights)), float(np.mean(self._rewards)))
+            )
             self._weights, self._rewards = [], []
         if "test" in info:
             self.run.test = info["test"]
@@ -111,11 +113,15 @@ def train_tutored(config: RunConfig, run_dir: Path, progress: bool = True) -> St
     run = StudentRun(config.tutor)
     start = time.perf_counter()
     env = DeepfakeCurriculumEnv(config.env)
-    tutor = make_tutor(config.tutor, env, seed=config.seed, tensorboard_log=str(run_dir / "tensorboard"), **config.tutor_kwargs)
+    # Learning stops exactly at the episode's end, so no second Student needs to be built and warmed up.
+    view = PerSampleVecEnv(PerSampleVectorEnv(env, autoreset=False))
+    tutor = make_tutor(config.tutor, view, seed=config.seed, tensorboard_log=str(run_dir / "tensorboard"), **config.tutor_kwargs)
     with SummaryWriter(run_dir / "tensorboard" / config.tutor) as writer:
         log = _EpochLog(run, writer)
         total = config.env.epochs * env.steps_per_epoch * env.batch_size
-        tutor.learn(total_timesteps=total, callback=_TutorEpochCallback(log), progress_bar=progress, tb_log_name=f"{config.tutor}_tutor")
+        tutor.learn(
+            total_timesteps=total, callback=_TutorEpochCallback(log), progress_bar=progress, tb_log_name=f"{config.tutor}_tutor"
+        )
     run.wall_time_s = time.perf_counter() - start
     out = run_dir / config.tutor
     _save_student(env.finished_student, out)

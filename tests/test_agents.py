@@ -70,7 +70,7 @@ def test_sac_swaps_in_on_the_same_env():
     initial = [p.detach().clone() for p in model.actor.parameters()]
     model.learn(total_timesteps=10 * env.batch_size)
     assert model.num_timesteps == 10 * env.batch_size
-    assert any(not torch.equal(p, q) for p, q in zip(model.actor.parameters(), initial))
+    assert any(not torch.equal(p, q) for p, q in zip(model.actor.parameters(), initial, strict=False))
     weights = model.predict(np.zeros((3, env.observation_space.shape[1]), np.float32), deterministic=True)[0]
     assert weights.shape == (3, 1) and (weights >= 0).all() and (weights <= 1).all()
 

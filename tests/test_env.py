@@ -4,7 +4,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import tsrl_env
-from tsrl_env import DeepfakeCurriculumEnv, TINY_SETTINGS
+from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv
 
 
 @pytest.fixture(scope="module")

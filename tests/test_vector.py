@@ -53,3 +53,16 @@ def test_sb3_adapter_follows_the_vecenv_contract(env):
     assert infos[0]["batch"]["epoch"] == 0
     assert venv.get_attr("steps_per_epoch") == [env.steps_per_epoch] * venv.num_envs
     assert venv.env_is_wrapped(gym.Wrapper) == [False] * venv.num_envs
+
+
+def test_without_autoreset_the_episode_end_keeps_the_student(env):
+    view = PerSampleVectorEnv(env, autoreset=False)
+    states, _ = view.reset(seed=0)
+    for _ in range(env.config.epochs * env.steps_per_epoch):
+        acted = states
+        states, _, _, _, infos = view.step(np.ones(view.num_envs, np.float32))
+    assert "reset" not in infos and "test" in infos["batch"]
+    np.testing.assert_array_equal(states, acted)
+    assert env.student is env.finished_student
+    with pytest.raises(RuntimeError, match="reset"):
+        view.step(np.ones(view.num_envs, np.float32))

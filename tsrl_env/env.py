@@ -57,7 +57,9 @@ class DeepfakeCurriculumEnv(gym.Env):
         self.config = EnvConfig.from_dict(settings) if config is None else config.replace(**settings)
         self.device = resolve_device(self.config.device)
         self.dataset = make_dataset(self.config.dataset, **self.config.dataset_options)
-        self.splits = {name: _to_device(split, self.device, self.config.image_size) for name, split in self.dataset.splits.items()}
+        self.splits = {
+            name: _to_device(split, self.device, self.config.image_size) for name, split in self.dataset.splits.items()
+        }
         self.batch_size = self.config.batch_size
         train_size = len(self.splits["train"])
         if train_size < self.batch_size:
@@ -164,12 +166,16 @@ class DeepfakeCurriculumEnv(gym.Env):
         data = self.splits[split]
         was_training = self.student.training
         self.student.eval()
-        scores = torch.cat(
-            [
-                self.student(_normalise(data.images[start : start + EVAL_BATCH_SIZE]))[0].softmax(dim=1)[:, FAKE_CLASS]
-                for start in range(0, len(data), EVAL_BATCH_SIZE)
-            ]
-        ).cpu().numpy()
+        scores = (
+            torch.cat(
+                [
+                    self.student(_normalise(data.images[start : start + EVAL_BATCH_SIZE]))[0].softmax(dim=1)[:, FAKE_CLASS]
+                    for start in range(0, len(data), EVAL_BATCH_SIZE)
+                ]
+            )
+            .cpu()
+            .numpy()
+        )
         self.student.train(was_training)
         labels = data.labels.cpu().numpy()
         metrics: dict[str, Any] = detection_metrics(labels, scores, data.groups.cpu().numpy())
@@ -205,7 +211,9 @@ class DeepfakeCurriculumEnv(gym.Env):
         probabilities = logits.detach().softmax(dim=1)
         correct = probabilities.argmax(dim=1) == labels
         self.history.observe(ids, losses.detach(), correct)
-        self._pending = _PendingBatch(ids, images, labels, losses, probabilities.gather(1, labels.unsqueeze(1)).squeeze(1), correct)
+        self._pending = _PendingBatch(
+            ids, images, labels, losses, probabilities.gather(1, labels.unsqueeze(1)).squeeze(1), correct
+        )
         states = self.state_builder.build(features.detach(), ids, self.history, probabilities[:, FAKE_CLASS], correct)
         return states.cpu().numpy().astype(np.float32, copy=False)
 
@@ -233,7 +241,9 @@ class DeepfakeCurriculumEnv(gym.Env):
         weights = weights.astype(np.float32)
         finite = np.isfinite(weights)
         if not finite.all():
-            raise ValueError(f"action holds {int((~finite).sum())} NaN or infinite weight(s); weights must be finite numbers in [0, 1]")
+            raise ValueError(
+                f"action holds {int((~finite).sum())} NaN or infinite weight(s); weights must be finite numbers in [0, 1]"
+            )
         clipped = np.clip(weights, 0.0, 1.0)
         return torch.from_numpy(clipped), int((clipped != weights).sum())
 
@@ -246,7 +256,9 @@ def _normalise(images: torch.Tensor) -> torch.Tensor:
 def _to_device(split: Split, device: torch.device, image_size: int | None) -> Split:
     images = split.images
     if image_size is not None and images.shape[-1] != image_size:
-        resized = F.interpolate(images.float(), size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
+        resized = F.interpolate(
+            images.float(), size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False
+        )
         images = resized.round().clamp(0, 255).to(torch.uint8)
     return Split(
         images=images.to(device),
@@ -256,4 +268,3 @@ def _to_device(split: Split, device: torch.device, image_size: int | None) -> Sp
         families=split.families.to(device),
         strengths=split.strengths.to(device),
     )
-

@@ -105,4 +105,3 @@ class Student(nn.Module):
                 m.momentum = momentum
                 if tracked is not None:
                     m.num_batches_tracked.copy_(tracked)
-

@@ -17,15 +17,17 @@ class PerSampleVectorEnv(VectorEnv):
     All sub-environments share one Student, so they step together. The next observation is already the
     next batch (autoreset mode ``SAME_STEP``); ``infos["final_obs"]`` holds the states that were acted on and
     ``infos["batch"]`` the batch environment's own info. When the Student's episode ends, the wrapped
-    environment is reset (a new Student) within the same step.
+    environment is reset (a new Student) within the same step, unless ``autoreset`` is False: then the
+    acted-on states come back as the next observation and ``reset()`` must be called before stepping again,
+    which spares the warm-up of a Student nobody will train when a run is exactly one episode long.
     """
 
-    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
-
-    def __init__(self, env: gym.Env) -> None:
+    def __init__(self, env: gym.Env, autoreset: bool = True) -> None:
         if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 2:
             raise TypeError(f"expected a batch environment with (batch, state) observations, got {env.observation_space}")
         self.env = env
+        self.autoreset = autoreset
+        self.metadata = {"autoreset_mode": AutoresetMode.SAME_STEP if autoreset else AutoresetMode.DISABLED}
         self.num_envs, state_dim = env.observation_space.shape
         self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (state_dim,), np.float32)
         self.single_action_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
@@ -53,7 +55,7 @@ class PerSampleVectorEnv(VectorEnv):
             "final_obs": acted_states,
             "_final_obs": np.ones(self.num_envs, dtype=bool),
         }
-        if terminated or truncated:
+        if (terminated or truncated) and self.autoreset:
             states, reset_info = self.env.reset()
             infos["reset"] = reset_info
         self._states = states

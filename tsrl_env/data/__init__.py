@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tsrl_env.data.base import REAL_FAMILY, Dataset, Split
 from tsrl_env.data.embedded import EmbeddedConfig, load_embedded, save_family_grid
