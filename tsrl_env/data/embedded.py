@@ -1,0 +1,331 @@
+"""The embedded forensics benchmark: a small, offline, deterministic stand-in for a deepfake-detection dataset.
+
+Real "videos" are jittered crops of bundled photographs and procedural textures (see ``photos``); fake videos are
+the same kind of content passed through one of six manipulation families (see ``manipulations``) whose traces
+imitate those of face forgeries. Every frame, real or fake, is finally JPEG-compressed, which hides weak traces.
+Training sees some families; ``test_unseen`` holds the others, to measure generalisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from tsrl_env.data.base import REAL_FAMILY, Dataset, Split
+from tsrl_env.data.manipulations import MANIPULATIONS, jpeg, to_uint8
+from tsrl_env.data.photos import random_shot, render_shot, split_tiles, tile_library
+
+# Bump whenever generation code or constants change what a config produces, so stale caches are not reused.
+GENERATOR_VERSION = 1
+
+DATASET_NAME = "embedded"
+FAMILY_NAMES: tuple[str, ...] = tuple(MANIPULATIONS)
+SPLIT_NAMES = ("train", "val", "test_seen", "test_unseen")
+_TILE_SPLIT = {"train": "train", "val": "val", "test_seen": "test", "test_unseen": "test"}
+
+# Tags the seed of a pair of videos, keeping it apart from the per-video seeds.
+_PAIR_STREAM = 0x9A1
+
+# Below this many videos a process pool costs more than it saves.
+_MIN_VIDEOS_FOR_POOL = 200
+
+
+@dataclass(frozen=True)
+class EmbeddedConfig:
+    """Settings of the embedded benchmark. The same config always generates byte-identical data.
+
+    Sizes count images (frames); a video contributes ``frames_per_video`` consecutive images to one split.
+    ``strength_range`` bounds the manipulation strength drawn per fake video (1 = most visible trace).
+    ``final_jpeg_quality`` bounds the quality of the JPEG every image gets last (drawn per video).
+    ``label_noise`` is the probability that a training image's label is flipped (drawn per image; other splits
+    stay clean). ``fake_fraction`` is the probability that a video is fake.
+    """
+
+    seed: int = 0
+    image_size: int = 64
+    train_size: int = 4000
+    val_size: int = 1000
+    test_seen_size: int = 1000
+    test_unseen_size: int = 1000
+    frames_per_video: int = 8
+    train_families: tuple[str, ...] = ("blend", "splice", "resynth")
+    unseen_families: tuple[str, ...] = ("warp", "spectral", "double_jpeg")
+    strength_range: tuple[float, float] = (0.5, 1.0)
+    final_jpeg_quality: tuple[int, int] = (85, 98)
+    label_noise: float = 0.1
+    fake_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        # Accept lists (e.g. from JSON or the command line) but store tuples so the config stays hashable.
+        for name in ("train_families", "unseen_families", "strength_range", "final_jpeg_quality"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name in ("image_size", "train_size", "val_size", "test_seen_size", "test_unseen_size", "frames_per_video"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.image_size < 8:
+            raise ValueError(f"image_size must be at least 8 pixels, got {self.image_size}")
+        for name in ("train_families", "unseen_families"):
+            families = getattr(self, name)
+            unknown = [family for family in families if family not in MANIPULATIONS]
+            if unknown:
+                raise ValueError(f"{name} has unknown family name(s) {unknown}; accepted names are {list(FAMILY_NAMES)}")
+            if len(set(families)) != len(families):
+                raise ValueError(f"{name} lists a family more than once: {list(families)}")
+        if not self.train_families:
+            raise ValueError("train_families must name at least one family")
+        if not self.unseen_families:
+            raise ValueError("unseen_families must name at least one family (test_unseen needs fakes)")
+        overlap = sorted(set(self.train_families) & set(self.unseen_families))
+        if overlap:
+            raise ValueError(f"train_families and unseen_families overlap on {overlap}; a family is either seen or unseen")
+        low, high = self._pair("strength_range")
+        if not 0.0 <= low <= high <= 1.0:
+            raise ValueError(f"strength_range must satisfy 0 <= low <= high <= 1, got {self.strength_range}")
+        low, high = self._pair("final_jpeg_quality")
+        if not (isinstance(low, int) and isinstance(high, int) and 1 <= low <= high <= 100):
+            raise ValueError(f"final_jpeg_quality must be integers with 1 <= low <= high <= 100, got {self.final_jpeg_quality}")
+        if not 0.0 <= self.label_noise < 1.0:
+            raise ValueError(f"label_noise must lie in [0, 1), got {self.label_noise}")
+        if not 0.0 < self.fake_fraction < 1.0:
+            raise ValueError(f"fake_fraction must lie in (0, 1) so every split has both classes, got {self.fake_fraction}")
+
+    def _pair(self, name: str) -> tuple[Any, Any]:
+        value = getattr(self, name)
+        if len(value) != 2:
+            raise ValueError(f"{name} must be a (low, high) pair, got {value!r}")
+        return value[0], value[1]
+
+    def split_size(self, split: str) -> int:
+        """Number of images in ``split``."""
+        return int(getattr(self, f"{split}_size"))
+
+    def split_families(self, split: str) -> tuple[str, ...]:
+        """The manipulation families whose fakes appear in ``split``."""
+        return self.unseen_families if split == "test_unseen" else self.train_families
+
+
+def config_hash(config: EmbeddedConfig) -> str:
+    """A short stable hash of the config's fields and ``GENERATOR_VERSION``, used to key the cache."""
+    payload = json.dumps({"generator_version": GENERATOR_VERSION, **dataclasses.asdict(config)}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class _Video:
+    frames: np.ndarray  # uint8 (F, 3, H, W)
+    family: int
+    strength: float
+    flipped: np.ndarray  # bool (F,)
+
+
+def _render_video(config: EmbeddedConfig, split: str, video_index: int, pool: list[np.ndarray]) -> _Video:
+    """Generate one video from its own seed (plus its pair's), independent of every other video.
+
+    Videos come in pairs (2k, 2k+1) that share a source shot, the way FaceForensics++ keeps the real video each fake
+    was made from: remembering content then cannot tell real from fake, only the trace can. The pair draws one
+    uniform u; the first video is fake if u < fake_fraction, the second if 1 - u < fake_fraction, so each is fake
+    with probability fake_fraction and, at 0.5, every pair is one real and one fake video.
+    """
+    split_index = SPLIT_NAMES.index(split)
+    pair_rng = np.random.default_rng(np.random.SeedSequence([config.seed, split_index, video_index // 2, _PAIR_STREAM]))
+    draw = pair_rng.random()
+    is_fake = bool((draw if video_index % 2 == 0 else 1.0 - draw) < config.fake_fraction)
+    n_frames = config.frames_per_video
+    frames = render_shot(random_shot(pair_rng, pool), pair_rng, config.image_size, n_frames)
+    content_seed, manipulation_seed, noise_seed = np.random.SeedSequence([config.seed, split_index, video_index]).spawn(3)
+    rng = np.random.default_rng(content_seed)
+    families = config.split_families(split)
+    family_name = families[rng.integers(len(families))]
+    strength = float(rng.uniform(*config.strength_range))
+    quality = int(rng.integers(config.final_jpeg_quality[0], config.final_jpeg_quality[1] + 1))
+    if is_fake:
+        donor = render_shot(random_shot(rng, pool), rng, config.image_size, n_frames)
+        manipulate = MANIPULATIONS[family_name]
+        # Family and strength are per video, the details (mask, warp centre, fingerprint...) per frame, the way a
+        # forgery follows a moving face: eight frames then show eight variants of the trace, not one.
+        frame_seeds = manipulation_seed.spawn(n_frames)
+        frames = np.stack([manipulate(frame, strength, np.random.default_rng(seed), other) for frame, other, seed in zip(frames, donor, frame_seeds, strict=True)])
+    encoded = np.stack([to_uint8(jpeg(frame, quality)) for frame in frames]).transpose(0, 3, 1, 2)
+    # Label noise draws from its own stream so that changing label_noise leaves every image unchanged.
+    noise = np.random.default_rng(noise_seed).random(n_frames)
+    flipped = noise < config.label_noise if split == "train" else np.zeros(n_frames, dtype=bool)
+    return _Video(
+        frames=np.ascontiguousarray(encoded),
+        family=FAMILY_NAMES.index(family_name) if is_fake else REAL_FAMILY,
+        strength=strength if is_fake else 0.0,
+        flipped=flipped,
+    )
+
+
+def _render_videos(config: EmbeddedConfig, split: str, video_indices: range) -> list[_Video]:
+    pool = split_tiles(config.seed)[_TILE_SPLIT[split]]
+    return [_render_video(config, split, index, pool) for index in video_indices]
+
+
+def _assemble_split(config: EmbeddedConfig, split: str, videos: list[_Video], group_offset: int) -> Split:
+    size = config.split_size(split)
+    n_frames = config.frames_per_video
+    images = np.concatenate([video.frames for video in videos])[:size]
+    clean = np.concatenate([np.full(n_frames, int(video.family != REAL_FAMILY)) for video in videos])[:size]
+    flipped = np.concatenate([video.flipped for video in videos])[:size]
+    groups = np.repeat(np.arange(len(videos)) + group_offset, n_frames)[:size]
+    families = np.repeat([video.family for video in videos], n_frames)[:size]
+    strengths = np.repeat(np.array([video.strength for video in videos], dtype=np.float32), n_frames)[:size]
+    return Split(
+        images=torch.from_numpy(images),
+        labels=torch.from_numpy(np.where(flipped, 1 - clean, clean).astype(np.int64)),
+        clean_labels=torch.from_numpy(clean.astype(np.int64)),
+        groups=torch.from_numpy(groups.astype(np.int64)),
+        families=torch.from_numpy(families.astype(np.int64)),
+        strengths=torch.from_numpy(strengths),
+    )
+
+
+def generate_embedded(config: EmbeddedConfig | None = None, workers: int | None = None) -> Dataset:
+    """Generate the benchmark for ``config`` (default settings if None), without touching any cache.
+
+    ``workers`` processes render videos in parallel (default: up to the number of CPUs, at most 4); the result
+    does not depend on it, because every video draws from its own seed.
+    """
+    config = config or EmbeddedConfig()
+    counts = {split: -(-config.split_size(split) // config.frames_per_video) for split in SPLIT_NAMES}
+    jobs = [(split, range(start, min(start + 64, counts[split]))) for split in SPLIT_NAMES for start in range(0, counts[split], 64)]
+    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    if workers > 1 and sum(counts.values()) >= _MIN_VIDEOS_FOR_POOL:
+        tile_library()  # Load once here so forked workers inherit it instead of each decoding every photograph.
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            chunks = list(pool.map(_render_videos, [config] * len(jobs), *zip(*jobs, strict=True)))
+    else:
+        chunks = [_render_videos(config, split, indices) for split, indices in jobs]
+    videos: dict[str, list[_Video]] = {split: [] for split in SPLIT_NAMES}
+    for (split, _), chunk in zip(jobs, chunks, strict=True):
+        videos[split].extend(chunk)
+    splits: dict[str, Split] = {}
+    group_offset = 0
+    for split in SPLIT_NAMES:
+        splits[split] = _assemble_split(config, split, videos[split], group_offset)
+        group_offset += counts[split]
+    return Dataset(name=DATASET_NAME, splits=splits, family_names=FAMILY_NAMES)
+
+
+def _build_config(config: EmbeddedConfig | None, overrides: dict[str, Any]) -> EmbeddedConfig:
+    accepted = [field.name for field in dataclasses.fields(EmbeddedConfig)]
+    for key in overrides:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"unknown EmbeddedConfig setting {key!r}.{hint} Accepted settings: {', '.join(accepted)}")
+    return dataclasses.replace(config or EmbeddedConfig(), **overrides)
+
+
+def default_cache_dir() -> Path:
+    """``$TSRL_CACHE_DIR`` if set, else ``~/.cache/tsrl``."""
+    return Path(os.environ.get("TSRL_CACHE_DIR") or Path.home() / ".cache" / "tsrl")
+
+
+def cache_path(config: EmbeddedConfig, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where ``load_embedded`` keeps the data for ``config``."""
+    directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return directory / f"{DATASET_NAME}-{config_hash(config)}.pt"
+
+
+def _to_payload(dataset: Dataset, config: EmbeddedConfig) -> dict[str, Any]:
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "config": json.dumps(dataclasses.asdict(config), sort_keys=True),
+        "family_names": list(dataset.family_names),
+        "splits": {name: {field.name: getattr(split, field.name) for field in dataclasses.fields(Split)} for name, split in dataset.splits.items()},
+    }
+
+
+def _from_payload(payload: dict[str, Any]) -> Dataset:
+    splits = {name: Split(**tensors) for name, tensors in payload["splits"].items()}
+    return Dataset(name=DATASET_NAME, splits=splits, family_names=tuple(payload["family_names"]))
+
+
+def load_embedded(config: EmbeddedConfig | None = None, cache_dir: str | os.PathLike[str] | None = None, **overrides: Any) -> Dataset:
+    """The benchmark for ``config`` with ``overrides`` applied, read from the cache or generated and cached.
+
+    The cache file lives under ``cache_dir`` (default ``$TSRL_CACHE_DIR`` or ``~/.cache/tsrl``) and is named by a
+    hash of the settings and ``GENERATOR_VERSION``, so any change regenerates. An unknown override raises
+    TypeError naming the accepted settings.
+    """
+    config = _build_config(config, overrides)
+    path = cache_path(config, cache_dir)
+    if path.exists():
+        try:
+            return _from_payload(torch.load(path, weights_only=True))
+        except (OSError, RuntimeError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError):
+            pass  # A truncated or foreign file: regenerate and overwrite it below.
+    dataset = generate_embedded(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write then rename, so a concurrent reader or a crash never sees a half-written cache file.
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(_to_payload(dataset, config), stream)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return dataset
+
+
+def save_family_grid(
+    path: str | os.PathLike[str],
+    config: EmbeddedConfig | None = None,
+    examples_per_family: int = 6,
+    strengths: tuple[float, ...] = (0.3, 0.6, 1.0),
+    scale: int = 3,
+    **overrides: Any,
+) -> Path:
+    """Write a PNG showing every family's trace, and return its path.
+
+    One row per family; for each of ``examples_per_family`` real frames (the same ones in every row) the row shows
+    the real frame followed by that frame manipulated at each of ``strengths``, all upscaled ``scale`` times with
+    nearest-neighbour so the pixel-level trace stays visible. The final JPEG is left out to show the trace itself.
+    """
+    config = _build_config(config, overrides)
+    pool = split_tiles(config.seed)["test"]
+    size = config.image_size
+    examples = []
+    for example in range(examples_per_family):
+        rng = np.random.default_rng(np.random.SeedSequence([config.seed, len(SPLIT_NAMES), example]))
+        frame, donor = (render_shot(random_shot(rng, pool), rng, size, 1)[0] for _ in range(2))
+        examples.append((frame, donor, np.random.SeedSequence([config.seed, len(SPLIT_NAMES), example, 1])))
+    cell, gap = size * scale, 2 * scale
+    group_width = (1 + len(strengths)) * cell + gap * 3
+    font = ImageFont.load_default(size=max(10, cell // 6))
+    label_width = int(max(font.getlength(name) for name in FAMILY_NAMES)) + 12
+    grid = Image.new("RGB", (label_width + examples_per_family * group_width, len(FAMILY_NAMES) * (cell + gap) + cell // 3), "white")
+    draw = ImageDraw.Draw(grid)
+    for column, strength in enumerate(("real", *strengths)):
+        text = strength if isinstance(strength, str) else f"s={strength:g}"
+        for example in range(examples_per_family):
+            draw.text((label_width + example * group_width + column * cell + 4, 2), text, fill="black", font=font)
+    for row, name in enumerate(FAMILY_NAMES):
+        top = cell // 3 + row * (cell + gap)
+        draw.text((4, top + cell // 2 - 8), name, fill="black", font=font)
+        for example, (frame, donor, seed) in enumerate(examples):
+            versions = [frame] + [MANIPULATIONS[name](frame, s, np.random.default_rng(seed), donor) for s in strengths]
+            for column, version in enumerate(versions):
+                tile = Image.fromarray(to_uint8(version)).resize((cell, cell), Image.Resampling.NEAREST)
+                grid.paste(tile, (label_width + example * group_width + column * cell, top))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    return path
