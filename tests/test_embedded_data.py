@@ -41,7 +41,9 @@ def test_same_config_gives_identical_bytes(tiny: Dataset) -> None:
 
 def test_process_pool_does_not_change_the_data() -> None:
     # One frame per video gives enough videos for generate_embedded to use its process pool.
-    config = EmbeddedConfig(image_size=16, train_size=120, val_size=40, test_seen_size=40, test_unseen_size=40, frames_per_video=1)
+    config = EmbeddedConfig(
+        image_size=16, train_size=120, val_size=40, test_seen_size=40, test_unseen_size=40, frames_per_video=1
+    )
     assert_same(generate_embedded(config, workers=1), generate_embedded(config, workers=2))
 
 
@@ -58,7 +60,13 @@ def test_split_shapes_and_dtypes(tiny: Dataset) -> None:
     for name, split in tiny.splits.items():
         size = config.split_size(name)
         assert split.images.shape == (size, 3, 32, 32) and split.images.dtype == torch.uint8
-        for field, dtype in (("labels", torch.int64), ("clean_labels", torch.int64), ("groups", torch.int64), ("families", torch.int64), ("strengths", torch.float32)):
+        for field, dtype in (
+            ("labels", torch.int64),
+            ("clean_labels", torch.int64),
+            ("groups", torch.int64),
+            ("families", torch.int64),
+            ("strengths", torch.float32),
+        ):
             assert getattr(split, field).dtype == dtype, (name, field)
         real = split.families == REAL_FAMILY
         assert torch.equal(split.clean_labels, (~real).long())
@@ -110,7 +118,14 @@ def test_tiles_are_split_without_overlap() -> None:
 
 
 def test_label_noise_rate_on_train_only_and_images_unchanged() -> None:
-    sizes = {"image_size": 16, "train_size": 1200, "val_size": 16, "test_seen_size": 16, "test_unseen_size": 16, "frames_per_video": 8}
+    sizes = {
+        "image_size": 16,
+        "train_size": 1200,
+        "val_size": 16,
+        "test_seen_size": 16,
+        "test_unseen_size": 16,
+        "frames_per_video": 8,
+    }
     noisy = generate_embedded(EmbeddedConfig(label_noise=0.2, **sizes))
     clean = generate_embedded(EmbeddedConfig(label_noise=0.0, **sizes))
     assert abs(noisy.splits["train"].flipped.float().mean().item() - 0.2) < 0.05  # about 4 standard errors

@@ -1,9 +1,9 @@
 """The embedded forensics benchmark: a small, offline, deterministic stand-in for a deepfake-detection dataset.
 
-Real "videos" are jittered crops of bundled photographs and procedural textures (see ``photos``); fake videos are
-the same kind of content passed through one of six manipulation families (see ``manipulations``) whose traces
-imitate those of face forgeries. Every frame, real or fake, is finally JPEG-compressed, which hides weak traces.
-Training sees some families; ``test_unseen`` holds the others, to measure generalisation.
+Real "videos" are jittered crops of bundled photographs (see ``photos``); fake videos are the same kind of content
+passed through one of six manipulation families (see ``manipulations``) whose traces imitate those of face
+forgeries. Every frame, real or fake, is finally JPEG-compressed, which hides weak traces. Training sees some
+families; ``test_unseen`` holds others, to measure generalisation.
 """
 
 from __future__ import annotations
@@ -47,25 +47,34 @@ _MIN_VIDEOS_FOR_POOL = 200
 class EmbeddedConfig:
     """Settings of the embedded benchmark. The same config always generates byte-identical data.
 
-    Sizes count images (frames); a video contributes ``frames_per_video`` consecutive images to one split.
+    Sizes count images (frames); a video contributes ``frames_per_video`` consecutive images to one split, and
+    videos come in real/fake pairs made from the same source frames (see ``_render_video``).
     ``strength_range`` bounds the manipulation strength drawn per fake video (1 = most visible trace).
     ``final_jpeg_quality`` bounds the quality of the JPEG every image gets last (drawn per video).
     ``label_noise`` is the probability that a training image's label is flipped (drawn per image; other splits
     stay clean). ``fake_fraction`` is the probability that a video is fake.
+
+    The defaults are calibrated for a from-scratch ``regnetx_002`` Student trained 8 epochs with uniform weights
+    (seeds 0 and 1): test_seen AUC 0.82-0.86 (0.89-0.92 without label noise), test_unseen 0.68-0.69. ``warp``
+    and ``spectral`` are held out because they share traces with trained families (see ``manipulations``), so
+    generalisation is possible but partial. ``double_jpeg`` is in neither list: such a Student barely learns it
+    even when trained on it (AUC 0.5-0.6 among other families), so it would only dilute both test splits; name it
+    to get a harder benchmark. Label noise is drawn per frame and the frames of a video mostly agree, so it takes
+    15% to cost the Student 0.05-0.08 AUC.
     """
 
     seed: int = 0
     image_size: int = 64
     train_size: int = 4000
     val_size: int = 1000
-    test_seen_size: int = 1000
-    test_unseen_size: int = 1000
+    test_seen_size: int = 1200
+    test_unseen_size: int = 1200
     frames_per_video: int = 8
     train_families: tuple[str, ...] = ("blend", "splice", "resynth")
-    unseen_families: tuple[str, ...] = ("warp", "spectral", "double_jpeg")
-    strength_range: tuple[float, float] = (0.5, 1.0)
-    final_jpeg_quality: tuple[int, int] = (85, 98)
-    label_noise: float = 0.1
+    unseen_families: tuple[str, ...] = ("warp", "spectral")
+    strength_range: tuple[float, float] = (0.7, 1.0)
+    final_jpeg_quality: tuple[int, int] = (90, 98)
+    label_noise: float = 0.15
     fake_fraction: float = 0.5
 
     def __post_init__(self) -> None:
@@ -135,8 +144,8 @@ class _Video:
 def _render_video(config: EmbeddedConfig, split: str, video_index: int, pool: list[np.ndarray]) -> _Video:
     """Generate one video from its own seed (plus its pair's), independent of every other video.
 
-    Videos come in pairs (2k, 2k+1) that share a source shot, the way FaceForensics++ keeps the real video each fake
-    was made from: remembering content then cannot tell real from fake, only the trace can. The pair draws one
+    Videos come in pairs (2k, 2k+1) that share their source frames, the way FaceForensics++ keeps the real video
+    each fake was made from: remembering content then cannot tell real from fake, only the trace can. The pair draws one
     uniform u; the first video is fake if u < fake_fraction, the second if 1 - u < fake_fraction, so each is fake
     with probability fake_fraction and, at 0.5, every pair is one real and one fake video.
     """
@@ -156,9 +165,14 @@ def _render_video(config: EmbeddedConfig, split: str, video_index: int, pool: li
         donor = render_shot(random_shot(rng, pool), rng, config.image_size, n_frames)
         manipulate = MANIPULATIONS[family_name]
         # Family and strength are per video, the details (mask, warp centre, fingerprint...) per frame, the way a
-        # forgery follows a moving face: eight frames then show eight variants of the trace, not one.
+        # forgery follows a moving face: the frames then show several variants of the trace, not one.
         frame_seeds = manipulation_seed.spawn(n_frames)
-        frames = np.stack([manipulate(frame, strength, np.random.default_rng(seed), other) for frame, other, seed in zip(frames, donor, frame_seeds, strict=True)])
+        frames = np.stack(
+            [
+                manipulate(frame, strength, np.random.default_rng(seed), other)
+                for frame, other, seed in zip(frames, donor, frame_seeds, strict=True)
+            ]
+        )
     encoded = np.stack([to_uint8(jpeg(frame, quality)) for frame in frames]).transpose(0, 3, 1, 2)
     # Label noise draws from its own stream so that changing label_noise leaves every image unchanged.
     noise = np.random.default_rng(noise_seed).random(n_frames)
@@ -203,7 +217,9 @@ def generate_embedded(config: EmbeddedConfig | None = None, workers: int | None 
     """
     config = config or EmbeddedConfig()
     counts = {split: -(-config.split_size(split) // config.frames_per_video) for split in SPLIT_NAMES}
-    jobs = [(split, range(start, min(start + 64, counts[split]))) for split in SPLIT_NAMES for start in range(0, counts[split], 64)]
+    jobs = [
+        (split, range(start, min(start + 64, counts[split]))) for split in SPLIT_NAMES for start in range(0, counts[split], 64)
+    ]
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     if workers > 1 and sum(counts.values()) >= _MIN_VIDEOS_FOR_POOL:
         tile_library()  # Load once here so forked workers inherit it instead of each decoding every photograph.
@@ -248,7 +264,10 @@ def _to_payload(dataset: Dataset, config: EmbeddedConfig) -> dict[str, Any]:
         "generator_version": GENERATOR_VERSION,
         "config": json.dumps(dataclasses.asdict(config), sort_keys=True),
         "family_names": list(dataset.family_names),
-        "splits": {name: {field.name: getattr(split, field.name) for field in dataclasses.fields(Split)} for name, split in dataset.splits.items()},
+        "splits": {
+            name: {field.name: getattr(split, field.name) for field in dataclasses.fields(Split)}
+            for name, split in dataset.splits.items()
+        },
     }
 
 
@@ -257,7 +276,9 @@ def _from_payload(payload: dict[str, Any]) -> Dataset:
     return Dataset(name=DATASET_NAME, splits=splits, family_names=tuple(payload["family_names"]))
 
 
-def load_embedded(config: EmbeddedConfig | None = None, cache_dir: str | os.PathLike[str] | None = None, **overrides: Any) -> Dataset:
+def load_embedded(
+    config: EmbeddedConfig | None = None, cache_dir: str | os.PathLike[str] | None = None, **overrides: Any
+) -> Dataset:
     """The benchmark for ``config`` with ``overrides`` applied, read from the cache or generated and cached.
 
     The cache file lives under ``cache_dir`` (default ``$TSRL_CACHE_DIR`` or ``~/.cache/tsrl``) and is named by a
@@ -311,7 +332,9 @@ def save_family_grid(
     group_width = (1 + len(strengths)) * cell + gap * 3
     font = ImageFont.load_default(size=max(10, cell // 6))
     label_width = int(max(font.getlength(name) for name in FAMILY_NAMES)) + 12
-    grid = Image.new("RGB", (label_width + examples_per_family * group_width, len(FAMILY_NAMES) * (cell + gap) + cell // 3), "white")
+    grid = Image.new(
+        "RGB", (label_width + examples_per_family * group_width, len(FAMILY_NAMES) * (cell + gap) + cell // 3), "white"
+    )
     draw = ImageDraw.Draw(grid)
     for column, strength in enumerate(("real", *strengths)):
         text = strength if isinstance(strength, str) else f"s={strength:g}"

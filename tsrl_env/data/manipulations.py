@@ -2,9 +2,13 @@
 
 Each family is a function ``(image, strength, rng, donor) -> image`` on float32 (H, W, 3) arrays in [0, 1].
 ``strength`` in [0, 1] scales the trace (1 = most visible, i.e. easiest to detect; 0 leaves the image unchanged or
-nearly so); ``rng`` draws every random parameter, so calling a family twice with identically seeded generators on
-two frames of a video manipulates both the same way; ``donor`` is another real image of the same shape, used by the
-families that paste foreign content. Pixel-scale parameters are given for 64 px images and scale with the size.
+nearly so); ``rng`` draws every random parameter, so identically seeded generators give identical manipulations;
+``donor`` is another real image of the same shape, used by the families that paste foreign content. Pixel-scale
+parameters are given for 64 px images and scale with the size.
+
+Traces overlap on purpose, as those of real forgery methods do: ``warp`` shares interpolation smoothing with
+``resynth`` and a compositing seam with ``blend``; ``spectral`` shares high-frequency periodic energy with the
+checkerboard of ``resynth``; ``double_jpeg`` stands apart.
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
     return ndimage.gaussian_filter(image, sigma=(sigma, sigma, 0), mode="reflect") if sigma > 0 else image
 
 
-def _ellipse_mask(shape: tuple[int, int], rng: np.random.Generator, size_range: tuple[float, float], softness: float) -> np.ndarray:
+def _ellipse_mask(
+    shape: tuple[int, int], rng: np.random.Generator, size_range: tuple[float, float], softness: float
+) -> np.ndarray:
     """A random ellipse near the centre (like a face region), blurred by ``softness`` pixels; (H, W, 1) in [0, 1]."""
     height, width = shape
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -72,11 +78,13 @@ def blend(image: np.ndarray, strength: float, rng: np.random.Generator, donor: n
     """Self-blending (imitates Self-Blended Images, Shiohara & Yamasaki, CVPR 2022).
 
     A copy of the image gets a colour, contrast and sharpness change (mostly blur) plus a 1.5-3 px shift and
-    slight scale, and is blended back through a blurred elliptical mask. Trace: a soft blending boundary where colour statistics,
-    sharpness and alignment change, the generic seam every face swap leaves.
+    slight scale, and is blended back through a blurred elliptical mask. Trace: a soft blending boundary where
+    colour statistics, sharpness and alignment change, the generic seam every face swap leaves.
     """
     scale = image.shape[0] / 64.0
-    source = image * (1.0 + strength * rng.uniform(0.15, 0.35, size=3) * rng.choice([-1.0, 1.0], size=3)) + strength * rng.uniform(-0.1, 0.1, size=3)
+    source = image * (
+        1.0 + strength * rng.uniform(0.15, 0.35, size=3) * rng.choice([-1.0, 1.0], size=3)
+    ) + strength * rng.uniform(-0.1, 0.1, size=3)
     mean = source.mean(axis=(0, 1))
     source = mean + (source - mean) * (1.0 + strength * rng.uniform(-0.4, 0.4))
     sharpness = strength * rng.uniform(1.0, 2.0) * scale
@@ -100,7 +108,11 @@ def splice(image: np.ndarray, strength: float, rng: np.random.Generator, donor: 
     content with inconsistent colour, sharpness and noise level and a visible paste edge.
     """
     scale = image.shape[0] / 64.0
-    mask = _ellipse_mask(image.shape[:2], rng, (0.18, 0.35), softness=0.0) if rng.random() < 0.6 else _rect_mask(image.shape[:2], rng)
+    mask = (
+        _ellipse_mask(image.shape[:2], rng, (0.18, 0.35), softness=0.0)
+        if rng.random() < 0.6
+        else _rect_mask(image.shape[:2], rng)
+    )
     feather = (0.4 + 1.6 * (1.0 - strength)) * scale * rng.uniform(0.7, 1.3)
     region = mask[..., 0] > 0.5
     # A careful forger matches colours; strength decides how much mismatch is left.
@@ -158,7 +170,9 @@ def warp(image: np.ndarray, strength: float, rng: np.random.Generator, donor: np
     # Reshaping tools render the deformed region through a coarser mesh, up-sample it bilinearly (smoothing it the
     # way resynth's bilinear up-sampling does) and composite it back, with a colour shift.
     factor = int(rng.choice([2, 3]))
-    coarse = _resize(_resize(warped, (width // factor, height // factor), Image.Resampling.BOX), (width, height), Image.Resampling.BILINEAR)
+    coarse = _resize(
+        _resize(warped, (width // factor, height // factor), Image.Resampling.BOX), (width, height), Image.Resampling.BILINEAR
+    )
     coarse = coarse * (1.0 + strength * rng.uniform(0.08, 0.2, size=3) * rng.choice([-1.0, 1.0], size=3))
     region = strength * ndimage.gaussian_filter((rho < 1.0).astype(np.float32), sigma=2.0 * height / 64.0)[..., None]
     return np.clip(warped * (1.0 - region) + coarse * region, 0.0, 1.0).astype(np.float32)
