@@ -37,8 +37,7 @@ def calibrate(config: RunConfig, seeds: list[int], out: Path, progress: bool = F
             [
                 f"{noise:g}",
                 str(seed),
-                *(f"{run.test[split][key]:.3f}" for key in ("auc",) for split in ("test_seen", "test_unseen")),
-                *(f"{run.test[split]['video_auc']:.3f}" for split in ("test_seen", "test_unseen")),
+                *(f"{run.test[split][key]:.3f}" for key in ("auc", "video_auc") for split in ("test_seen", "test_unseen")),
                 *(f"{family_auc[name]:.3f}" if name in family_auc else "-" for name in families),
             ]
         )

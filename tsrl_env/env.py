@@ -125,7 +125,7 @@ class DeepfakeCurriculumEnv(gym.Env):
             raise RuntimeError("call reset() before step(), and again after the episode terminated")
         weights, clipped = self._validate_action(action)
         batch = self._pending
-        loss = self._update(torch.as_tensor(weights, device=self.device))
+        loss = self._update(weights.to(self.device))
 
         with torch.no_grad(), self.student.frozen_batch_statistics():
             logits_after, _ = self.student(batch.images)
