@@ -117,6 +117,18 @@ def test_tiles_are_split_without_overlap() -> None:
     assert not np.array_equal(np.sort(split_tiles(seed=1)["test"][0]), np.sort(parts["test"][0]))
 
 
+def test_texture_fraction_chooses_between_textures_and_photo_tiles() -> None:
+    pool = split_tiles(seed=0)["train"]
+    library = tile_library().tiles
+    rng = np.random.default_rng(0)
+    textures = [random_shot(rng, pool, texture_fraction=1.0).tile for _ in range(6)]
+    photos = [random_shot(rng, pool, texture_fraction=0.0).tile for _ in range(6)]
+    assert all(tile.shape == library.shape[1:] and tile.dtype == np.uint8 for tile in textures)
+    assert not any((library == tile).all(axis=(1, 2, 3)).any() for tile in textures)
+    assert all((library == tile).all(axis=(1, 2, 3)).any() for tile in photos)
+    assert len({tile.tobytes() for tile in textures}) == len(textures)
+
+
 def test_label_noise_rate_on_train_only_and_images_unchanged() -> None:
     sizes = {
         "image_size": 16,
@@ -184,6 +196,7 @@ def test_unknown_override_is_a_type_error() -> None:
         ({"strength_range": (0.8, 0.2)}, "strength_range"),
         ({"final_jpeg_quality": (90, 101)}, "final_jpeg_quality"),
         ({"unseen_families": ()}, "unseen_families"),
+        ({"texture_fraction": 1.5}, "texture_fraction"),
     ],
 )
 def test_config_validation(changes: dict[str, object], fragment: str) -> None:
