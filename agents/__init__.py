@@ -1,45 +1,119 @@
 """Tutors: agents that choose the Student's per-sample loss weights.
 
-``make_tutor(name, env, **kwargs)`` builds one by name; learned tutors are Stable-Baselines3 algorithms
-acting through the per-sample SB3 view of the environment.
+Every tutor, learned or not, has Stable-Baselines3's interface: ``predict(observation, state=None,
+episode_start=None, deterministic=False) -> (actions, state)`` on a batch of state rows ``(B, D)``, giving
+``B`` weights in [0, 1] (shape ``(B, 1)``); ``learn(total_timesteps, callback=None, ...) -> self``; ``save(path)``.
+
+``make_tutor(name, env, **kwargs)`` builds one by name and ``load_tutor(name, path, env)`` reloads a saved one;
+``env`` is a :class:`tsrl_env.DeepfakeCurriculumEnv` or an SB3 ``VecEnv`` view of one. Learned tutors are SB3
+algorithms acting through the per-sample view (:mod:`agents.zoo`, :mod:`agents.ppo`), or on whole batches
+(:mod:`agents.attention`); heuristic curricula follow fixed rules (:mod:`agents.heuristics`).
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-from stable_baselines3 import SAC
+from stable_baselines3 import A2C, DDPG, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
+from agents.attention import AttentionPPO, load_attention_tutor, make_attention_tutor
+from agents.heuristics import HEURISTICS, HeuristicTutor
 from agents.ppo import SigmoidGaussianPolicy, TutorPPO, loss_rank_targets
 from agents.vec_env import PerSampleVecEnv, as_per_sample_vec_env
+from agents.zoo import make_a2c, make_ddpg, make_sac, make_td3
+from tsrl_env import PerSampleVectorEnv
 
 
-def make_sac(env: gym.Env | VecEnv, **kwargs: Any) -> SAC:
-    """SB3 SAC on the per-sample view; the replay buffer holds four Student epochs of transitions by default."""
-    venv = as_per_sample_vec_env(env)
-    steps_per_epoch = venv.get_attr("steps_per_epoch")[0]
-    kwargs.setdefault("buffer_size", 4 * steps_per_epoch * venv.num_envs)
-    kwargs.setdefault("learning_starts", venv.num_envs)
-    return SAC("MlpPolicy", venv, **kwargs)
+@dataclass(frozen=True)
+class TutorSpec:
+    """How to build and reload one kind of tutor.
+
+    ``make(env, **kwargs)`` builds a tutor; ``load(path, env=None)`` reloads a saved one, ready to predict (and
+    to learn further, if it learns); ``learns`` is False for fixed curricula. ``acts_on_batch`` is True for a
+    tutor that learns from whole-batch observations instead of the per-sample view.
+    """
+
+    make: Callable[..., Any]
+    load: Callable[..., Any]
+    learns: bool
+    acts_on_batch: bool = False
 
 
-TUTORS: dict[str, Callable[..., BaseAlgorithm]] = {
-    "ppo": TutorPPO,
-    "sac": make_sac,
+def _load_sb3(algorithm: type[BaseAlgorithm], path: str | Path, env: gym.Env | VecEnv | None = None) -> BaseAlgorithm:
+    return algorithm.load(path, env=as_per_sample_vec_env(env))
+
+
+def _sb3(make: Callable[..., BaseAlgorithm], algorithm: type[BaseAlgorithm]) -> TutorSpec:
+    return TutorSpec(make=make, load=partial(_load_sb3, algorithm), learns=True)
+
+
+TUTORS: dict[str, TutorSpec] = {
+    "ppo": _sb3(TutorPPO, TutorPPO),
+    "sac": _sb3(make_sac, SAC),
+    "td3": _sb3(make_td3, TD3),
+    "ddpg": _sb3(make_ddpg, DDPG),
+    "a2c": _sb3(make_a2c, A2C),
+    "attention": TutorSpec(make=make_attention_tutor, load=load_attention_tutor, learns=True, acts_on_batch=True),
+    **{name: TutorSpec(make=cls, load=cls.load, learns=False) for name, cls in HEURISTICS.items()},
 }
 
 
-def make_tutor(name: str, env: gym.Env | VecEnv, **kwargs: Any) -> BaseAlgorithm:
-    """The tutor registered as ``name``, acting on ``env``; keywords go to its constructor."""
+def tutor_spec(name: str) -> TutorSpec:
+    """The :class:`TutorSpec` registered as ``name``; an unknown name raises a ValueError listing the accepted ones."""
     try:
-        factory = TUTORS[name]
+        return TUTORS[name]
     except KeyError:
-        raise ValueError(f"unknown tutor {name!r}; accepted: {', '.join(TUTORS)}") from None
-    return factory(env, **kwargs)
+        close = difflib.get_close_matches(name.lower(), list(TUTORS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown tutor {name!r}{hint}; accepted: {', '.join(TUTORS)}") from None
 
 
-__all__ = ["TUTORS", "PerSampleVecEnv", "SigmoidGaussianPolicy", "TutorPPO", "loss_rank_targets", "make_sac", "make_tutor"]
+def make_tutor(name: str, env: gym.Env | VecEnv, **kwargs: Any) -> Any:
+    """The tutor registered as ``name``, acting on ``env``; keywords go to its constructor."""
+    return tutor_spec(name).make(env, **kwargs)
+
+
+def single_episode_view(name: str, env: gym.Env) -> gym.Env | VecEnv:
+    """What the ``name`` tutor should learn on when the run is exactly one episode of the batch env ``env``.
+
+    The view does not reset the environment when the episode ends: a reset would build and warm up a new
+    Student that nobody trains. Batch tutors build such a view themselves; per-sample tutors get one here.
+    """
+    if tutor_spec(name).acts_on_batch:
+        return env
+    return PerSampleVecEnv(PerSampleVectorEnv(env, autoreset=False))
+
+
+def load_tutor(name: str, path: str | Path, env: gym.Env | VecEnv | None = None) -> Any:
+    """The ``name`` tutor saved at ``path``, acting on ``env`` (heuristic tutors need it, SB3 ones can predict without)."""
+    return tutor_spec(name).load(path, env=env)
+
+
+__all__ = [
+    "HEURISTICS",
+    "AttentionPPO",
+    "TUTORS",
+    "HeuristicTutor",
+    "PerSampleVecEnv",
+    "SigmoidGaussianPolicy",
+    "TutorPPO",
+    "TutorSpec",
+    "load_tutor",
+    "loss_rank_targets",
+    "make_a2c",
+    "make_attention_tutor",
+    "make_ddpg",
+    "make_sac",
+    "make_td3",
+    "make_tutor",
+    "single_episode_view",
+    "tutor_spec",
+]

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from experiments.config import RunConfig
+from experiments.record import StudentRun
 from experiments.report import format_table
-from experiments.train import StudentRun, train_uniform
+from experiments.train import train_student
 from tsrl_env.data import EmbeddedConfig
 
 
@@ -26,7 +27,7 @@ def calibrate(config: RunConfig, seeds: list[int], out: Path, progress: bool = F
             run_config = RunConfig(env=config.env.replace(dataset_options=options), seed=seed)
             run_dir = out / f"noise{noise:g}_seed{seed}"
             run_dir.mkdir(parents=True, exist_ok=True)
-            runs[noise, seed] = train_uniform(run_config, run_dir, progress=progress)
+            runs[noise, seed] = train_student(run_config, run_dir, "uniform", progress=progress)
 
     families = sorted({name for run in runs.values() for split in run.test.values() for name in split["family_auc"]})
     header = ["label noise", "seed", "seen AUC", "unseen AUC", "seen video AUC", "unseen video AUC", *families]

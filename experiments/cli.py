@@ -1,5 +1,5 @@
-"""The ``tsrl`` command line: ``train`` (the main job), ``grid`` (example images per manipulation family) and
-``calibrate`` (what uniform-weight Students reach on the embedded benchmark)."""
+"""The ``tsrl`` command line: ``train`` (the main job), ``benchmark`` (every tutor on one table), ``grid`` (example
+images per manipulation family) and ``calibrate`` (what uniform-weight Students reach on the embedded benchmark)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from experiments.benchmark import load_benchmark_config, run_benchmark, write_summary
 from experiments.calibrate import calibrate
 from experiments.config import load_run_config
 from experiments.report import epoch_table, final_table
-from experiments.train import save_results, train_tutored, train_uniform
+from experiments.train import save_results, train_student
 from tsrl_env.data import save_family_grid
 
 
@@ -29,14 +30,28 @@ def _train(args: argparse.Namespace) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"run directory: {run_dir}")
     start = time.perf_counter()
-    baseline = train_uniform(config, run_dir, progress=not args.no_progress)
-    tutored = train_tutored(config, run_dir, progress=not args.no_progress)
+    baseline = train_student(config, run_dir, "uniform", progress=not args.no_progress)
+    checkpoint = Path(args.tutor_checkpoint) if args.tutor_checkpoint else None
+    tutored = train_student(config, run_dir, tutor_checkpoint=checkpoint, progress=not args.no_progress)
     save_results([baseline, tutored], config, run_dir)
     print()
     print(epoch_table(baseline, tutored))
     print()
     print(final_table([baseline, tutored]))
     print(f"\ntotal wall time {time.perf_counter() - start:.0f} s; TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}")
+
+
+def _benchmark(args: argparse.Namespace) -> None:
+    tutors = args.tutors.split(",") if args.tutors else None
+    seeds = list(range(args.seeds)) if args.seeds else None
+    config = load_benchmark_config(args.config, tutors=tutors, seeds=seeds)
+    out = Path(args.out) if args.out else Path("runs") / "benchmark" / Path(args.config).stem
+    print(f"benchmark directory: {out}")
+    start = time.perf_counter()
+    if not args.summary_only:
+        run_benchmark(config, out, workers=args.workers, progress=not args.no_progress)
+    print(write_summary(config, out))
+    print(f"wall time {time.perf_counter() - start:.0f} s; tables and plots in {out}")
 
 
 def _grid(args: argparse.Namespace) -> None:
@@ -61,9 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--warmup-epochs", type=int, help="uniform-weight epochs before tutoring (overrides the config)")
     train.add_argument("--backbone", help="timm model name of the Student (overrides the config)")
     train.add_argument("--device", help="auto, cpu, cuda, ... (overrides the config)")
+    train.add_argument("--tutor-checkpoint", help="a saved tutor (tutor.zip) that teaches without learning")
     train.add_argument("--out", default="runs", help="parent folder of the run directory (default: runs)")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     train.set_defaults(handler=_train)
+
+    bench = commands.add_parser("benchmark", help="run a tutor x seed x variant grid and write results.csv, results.md, plots")
+    bench.add_argument("--config", default="benchmark_noise", help="config name or YAML path (default: benchmark_noise)")
+    bench.add_argument("--tutors", help="comma-separated tutor names (overrides the config)")
+    bench.add_argument("--seeds", type=int, help="run seeds 0..N-1 (overrides the config)")
+    bench.add_argument("--workers", type=int, default=1, help="parallel processes (default: 1)")
+    bench.add_argument("--out", help="output folder (default: runs/benchmark/<config name>); finished cells there are kept")
+    bench.add_argument("--summary-only", action="store_true", help="only rebuild the tables and plots from finished cells")
+    bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    bench.set_defaults(handler=_benchmark)
 
     grid = commands.add_parser("grid", help="save a PNG grid of real images and their manipulated versions, per family")
     grid.add_argument("--out", default="family_grid.png", help="PNG path (default: family_grid.png)")

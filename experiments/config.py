@@ -27,7 +27,24 @@ class RunConfig:
         return {"env": self.env.to_dict(), "tutor": self.tutor, "tutor_kwargs": dict(self.tutor_kwargs), "seed": self.seed}
 
     def save(self, path: Path) -> None:
-        path.write_text(yaml.safe_dump(_plain(self.to_dict()), sort_keys=False))
+        path.write_text(yaml.safe_dump(plain(self.to_dict()), sort_keys=False))
+
+
+def read_yaml_config(path: str | Path) -> dict[str, Any]:
+    """The settings in a YAML config given as a path or as a name under ``experiments/configs``."""
+    config_path = Path(path)
+    if not config_path.exists() and (CONFIG_DIR / f"{path}.yaml").exists():
+        config_path = CONFIG_DIR / f"{path}.yaml"
+    if not config_path.exists():
+        available = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+        raise FileNotFoundError(f"no config file {str(path)!r}; give a path or one of: {available}")
+    return yaml.safe_load(config_path.read_text()) or {}
+
+
+def run_config_from_dict(settings: dict[str, Any]) -> RunConfig:
+    """The inverse of :meth:`RunConfig.to_dict`."""
+    settings = dict(settings)
+    return RunConfig(env=EnvConfig.from_dict(settings.pop("env", {}) or {}), **settings)
 
 
 def load_run_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
@@ -38,13 +55,7 @@ def load_run_config(path: str | Path | None = None, **overrides: Any) -> RunConf
     """
     settings: dict[str, Any] = {}
     if path is not None:
-        config_path = Path(path)
-        if not config_path.exists() and (CONFIG_DIR / f"{path}.yaml").exists():
-            config_path = CONFIG_DIR / f"{path}.yaml"
-        if not config_path.exists():
-            available = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-            raise FileNotFoundError(f"no config file {path!r}; give a path or one of: {available}")
-        settings = yaml.safe_load(config_path.read_text()) or {}
+        settings = read_yaml_config(path)
     run_fields = [f.name for f in dataclasses.fields(RunConfig)]
     reject_unknown_keys(settings, run_fields, f"run setting in {path}")
     env_settings = dict(settings.pop("env", None) or {})
@@ -58,10 +69,10 @@ def load_run_config(path: str | Path | None = None, **overrides: Any) -> RunConf
     return RunConfig(env=EnvConfig.from_dict(env_settings), **settings)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Tuples to lists, recursively, so the YAML is plain."""
     if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
+        return [plain(item) for item in value]
     return value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from experiments.train import StudentRun
+from experiments.record import StudentRun
 
 FINAL_ROWS = (
     ("seen AUC", "test_seen", "auc"),

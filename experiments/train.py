@@ -1,139 +1,106 @@
-"""The main job: train one Student with uniform weights and one with a tutor, same seed and data, and compare."""
+"""Train one Student under one tutor, for one episode, and record what happened.
+
+Learned tutors learn while they teach (their ``learn`` drives the environment); heuristics, and learned tutors
+loaded from a checkpoint, only act (a predict loop drives it). Both paths start the Student from the run's seed,
+so two runs with the same config differ only by their tutor.
+"""
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
-from torch.utils.tensorboard import SummaryWriter
+from stable_baselines3.common.logger import configure
 from tqdm.auto import tqdm
 
-from agents import PerSampleVecEnv, make_tutor
+from agents import load_tutor, make_tutor, single_episode_view, tutor_spec
 from experiments.config import RunConfig
-from tsrl_env import DeepfakeCurriculumEnv, PerSampleVectorEnv
+from experiments.record import CurriculumRecorder, StudentRun
+from tsrl_env import DeepfakeCurriculumEnv
 
 
-@dataclass
-class EpochRecord:
-    """One Student epoch as the table reports it."""
+class _RecorderCallback(BaseCallback):
+    """Feeds every step a learning tutor takes to a :class:`CurriculumRecorder`."""
 
-    epoch: int
-    phase: str  # "warm-up" or "tutored"
-    val_auc: float
-    mean_weight: float
-    mean_reward: float
-
-
-@dataclass
-class StudentRun:
-    """What one Student's training produced."""
-
-    label: str
-    epochs: list[EpochRecord] = field(default_factory=list)
-    test: dict[str, dict[str, Any]] = field(default_factory=dict)
-    wall_time_s: float = 0.0
-
-
-class _EpochLog:
-    """Averages per-step figures over an epoch and logs each finished epoch to TensorBoard."""
-
-    def __init__(self, run: StudentRun, writer: SummaryWriter) -> None:
-        self.run = run
-        self.writer = writer
-        self._weights: list[float] = []
-        self._rewards: list[float] = []
-
-    def warmup(self, warmup_info: list[dict[str, Any]]) -> None:
-        for record in warmup_info:
-            self._finish(EpochRecord(len(self.run.epochs) + 1, "warm-up", record["val"]["auc"], 1.0, float("nan")))
-
-    def step(self, info: dict[str, Any]) -> None:
-        self._weights.append(info["mean_weight"])
-        self._rewards.append(float(np.mean(info["sample_rewards"])))
-        if "val" in info:
-            epoch = len(self.run.epochs) + 1
-            self._finish(
-                EpochRecord(epoch, "tutored", info["val"]["auc"], float(np.mean(self._weights)), float(np.mean(self._rewards)))
-            )
-            self._weights, self._rewards = [], []
-        if "test" in info:
-            self.run.test = info["test"]
-
-    def _finish(self, record: EpochRecord) -> None:
-        self.run.epochs.append(record)
-        self.writer.add_scalar("student/val_auc", record.val_auc, record.epoch)
-        self.writer.add_scalar("tutor/mean_weight", record.mean_weight, record.epoch)
-        if record.phase == "tutored":
-            self.writer.add_scalar("tutor/mean_reward", record.mean_reward, record.epoch)
-
-
-class _TutorEpochCallback(BaseCallback):
-    """Feeds the batch environment's info of every step to an :class:`_EpochLog`."""
-
-    def __init__(self, log: _EpochLog) -> None:
+    def __init__(self, recorder: CurriculumRecorder) -> None:
         super().__init__()
-        self.log = log
+        self.recorder = recorder
 
     def _on_training_start(self) -> None:
-        self.log.warmup(self.training_env.reset_infos[0]["warmup"])
+        self.recorder.warmup(_batch_info(self.training_env.reset_infos[0]))
 
     def _on_step(self) -> bool:
-        self.log.step(self.locals["infos"][0]["batch"])
+        # SB3 updates ``_last_obs`` after the callback, so it still holds the states this step's actions came from.
+        states = np.asarray(self.model._last_obs)
+        self.recorder.step(states.reshape(-1, states.shape[-1]), _batch_info(self.locals["infos"][0]))
         return True
 
 
-def train_uniform(config: RunConfig, run_dir: Path, progress: bool = True) -> StudentRun:
-    """Train one Student with every weight 1, through the same environment the tutor uses."""
-    run = StudentRun("uniform")
+def _batch_info(info: dict) -> dict:
+    """The batch environment's info, whether the tutor sees the per-sample view (which nests it) or the batch."""
+    return info.get("batch", info)
+
+
+def train_student(
+    config: RunConfig,
+    run_dir: Path,
+    tutor: str | None = None,
+    tutor_checkpoint: Path | None = None,
+    progress: bool = True,
+    save_student: bool = True,
+) -> StudentRun:
+    """Train one Student taught by ``tutor`` (default ``config.tutor``) and save it under ``run_dir / label``.
+
+    With ``tutor_checkpoint`` the tutor is loaded and only acts. Writes the Student's weights (unless
+    ``save_student`` is False), the tutor (when it learned), and TensorBoard logs under ``run_dir / "tensorboard"``.
+    """
+    name = tutor or config.tutor
+    label = f"{name}-checkpoint" if tutor_checkpoint else name
+    out = run_dir / label
+    run = StudentRun(label)
     start = time.perf_counter()
     env = DeepfakeCurriculumEnv(config.env)
-    with SummaryWriter(run_dir / "tensorboard" / "uniform") as writer:
-        log = _EpochLog(run, writer)
-        _, info = env.reset(seed=config.seed)
-        log.warmup(info["warmup"])
-        weights = np.ones(env.action_space.shape, np.float32)
-        for _ in tqdm(range(config.env.epochs * env.steps_per_epoch), desc="uniform", disable=not progress):
-            _, _, terminated, _, info = env.step(weights)
-            log.step(info)
-            if terminated:
-                break
+    logger = configure(str(run_dir / "tensorboard" / label), ["tensorboard"])
+    recorder = CurriculumRecorder(run, env, logger)
+    if tutor_spec(name).learns and tutor_checkpoint is None:
+        agent = make_tutor(name, single_episode_view(name, env), seed=config.seed, **config.tutor_kwargs)
+        agent.set_logger(logger)
+        total = config.env.epochs * env.steps_per_epoch * agent.get_env().num_envs
+        agent.learn(total_timesteps=total, callback=_RecorderCallback(recorder), progress_bar=progress)
+        out.mkdir(parents=True, exist_ok=True)
+        agent.save(out / "tutor.zip")
+    else:
+        if tutor_checkpoint is not None:
+            agent = load_tutor(name, tutor_checkpoint, env)
+        else:
+            agent = make_tutor(name, env, seed=config.seed, **config.tutor_kwargs)
+        _act(env, agent, recorder, config.seed, label, progress)
     run.wall_time_s = time.perf_counter() - start
-    _save_student(env.finished_student, run_dir / "uniform")
+    if env.finished_student is None:
+        raise RuntimeError("the episode did not finish, so there is no trained Student")
+    if save_student:
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save(env.finished_student.state_dict(), out / "student.pt")
+    logger.close()
     return run
 
 
-def train_tutored(config: RunConfig, run_dir: Path, progress: bool = True) -> StudentRun:
-    """Train one Student while the tutor learns to weight its samples, for one episode."""
-    run = StudentRun(config.tutor)
-    start = time.perf_counter()
-    env = DeepfakeCurriculumEnv(config.env)
-    # Learning stops exactly at the episode's end, so no second Student needs to be built and warmed up.
-    view = PerSampleVecEnv(PerSampleVectorEnv(env, autoreset=False))
-    tutor = make_tutor(config.tutor, view, seed=config.seed, tensorboard_log=str(run_dir / "tensorboard"), **config.tutor_kwargs)
-    with SummaryWriter(run_dir / "tensorboard" / config.tutor) as writer:
-        log = _EpochLog(run, writer)
-        total = config.env.epochs * env.steps_per_epoch * env.batch_size
-        tutor.learn(
-            total_timesteps=total, callback=_TutorEpochCallback(log), progress_bar=progress, tb_log_name=f"{config.tutor}_tutor"
-        )
-    run.wall_time_s = time.perf_counter() - start
-    out = run_dir / config.tutor
-    _save_student(env.finished_student, out)
-    tutor.save(out / "tutor.zip")
-    return run
-
-
-def _save_student(student: torch.nn.Module | None, directory: Path) -> None:
-    if student is None:
-        raise RuntimeError("the episode did not finish, so there is no trained Student to save")
-    directory.mkdir(parents=True, exist_ok=True)
-    torch.save(student.state_dict(), directory / "student.pt")
+def _act(env: DeepfakeCurriculumEnv, agent, recorder: CurriculumRecorder, seed: int, label: str, progress: bool) -> None:
+    """Drive one episode with the tutor's deterministic weights, learning nothing."""
+    states, info = env.reset(seed=seed)
+    recorder.warmup(info)
+    for _ in tqdm(range(env.config.epochs * env.steps_per_epoch), desc=label, disable=not progress):
+        actions, _ = agent.predict(states, deterministic=True)
+        next_states, _, terminated, _, info = env.step(np.asarray(actions, np.float32).reshape(env.action_space.shape))
+        recorder.step(states, info)
+        states = next_states
+        if terminated:
+            break
 
 
 def save_results(runs: list[StudentRun], config: RunConfig, run_dir: Path) -> None:

@@ -79,6 +79,7 @@ class DeepfakeCurriculumEnv(gym.Env):
         self.action_space = gym.spaces.Box(0.0, 1.0, (self.batch_size,), np.float32)
         self.reward_function = get_reward(self.config.reward)
 
+        self.state_layout = self.state_builder.layout
         self.history = SampleHistory(train_size, self.config.ema_alpha, self.device)
         self.finished_student: Student | None = None
         self._optimizer: torch.optim.Optimizer | None = None
@@ -139,6 +140,7 @@ class DeepfakeCurriculumEnv(gym.Env):
             "loss": loss,
             "accuracy": float(batch.correct.float().mean()),
             "mean_weight": float(weights.mean()),
+            "weights": weights.numpy(),
             "clipped_actions": clipped,
             "epoch": self._epoch,
             "step": self._step_in_epoch - 1,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 COUNTERS = ("learned", "forgotten")
@@ -62,6 +64,39 @@ class SampleHistory:
             getattr(self, name).copy_(value)
 
 
+@dataclass(frozen=True)
+class StateLayout:
+    """Where each quantity sits in a state row, so that curricula and analyses can read observations.
+
+    ``features`` is the slice of Student features; the other fields are column indices.
+    """
+
+    features: slice
+    ema_loss: int
+    counters: dict[str, int]
+    p_fake: int
+    wrong: int
+    correct: int
+
+    def ema_loss_of(self, states: np.ndarray) -> np.ndarray:
+        """The EMA losses of state rows (undoing the tanh squashing), shape ``states.shape[:-1]``."""
+        return np.arctanh(np.clip(states[..., self.ema_loss], 0.0, 1.0 - 1e-7))
+
+    def correct_of(self, states: np.ndarray) -> np.ndarray:
+        """Whether the Student got each row's sample right in the forward that built the state."""
+        return states[..., self.correct] > 0.5
+
+    def p_label_of(self, states: np.ndarray) -> np.ndarray:
+        """The Student's probability for each sample's training label.
+
+        The label is not part of the state, but with two classes it follows from correctness: a correct
+        prediction means the label is the more probable class.
+        """
+        p_fake = states[..., self.p_fake]
+        p_top = np.maximum(p_fake, 1.0 - p_fake)
+        return np.where(self.correct_of(states), p_top, 1.0 - p_top)
+
+
 class StateBuilder:
     """Builds the per-sample state ``[f, tanh(ema_loss), tanh(counter / 10) ..., p_fake, onehot(correct)]``.
 
@@ -91,6 +126,15 @@ class StateBuilder:
             self.projection = projection.to(device)
         self.feature_dim = backbone_features if feature_dim is None else feature_dim
         self.state_dim = self.feature_dim + 1 + len(self.counters) + 1 + 2
+        width = self.feature_dim
+        self.layout = StateLayout(
+            features=slice(0, width),
+            ema_loss=width,
+            counters={name: width + 1 + index for index, name in enumerate(self.counters)},
+            p_fake=self.state_dim - 3,
+            wrong=self.state_dim - 2,
+            correct=self.state_dim - 1,
+        )
 
     def build(
         self,

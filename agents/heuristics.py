@@ -1,0 +1,233 @@
+"""Hand-written curricula: fixed weighting rules from the literature, the baselines a learned tutor must beat.
+
+Each rule reads state rows through the environment's :class:`tsrl_env.state.StateLayout` (EMA loss, the
+probability of the training label, correctness) and may depend on ``progress``, the tutored epoch index over
+the number of tutored epochs (0 in the first tutored epoch, ``(epochs - 1) / epochs`` in the last).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.vec_env import VecEnv
+
+from tsrl_env.state import StateLayout
+
+LN2 = math.log(2.0)
+"""Cross-entropy of a binary classifier at chance (p = 0.5), and every sample's EMA loss before its first visit."""
+
+
+class HeuristicTutor:
+    """A fixed curriculum behind the tutor interface of Stable-Baselines3 models, so that baselines and learned
+    tutors are built, run, saved and reloaded the same way (:func:`agents.make_tutor`, :func:`agents.load_tutor`).
+
+    A subclass sets ``name`` and ``defaults`` (its parameters and their default values) and implements
+    :meth:`weights`; it may check its parameters in :meth:`_check_params`. ``predict`` reads the training
+    progress from the environment the tutor was built on, a :class:`tsrl_env.DeepfakeCurriculumEnv` or an SB3
+    ``VecEnv`` view of one. ``learn`` does nothing, since there is nothing to learn: the caller steps the
+    environment with ``predict``'s weights. ``save`` writes the name, seed and parameters as JSON.
+    """
+
+    name: ClassVar[str]
+    defaults: ClassVar[dict[str, float]] = {}
+
+    def __init__(self, env: gym.Env | VecEnv, seed: int | None = None, **params: float) -> None:
+        for key in params:
+            if key not in self.defaults:
+                close = difflib.get_close_matches(key, list(self.defaults), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                accepted = ", ".join(self.defaults) or "none"
+                raise TypeError(f"unknown parameter {key!r} of the {self.name!r} tutor{hint}; accepted: {accepted}")
+        self.env = env
+        self.layout: StateLayout = _env_attr(env, "state_layout")
+        self.seed = seed
+        self.params: dict[str, float] = {**self.defaults, **params}
+        self.rng = np.random.default_rng(seed)
+        self._check_params()
+
+    def weights(self, states: np.ndarray, progress: float) -> np.ndarray:
+        """One weight in [0, 1] per state row, at ``progress`` through the tutored epochs."""
+        raise NotImplementedError
+
+    def _check_params(self) -> None:
+        """Raise a ValueError naming any parameter outside its range."""
+
+    @property
+    def progress(self) -> float:
+        """The environment's tutored epoch index over its number of tutored epochs."""
+        return _env_attr(self.env, "epoch") / _env_attr(self.env, "config").epochs
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, Any]:
+        """Weights for a batch of state rows, shape ``(B, 1)`` like an SB3 per-sample tutor's; ``state`` passes through."""
+        states = np.asarray(observation, dtype=np.float32)
+        width = self.layout.correct + 1
+        if states.ndim != 2 or states.shape[1] != width:
+            raise ValueError(f"observation must be a batch of state rows, shape (B, {width}), got {states.shape}")
+        return self.weights(states, self.progress).astype(np.float32).reshape(-1, 1), state
+
+    def learn(
+        self,
+        total_timesteps: int,
+        callback: Any = None,
+        log_interval: int = 1,
+        tb_log_name: str = "",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> HeuristicTutor:
+        """Nothing to learn: returns the tutor unchanged."""
+        return self
+
+    def save(self, path: str | Path) -> None:
+        """Write the tutor's name, seed and parameters to ``path`` as JSON."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"name": self.name, "seed": self.seed, "params": self.params}, indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path, env: gym.Env | VecEnv | None = None) -> HeuristicTutor:
+        """The tutor saved at ``path``, acting on ``env`` (required: the rules read state rows and epochs through it)."""
+        if env is None:
+            raise ValueError(f"the {cls.name!r} tutor reads state rows and epochs through its environment; pass env= to load it")
+        saved = json.loads(Path(path).read_text())
+        if saved.get("name") != cls.name:
+            raise ValueError(f"{path} holds a {saved.get('name')!r} tutor, not {cls.name!r}; load it under that name")
+        return cls(env, seed=saved["seed"], **saved["params"])
+
+
+class Uniform(HeuristicTutor):
+    """Weight 1 for every sample: plain training, as without a tutor."""
+
+    name = "uniform"
+
+    def weights(self, states: np.ndarray, progress: float) -> np.ndarray:
+        return np.ones(len(states), np.float32)
+
+
+class RandomWeights(HeuristicTutor):
+    """Weights drawn uniformly from [0, 1] with the tutor's seed: the control any learned tutor must beat.
+
+    ``deterministic`` changes nothing: the draws are the policy.
+    """
+
+    name = "random"
+
+    def weights(self, states: np.ndarray, progress: float) -> np.ndarray:
+        return self.rng.random(len(states), dtype=np.float32)
+
+
+class SelfPaced(HeuristicTutor):
+    """Self-paced learning (Kumar, Packer & Koller, NeurIPS 2010): weight 1 where the EMA loss is below a
+    threshold, else 0, the threshold rising over the tutored epochs so that harder samples join gradually.
+
+    The threshold grows geometrically from ``start`` to ``end`` over the tutored epochs,
+    ``start * (end / start) ** progress``, as SPL multiplies its threshold by a constant factor each iteration.
+    ``start`` = ln 2 admits, in the first tutored epoch, the samples the Student fits better than chance (every
+    EMA starts at ln 2, the cross-entropy at p = 0.5). ``end`` = 4 ln 2 makes the factor per epoch
+    ``4 ** (1 / epochs)``, 1.26 for six epochs, close to SPL's 1.3; in the last epoch only samples whose EMA loss
+    is near or above 4 ln 2 ≈ 2.8 (a label probability of about 0.06, most likely mislabelled) are still left out.
+    """
+
+    name = "self_paced"
+    defaults = {"start": LN2, "end": 4 * LN2}
+
+    def _check_params(self) -> None:
+        start, end = self.params["start"], self.params["end"]
+        if not 0 < start <= end:
+            raise ValueError(
+                f"self_paced needs EMA-loss thresholds 0 < start <= end (ln 2 = {LN2:.3f} is chance), got {start}, {end}"
+            )
+
+    def weights(self, states: np.ndarray, progress: float) -> np.ndarray:
+        start, end = self.params["start"], self.params["end"]
+        return (self.layout.ema_loss_of(states) < start * (end / start) ** progress).astype(np.float32)
+
+
+class Focal(HeuristicTutor):
+    """Focal weighting (Lin et al., ICCV 2017): ``(1 - p_y) ** gamma``, with ``p_y`` the Student's probability for
+    the sample's training label, so well-fitted samples count little. ``gamma`` = 2 is the paper's choice."""
+
+    name = "focal"
+    defaults = {"gamma": 2.0}
+
+    def _check_params(self) -> None:
+        if self.params["gamma"] < 0:
+            raise ValueError(f"focal gamma must be >= 0 (0 gives uniform weights, 2 is Lin et al.'s), got {self.params['gamma']}")
+
+    def weights(self, states: np.ndarray, progress: float) -> np.ndarray:
+        return (1.0 - self.layout.p_label_of(states)) ** self.params["gamma"]
+
+
+class HardMining(HeuristicTutor):
+    """Hard-example mining, as in OHEM (Shrivastava et al., CVPR 2016): weight 1 for the ``fraction`` of the
+    batch with the highest EMA losses (rounded up), else 0. 0.5 keeps half the batch."""
+
+    name = "hard_mining"
+    defaults = {"fraction": 0.5}
+
+    def _check_params(self) -> None:
+        _check_fraction("hard_mining fraction", self.params["fraction"])
+
+    def weights(self, states: np.ndarray, progress: float) -> np.ndarray:
+        return _highest(self.layout.ema_loss_of(states), self.params["fraction"]).astype(np.float32)
+
+
+class AntiNoise(HeuristicTutor):
+    """Small-loss selection against label noise, in the spirit of Co-teaching (Han et al., NeurIPS 2018): weight 0
+    for the batch's highest-EMA-loss fraction (rounded up, as Co-teaching keeps ``int((1 - rate) * B)``), else 1.
+
+    The dropped fraction ramps linearly from 0 to ``forget_rate`` as ``progress`` goes from 0 to ``ramp``, then
+    stays there, Co-teaching's schedule. ``forget_rate`` = 0.15 is the embedded benchmark's default label noise,
+    Co-teaching's setting of the rate to the noise level. Co-teaching ramps over 10 of 200 epochs; here the
+    Student has already trained its warm-up epochs uniformly and episodes are a few epochs long, so the ramp spans
+    the first quarter of the tutored epochs (``ramp`` = 0.25).
+    """
+
+    name = "anti_noise"
+    defaults = {"forget_rate": 0.15, "ramp": 0.25}
+
+    def _check_params(self) -> None:
+        _check_fraction("anti_noise forget_rate", self.params["forget_rate"])
+        _check_fraction("anti_noise ramp", self.params["ramp"])
+
+    def weights(self, states: np.ndarray, progress: float) -> np.ndarray:
+        dropped = self.params["forget_rate"] * min(1.0, progress / self.params["ramp"])
+        return 1.0 - _highest(self.layout.ema_loss_of(states), dropped).astype(np.float32)
+
+
+HEURISTICS: dict[str, type[HeuristicTutor]] = {
+    cls.name: cls for cls in (Uniform, RandomWeights, SelfPaced, Focal, HardMining, AntiNoise)
+}
+
+
+def _highest(values: np.ndarray, fraction: float) -> np.ndarray:
+    """Mask of the ``ceil(fraction * len(values))`` largest values; ties go to the earlier rows."""
+    count = math.ceil(fraction * len(values) - 1e-9)
+    mask = np.zeros(len(values), dtype=bool)
+    mask[np.argsort(-values, kind="stable")[:count]] = True
+    return mask
+
+
+def _check_fraction(what: str, value: float) -> None:
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{what} must be a fraction in (0, 1], got {value}")
+
+
+def _env_attr(env: gym.Env | VecEnv, name: str) -> Any:
+    try:
+        return env.get_attr(name)[0] if isinstance(env, VecEnv) else getattr(env.unwrapped, name)
+    except AttributeError:
+        raise TypeError(
+            f"heuristic tutors read {name!r} from a DeepfakeCurriculumEnv or its per-sample VecEnv view, got {env}"
+        ) from None

@@ -1,0 +1,172 @@
+"""The tutor benchmark: every tutor × seed × variant of one experiment, run in parallel, resumable.
+
+Each cell (one Student taught by one tutor) writes its own ``record.json`` atomically when it finishes; a cell
+whose record exists is never rerun, so an interrupted grid continues where it stopped. The summary files
+(``results.csv``, ``results.md``, plots) are rebuilt from all records at the end of every invocation.
+
+A cell's result is exactly reproducible for the same seed and the same number of torch threads per worker
+(CPU cores / workers, recorded in each cell); another thread count changes the order of floating-point sums in
+the Student's convolutions, hence its weights in the last bits and, over an episode, its metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from experiments.config import RunConfig, plain, read_yaml_config
+from experiments.record import StudentRun
+from tsrl_env.config import EnvConfig, reject_unknown_keys
+from tsrl_env.data import make_dataset
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """One experiment: a base environment, the tutors and seeds to compare, and the variants of the environment.
+
+    ``variants`` maps a name to environment overrides (``dataset_options`` is merged key by key), e.g.
+    ``{"noise_0": {"dataset_options": {"label_noise": 0.0}}}``; ``tutor_kwargs`` maps a tutor name to its
+    constructor keywords.
+    """
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    tutors: tuple[str, ...] = ("ppo", "uniform", "random")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {"default": {}})
+    tutor_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return plain({**asdict(self), "env": self.env.to_dict()})
+
+    def cells(self) -> Iterator[tuple[str, str, int]]:
+        """(variant, tutor, seed) of every run, seed-major so that an interrupted grid has whole seeds."""
+        for seed in self.seeds:
+            for variant in self.variants:
+                for tutor in self.tutors:
+                    yield variant, tutor, seed
+
+    def run_config(self, variant: str, tutor: str, seed: int) -> RunConfig:
+        overrides = dict(self.variants[variant])
+        options = {**self.env.dataset_options, **overrides.pop("dataset_options", {})}
+        env = self.env.replace(dataset_options=options, **overrides)
+        return RunConfig(env=env, tutor=tutor, tutor_kwargs=dict(self.tutor_kwargs.get(tutor, {})), seed=seed)
+
+
+def load_benchmark_config(path: str | Path, tutors: list[str] | None = None, seeds: list[int] | None = None) -> BenchmarkConfig:
+    """Read a benchmark YAML (a name under ``experiments/configs`` or a path); ``tutors``/``seeds`` override it."""
+    settings = read_yaml_config(path)
+    reject_unknown_keys(settings, ["env", "tutors", "seeds", "variants", "tutor_kwargs"], f"benchmark setting in {path}")
+    if tutors:
+        settings["tutors"] = tutors
+    if seeds:
+        settings["seeds"] = seeds
+    from agents import TUTORS
+
+    unknown = [name for name in settings.get("tutors", []) if name not in TUTORS]
+    if unknown:
+        raise ValueError(f"unknown tutor(s) {unknown} in {path}; accepted: {', '.join(TUTORS)}")
+    config = BenchmarkConfig(
+        env=EnvConfig.from_dict(settings.get("env") or {}),
+        tutors=tuple(settings.get("tutors", BenchmarkConfig.tutors)),
+        seeds=tuple(int(seed) for seed in settings.get("seeds", BenchmarkConfig.seeds)),
+        variants=dict(settings.get("variants") or {"default": {}}),
+        tutor_kwargs=dict(settings.get("tutor_kwargs") or {}),
+    )
+    for variant in config.variants:
+        config.run_config(variant, config.tutors[0], config.seeds[0])  # rejects bad overrides before any work
+    return config
+
+
+def cell_dir(out: Path, variant: str, tutor: str, seed: int) -> Path:
+    return out / "cells" / variant / tutor / f"seed{seed}"
+
+
+def _run_cell(run_config: dict[str, Any], directory: str, threads: int) -> str:
+    """Worker: train one Student and write its record atomically. Returns the record's path."""
+    from experiments.config import run_config_from_dict
+    from experiments.train import train_student
+
+    torch.set_num_threads(threads)
+    config = run_config_from_dict(run_config)
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    config.save(path / "config.yaml")
+    run = train_student(config, path, progress=False, save_student=False)
+    record = {"tutor": config.tutor, "seed": config.seed, "torch_threads": threads, "run": asdict(run)}
+    with tempfile.NamedTemporaryFile("w", dir=path, suffix=".tmp", delete=False) as handle:
+        json.dump(record, handle)
+    os.replace(handle.name, path / "record.json")
+    return str(path / "record.json")
+
+
+def run_benchmark(config: BenchmarkConfig, out: Path, workers: int = 1, progress: bool = True) -> list[dict[str, Any]]:
+    """Run every cell whose record is missing, ``workers`` at a time, and return all records."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    todo = [cell for cell in config.cells() if not (cell_dir(out, *cell) / "record.json").exists()]
+    # Build (and cache) each variant's dataset here, once, so no cell's wall time includes generating it.
+    for variant in {variant for variant, _, _ in todo}:
+        env = config.run_config(variant, config.tutors[0], config.seeds[0]).env
+        make_dataset(env.dataset, **env.dataset_options)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    total = len(list(config.cells()))
+    bar = tqdm(total=total, initial=total - len(todo), desc="benchmark", disable=not progress)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [
+            pool.submit(_run_cell, config.run_config(*cell).to_dict(), str(cell_dir(out, *cell)), threads) for cell in todo
+        ]
+        for future in as_completed(futures):
+            bar.set_postfix_str(Path(future.result()).parent.relative_to(out / "cells").as_posix())
+            bar.update()
+    bar.close()
+    return load_records(config, out)
+
+
+def load_records(config: BenchmarkConfig, out: Path) -> list[dict[str, Any]]:
+    """The records of every finished cell of ``config``, each with its variant, tutor and seed."""
+    records = []
+    for variant, tutor, seed in config.cells():
+        path = cell_dir(out, variant, tutor, seed) / "record.json"
+        if path.exists():
+            data = json.loads(path.read_text())
+            records.append({"variant": variant, "tutor": tutor, "seed": seed, "run": StudentRun.from_dict(data["run"])})
+    return records
+
+
+def write_summary(config: BenchmarkConfig, out: Path) -> str:
+    """Rebuild ``results.csv``, ``results.md`` and the plots from every finished cell; return the Markdown."""
+    from agents import TUTORS
+    from experiments.plots import plot_validation_curves, plot_weight_distributions, plot_weighting
+    from experiments.summary import markdown_tables, result_rows, write_csv
+
+    records = load_records(config, out)
+    if not records:
+        raise RuntimeError(f"no finished cell under {out / 'cells'}; run the benchmark first")
+    rows = result_rows(records)
+    write_csv(rows, out / "results.csv")
+    total = len(list(config.cells()))
+    header = f"# Benchmark results\n\n{len(records)} of {total} runs finished. Mean ± 95% interval over seeds.\n\n"
+    markdown = header + markdown_tables(rows)
+    (out / "results.md").write_text(markdown)
+    plots = out / "plots"
+    plots.mkdir(exist_ok=True)
+    plot_validation_curves(records, plots / "val_auc.png")
+    # Uniform gives every sample weight 1: nothing to show on the weighting plot.
+    finished = {record["tutor"] for record in records}
+    weighted = [t for t in sorted(config.tutors, key=lambda t: not TUTORS[t].learns) if t in finished and t != "uniform"]
+    for variant in sorted({record["variant"] for record in records}):
+        plot_weight_distributions(records, variant, plots / f"weights_{variant}.png")
+        if weighted:
+            plot_weighting(records, variant, weighted, plots / f"weighting_{variant}.png")
+    return markdown

@@ -1,0 +1,111 @@
+"""Benchmark plots: validation curves, weight distributions, and what each tutor weighted."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+
+from experiments.record import WEIGHT_BINS, StudentRun, WeightTally
+
+# Twenty distinct colours: a benchmark compares a dozen tutors, more than the default cycle's ten.
+COLOURS = matplotlib.colormaps["tab20"].colors
+
+
+def _by_variant(records: list[dict[str, Any]]) -> dict[str, dict[str, list[StudentRun]]]:
+    grouped: dict[str, dict[str, list[StudentRun]]] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        grouped[record["variant"]][record["tutor"]].append(record["run"])
+    return grouped
+
+
+def plot_validation_curves(records: list[dict[str, Any]], path: Path) -> Path:
+    """Validation AUC per epoch, one panel per variant: mean over seeds, band from min to max."""
+    grouped = _by_variant(records)
+    figure = Figure(figsize=(6 * len(grouped), 4.5))
+    axes = figure.subplots(1, len(grouped), squeeze=False, sharey=True)
+    for axis, (variant, by_tutor) in zip(axes[0], grouped.items(), strict=True):
+        axis.set_prop_cycle(color=COLOURS)
+        for tutor, runs in by_tutor.items():
+            length = min(len(run.epochs) for run in runs)
+            curves = np.array([[record.val_auc for record in run.epochs[:length]] for run in runs])
+            epochs = np.arange(1, length + 1)
+            (line,) = axis.plot(epochs, curves.mean(axis=0), label=tutor)
+            axis.fill_between(epochs, curves.min(axis=0), curves.max(axis=0), color=line.get_color(), alpha=0.15)
+        warmup = sum(record.phase == "warm-up" for record in next(iter(by_tutor.values()))[0].epochs)
+        if warmup:
+            axis.axvspan(0.5, warmup + 0.5, color="grey", alpha=0.1, label="warm-up")
+        axis.set(title=variant, xlabel="epoch", ylabel="validation AUC")
+        axis.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8, loc="lower right")
+    return _save(figure, path)
+
+
+def plot_weight_distributions(records: list[dict[str, Any]], variant: str, path: Path) -> Path:
+    """Per tutor, the share of weights in each of ``WEIGHT_BINS`` bins over [0, 1] for every tutored epoch."""
+    by_tutor = _by_variant(records)[variant]
+    columns = min(4, len(by_tutor))
+    rows = -(-len(by_tutor) // columns)
+    figure = Figure(figsize=(3.6 * columns, 2.8 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for axis, (tutor, runs) in zip(axes.flat, by_tutor.items(), strict=False):
+        tutored = [[record.weight_histogram for record in run.epochs if record.phase == "tutored"] for run in runs]
+        length = min(len(epochs) for epochs in tutored)
+        counts = np.sum([np.asarray(epochs[:length], dtype=float) for epochs in tutored], axis=0)
+        shares = counts / counts.sum(axis=1, keepdims=True)
+        axis.imshow(shares.T, origin="lower", aspect="auto", extent=(0.5, length + 0.5, 0.0, 1.0), cmap="viridis", vmin=0)
+        axis.set(title=tutor, xlabel="tutored epoch", ylabel="weight")
+    for axis in list(axes.flat)[len(by_tutor) :]:
+        axis.axis("off")
+    figure.suptitle(f"distribution of weights per epoch ({variant}; {WEIGHT_BINS} bins, share of samples)")
+    return _save(figure, path)
+
+
+def _pooled(runs: list[StudentRun], attribute: str) -> tuple[list[str], np.ndarray]:
+    tallies: list[WeightTally] = [getattr(run, attribute) for run in runs]
+    sums = np.sum([tally.sums for tally in tallies], axis=0)
+    counts = np.sum([tally.counts for tally in tallies], axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return tallies[0].groups, np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def plot_weighting(records: list[dict[str, Any]], variant: str, tutors: list[str], path: Path) -> Path:
+    """Mean weight per tutor as a function of EMA loss, of correctness, of label noise and of manipulation family."""
+    by_tutor = _by_variant(records)[variant]
+    tutors = [tutor for tutor in tutors if tutor in by_tutor]
+    figure = Figure(figsize=(22, 4.5))
+    axes = figure.subplots(1, 4, gridspec_kw={"width_ratios": [2.2, 1, 1, 1.8]})
+    for axis in axes:
+        axis.set_prop_cycle(color=COLOURS)
+    for tutor in tutors:
+        groups, means = _pooled(by_tutor[tutor], "weight_by_ema_loss")
+        axes[0].plot(range(len(groups)), means, marker="o", label=tutor)
+    axes[0].set_xticks(range(len(groups)), groups, rotation=45, fontsize=8)
+    axes[0].set(title="mean weight vs EMA loss", xlabel="EMA loss bin", ylabel="mean weight", ylim=(0, 1.05))
+    axes[0].legend(fontsize=8)
+    for axis, attribute, title in (
+        (axes[1], "weight_by_correct", "vs correctness at the forward"),
+        (axes[2], "weight_by_label_noise", "clean vs flipped labels"),
+        (axes[3], "weight_by_family", "per manipulation family"),
+    ):
+        width = 0.8 / max(1, len(tutors))
+        pooled = {tutor: _pooled(by_tutor[tutor], attribute) for tutor in tutors}
+        groups = next(iter(pooled.values()))[0]
+        # Groups no training sample belongs to (families held out for test_unseen, no flipped label) are left out.
+        shown = [i for i in range(len(groups)) if any(not np.isnan(means[i]) for _, means in pooled.values())]
+        for index, (tutor, (_, means)) in enumerate(pooled.items()):
+            axis.bar(np.arange(len(shown)) + index * width - 0.4 + width / 2, means[shown], width, label=tutor)
+        axis.set_xticks(range(len(shown)), [groups[i] for i in shown], rotation=30, fontsize=8)
+        axis.set(title=title, ylabel="mean weight", ylim=(0, 1.05))
+    figure.suptitle(f"what the tutors weighted ({variant}, pooled over seeds, tutored epochs)")
+    return _save(figure, path)
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    return path

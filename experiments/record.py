@@ -1,0 +1,158 @@
+"""What a Student's training produced, step by step: the per-epoch curve and what the tutor weighted.
+
+A :class:`CurriculumRecorder` is fed every environment step (the states the tutor acted on and the step's info)
+whatever drives the environment: a heuristic's predict loop or a Stable-Baselines3 ``learn`` through a callback.
+It keeps small sums, never per-sample logs, so a record stays a few kilobytes whatever the dataset size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.logger import Logger
+
+from tsrl_env import DeepfakeCurriculumEnv
+from tsrl_env.data import REAL_FAMILY
+
+WEIGHT_BINS = 20
+# Edges of the EMA-loss bins: fine where a binary classifier's losses crowd (below ln 2), coarse above.
+EMA_LOSS_EDGES = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0, 1.5, 2.5, float("inf"))
+
+
+@dataclass
+class EpochRecord:
+    """One Student epoch as the tables report it."""
+
+    epoch: int
+    phase: str  # "warm-up" or "tutored"
+    val_auc: float
+    mean_weight: float
+    mean_reward: float
+    student_loss: float = float("nan")
+    weight_histogram: list[int] = field(default_factory=list)  # WEIGHT_BINS counts over [0, 1]
+
+
+@dataclass
+class WeightTally:
+    """Sum and count of the weights given to each group of samples, so means can be pooled over runs."""
+
+    groups: list[str]
+    sums: list[float]
+    counts: list[int]
+
+    @classmethod
+    def empty(cls, groups: list[str]) -> WeightTally:
+        return cls(list(groups), [0.0] * len(groups), [0] * len(groups))
+
+    def add(self, group_index: np.ndarray, weights: np.ndarray) -> None:
+        n = len(self.groups)
+        self.sums = (np.asarray(self.sums) + np.bincount(group_index, weights, minlength=n)).tolist()
+        self.counts = (np.asarray(self.counts) + np.bincount(group_index, minlength=n)).tolist()
+
+    def means(self) -> dict[str, float]:
+        return {g: s / c if c else float("nan") for g, s, c in zip(self.groups, self.sums, self.counts, strict=True)}
+
+
+@dataclass
+class StudentRun:
+    """What one Student's training produced: per-epoch records, test metrics and the weights' analysis."""
+
+    label: str
+    epochs: list[EpochRecord] = field(default_factory=list)
+    test: dict[str, dict[str, Any]] = field(default_factory=dict)
+    wall_time_s: float = 0.0
+    weight_by_ema_loss: WeightTally | None = None
+    weight_by_correct: WeightTally | None = None
+    weight_by_label_noise: WeightTally | None = None
+    weight_by_family: WeightTally | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudentRun:
+        tallies = {key: WeightTally(**value) for key, value in data.items() if key.startswith("weight_by_") and value}
+        epochs = [EpochRecord(**record) for record in data.get("epochs", [])]
+        rest = {k: v for k, v in data.items() if k != "epochs" and not k.startswith("weight_by_")}
+        return cls(epochs=epochs, **rest, **tallies)
+
+
+class CurriculumRecorder:
+    """Turns the environment's steps into a :class:`StudentRun` and logs each finished epoch.
+
+    Epoch scalars go to a Stable-Baselines3 ``Logger`` (TensorBoard, CSV, ...) under ``student/`` and ``tutor/``,
+    with the number of training samples seen as the x-axis, the same axis SB3 uses for a tutor's own statistics.
+    """
+
+    def __init__(self, run: StudentRun, env: DeepfakeCurriculumEnv, logger: Logger | None = None) -> None:
+        self.run = run
+        self.env = env
+        self.logger = logger
+        self.layout = env.state_layout
+        train = env.dataset.splits["train"]
+        self._flipped = train.flipped.numpy().astype(np.int64)
+        families = train.families.numpy()
+        self._family_index = np.where(families == REAL_FAMILY, len(env.dataset.family_names), families)
+        run.weight_by_ema_loss = WeightTally.empty(
+            [f"{low:g}-{high:g}" for low, high in zip(EMA_LOSS_EDGES[:-1], EMA_LOSS_EDGES[1:], strict=True)]
+        )
+        run.weight_by_correct = WeightTally.empty(["wrong", "right"])
+        run.weight_by_label_noise = WeightTally.empty(["clean", "flipped"])
+        run.weight_by_family = WeightTally.empty([*env.dataset.family_names, "real"])
+        self._samples_seen = 0
+        self._reset_epoch()
+
+    def _reset_epoch(self) -> None:
+        self._weights: list[float] = []
+        self._rewards: list[float] = []
+        self._losses: list[float] = []
+        self._histogram = np.zeros(WEIGHT_BINS, dtype=np.int64)
+
+    def warmup(self, reset_info: dict[str, Any]) -> None:
+        """Record the uniform-weight warm-up epochs that ``reset`` ran."""
+        for record in reset_info["warmup"]:
+            self._samples_seen += self.env.steps_per_epoch * self.env.batch_size
+            self._finish(
+                EpochRecord(len(self.run.epochs) + 1, "warm-up", record["val"]["auc"], 1.0, float("nan"), float("nan"), [])
+            )
+
+    def step(self, states: np.ndarray, info: dict[str, Any]) -> None:
+        """Record one environment step: ``states`` are the rows the weights were chosen from."""
+        weights = info["weights"]
+        ids = info["sample_ids"]
+        self._samples_seen += len(ids)
+        self._weights.append(float(weights.mean()))
+        self._rewards.append(float(np.mean(info["sample_rewards"])))
+        self._losses.append(info["loss"])
+        self._histogram += np.histogram(weights, bins=WEIGHT_BINS, range=(0.0, 1.0))[0]
+        ema_bin = np.digitize(self.layout.ema_loss_of(states), EMA_LOSS_EDGES[1:-1])
+        self.run.weight_by_ema_loss.add(ema_bin, weights)
+        self.run.weight_by_correct.add(self.layout.correct_of(states).astype(np.int64), weights)
+        self.run.weight_by_label_noise.add(self._flipped[ids], weights)
+        self.run.weight_by_family.add(self._family_index[ids], weights)
+        if "val" in info:
+            self._finish(
+                EpochRecord(
+                    len(self.run.epochs) + 1,
+                    "tutored",
+                    info["val"]["auc"],
+                    float(np.mean(self._weights)),
+                    float(np.mean(self._rewards)),
+                    float(np.mean(self._losses)),
+                    self._histogram.tolist(),
+                )
+            )
+            self._reset_epoch()
+        if "test" in info:
+            self.run.test = info["test"]
+
+    def _finish(self, record: EpochRecord) -> None:
+        self.run.epochs.append(record)
+        if self.logger is None:
+            return
+        self.logger.record("student/epoch", record.epoch)
+        self.logger.record("student/val_auc", record.val_auc)
+        self.logger.record("tutor/mean_weight", record.mean_weight)
+        if record.phase == "tutored":
+            self.logger.record("student/train_loss", record.student_loss)
+            self.logger.record("tutor/mean_reward", record.mean_reward)
+        self.logger.dump(self._samples_seen)

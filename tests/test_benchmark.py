@@ -1,0 +1,117 @@
+import csv
+import math
+
+import pytest
+import yaml
+
+from experiments.benchmark import cell_dir, load_benchmark_config, run_benchmark, write_summary
+from experiments.cli import main
+from experiments.summary import mean_interval
+
+TINY_ENV = {
+    "dataset_options": {
+        "image_size": 32,
+        "train_size": 128,
+        "val_size": 64,
+        "test_seen_size": 64,
+        "test_unseen_size": 64,
+        "frames_per_video": 4,
+    },
+    "backbone": "test_resnet",
+    "batch_size": 32,
+    "epochs": 2,
+    "warmup_epochs": 1,
+}
+
+
+@pytest.fixture
+def tiny_benchmark(tmp_path):
+    path = tmp_path / "tiny_benchmark.yaml"
+    settings = {
+        "env": TINY_ENV,
+        "tutors": ["uniform", "random", "ppo"],
+        "seeds": [0, 1],
+        "variants": {"clean": {"dataset_options": {"label_noise": 0.0}}, "noisy": {"dataset_options": {"label_noise": 0.3}}},
+    }
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def test_grid_runs_every_cell_once_and_summarises(tiny_benchmark, tmp_path):
+    config = load_benchmark_config(tiny_benchmark)
+    out = tmp_path / "out"
+    records = run_benchmark(config, out, workers=2, progress=False)
+    assert len(records) == 12
+    assert {(r["variant"], r["tutor"], r["seed"]) for r in records} == set(config.cells())
+    markdown = write_summary(config, out)
+    for tutor in ("uniform", "random", "ppo"):
+        assert f"| {tutor} |" in markdown
+    assert "### clean" in markdown and "### noisy" in markdown and "Best learned tutor on unseen AUC: **ppo**" in markdown
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 12
+    assert all(0.0 <= float(row["test_unseen_auc"]) <= 1.0 for row in rows)
+    assert all(float(row["overhead_vs_uniform"]) == 0.0 for row in rows if row["tutor"] == "uniform")
+    assert all(float(row["weight_flipped"]) == 1.0 for row in rows if row["tutor"] == "uniform" and row["variant"] == "noisy")
+    assert all(math.isnan(float(row["weight_flipped"])) for row in rows if row["variant"] == "clean")
+    for name in ("val_auc.png", "weights_clean.png", "weights_noisy.png", "weighting_clean.png", "weighting_noisy.png"):
+        assert (out / "plots" / name).stat().st_size > 10_000
+    assert yaml.safe_load((out / "config.yaml").read_text())["tutors"] == ["uniform", "random", "ppo"]
+    noisy_cell = cell_dir(out, "noisy", "random", 1)
+    assert yaml.safe_load((noisy_cell / "config.yaml").read_text())["env"]["dataset_options"]["label_noise"] == 0.3
+
+    # Resuming: finished cells are kept as they are, a missing one is rerun.
+    kept = cell_dir(out, "clean", "ppo", 0) / "record.json"
+    kept_time = kept.stat().st_mtime_ns
+    (noisy_cell / "record.json").unlink()
+    run_benchmark(config, out, workers=1, progress=False)
+    assert kept.stat().st_mtime_ns == kept_time
+    assert (noisy_cell / "record.json").exists()
+
+
+def test_same_seed_same_result_different_seed_different_result(tiny_benchmark, tmp_path):
+    config = load_benchmark_config(tiny_benchmark, tutors=["random"], seeds=[0, 1])
+    first = run_benchmark(config, tmp_path / "a", workers=2, progress=False)
+    second = run_benchmark(config, tmp_path / "b", workers=2, progress=False)
+    assert [r["run"].test for r in first] == [r["run"].test for r in second]
+    assert first[0]["run"].test != first[2]["run"].test
+
+
+def test_bad_benchmark_configs_are_refused(tiny_benchmark, tmp_path):
+    with pytest.raises(ValueError, match=r"unknown tutor\(s\) \['ppo2'\].*accepted: .*ppo"):
+        load_benchmark_config(tiny_benchmark, tutors=["ppo2"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tutor: [ppo]\n")
+    with pytest.raises(TypeError, match="did you mean 'tutors'"):
+        load_benchmark_config(bad)
+    bad.write_text(yaml.safe_dump({"variants": {"x": {"batch_sise": 3}}}))
+    with pytest.raises(TypeError, match="did you mean 'batch_size'"):
+        load_benchmark_config(bad)
+    with pytest.raises(FileNotFoundError, match="benchmark_noise"):
+        load_benchmark_config("no_such_benchmark")
+
+
+def test_mean_interval_is_a_student_t_interval():
+    mean, half = mean_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(4.302653 * 1.0 / 3**0.5, rel=1e-5)
+    assert math.isnan(mean_interval([0.5])[1])
+
+
+def test_cli_benchmark_with_overrides(tiny_benchmark, tmp_path, capsys):
+    main(
+        [
+            "benchmark",
+            "--config",
+            str(tiny_benchmark),
+            "--tutors",
+            "uniform",
+            "--seeds",
+            "1",
+            "--workers",
+            "1",
+            "--out",
+            str(tmp_path / "cli"),
+            "--no-progress",
+        ]
+    )
+    output = capsys.readouterr().out
+    assert "| uniform |" in output and "1 of 2 runs finished" not in output and "2 of 2 runs finished" in output
