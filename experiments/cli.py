@@ -1,12 +1,16 @@
 """The ``tsrl`` command line: ``train`` (the main job), ``benchmark`` (every tutor on one table), ``grid`` (example
-images per manipulation family) and ``calibrate`` (what uniform-weight Students reach on the embedded benchmark)."""
+images per manipulation family), ``calibrate`` (what uniform-weight Students reach on the embedded benchmark) and
+``preprocess`` (videos to face crops in DeepfakeBench's layout)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from datetime import datetime
 from pathlib import Path
+
+import yaml
 
 from experiments.benchmark import load_benchmark_config, run_benchmark, write_summary
 from experiments.calibrate import calibrate
@@ -14,6 +18,7 @@ from experiments.config import load_run_config
 from experiments.report import epoch_table, final_table
 from experiments.train import save_results, train_student
 from tsrl_env.data import save_family_grid
+from tsrl_env.data.preprocess import preprocess_videos
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -64,6 +69,25 @@ def _calibrate(args: argparse.Namespace) -> None:
     print(calibrate(config, args.seeds, Path(args.out), progress=not args.no_progress))
 
 
+def _preprocess(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    report = preprocess_videos(
+        args.videos_dir,
+        args.out_dir,
+        name=args.name,
+        frames_per_video=args.frames,
+        image_size=args.size,
+        margin=args.margin,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        workers=args.workers,
+    )
+    print(report.summary())
+    print(f"train on it with these env settings (also in {Path(args.out_dir) / 'dataset_options.yaml'}):")
+    print(yaml.safe_dump({"dataset": "deepfakebench", "dataset_options": report.dataset_options}, sort_keys=False))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tsrl", description="Tutor-Student RL curricula for deepfake detection.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +129,21 @@ def build_parser() -> argparse.ArgumentParser:
     calibration.add_argument("--out", default="runs/calibration", help="output folder (default: runs/calibration)")
     calibration.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     calibration.set_defaults(handler=_calibrate)
+
+    preprocess = commands.add_parser(
+        "preprocess", help="sample frames of videos, crop the largest face, write them with a DeepfakeBench dataset JSON"
+    )
+    preprocess.add_argument("videos_dir", help="folder with real/ and fake/ (or train/, val/, test/ holding them) of videos")
+    preprocess.add_argument("out_dir", help="output folder: rgb/ (face crops), dataset_json/, dataset_options.yaml")
+    preprocess.add_argument("--name", default="videos", help="dataset name: JSON file, top-level key, label prefix")
+    preprocess.add_argument("--frames", type=int, default=32, help="frames sampled evenly per video (default: 32)")
+    preprocess.add_argument("--size", type=int, default=256, help="side of the square face crops in pixels (default: 256)")
+    preprocess.add_argument("--margin", type=float, default=0.3, help="margin added around the face box (default: 0.3)")
+    preprocess.add_argument("--val-fraction", type=float, default=0.1, help="videos carved as val when there is no val/")
+    preprocess.add_argument("--test-fraction", type=float, default=0.2, help="videos carved as test without split folders")
+    preprocess.add_argument("--seed", type=int, default=0, help="seed of the carving (default: 0)")
+    preprocess.add_argument("--workers", type=int, default=1, help="parallel processes (default: 1)")
+    preprocess.set_defaults(handler=_preprocess)
     return parser
 
 

@@ -28,6 +28,22 @@ def test_train_runs_both_students_and_writes_everything(tmp_path, capsys):
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["env"]["backbone"] == "test_resnet"
 
 
+def test_a_saved_tutor_teaches_a_new_student_without_learning(tmp_path, capsys):
+    main(["train", "--config", "tiny", "--out", str(tmp_path / "first"), "--no-progress"])
+    (first,) = (tmp_path / "first").iterdir()
+    checkpoint = first / "ppo" / "tutor.zip"
+    before = checkpoint.read_bytes()
+    main(["train", "--config", "tiny", "--seed", "3", "--tutor-checkpoint", str(checkpoint), "--out", str(tmp_path / "second")])
+    assert "ppo-checkpoint mean weight" in capsys.readouterr().out
+    (second,) = (tmp_path / "second").iterdir()
+    results = json.loads((second / "results.json").read_text())
+    assert [run["label"] for run in results] == ["uniform", "ppo-checkpoint"]
+    tutored = [epoch for epoch in results[1]["epochs"] if epoch["phase"] == "tutored"]
+    assert all(0.0 < epoch["mean_weight"] < 1.0 for epoch in tutored)
+    assert not (second / "ppo-checkpoint" / "tutor.zip").exists(), "a tutor that only acts is not saved again"
+    assert checkpoint.read_bytes() == before
+
+
 def test_run_config_rejects_unknown_keys_with_a_suggestion(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("seeds: 3\n")

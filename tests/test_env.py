@@ -1,10 +1,12 @@
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env
 
 import tsrl_env
 from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv
+from tsrl_env.rewards import tsrl_reward
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +119,57 @@ def test_state_feature_dim_fixes_the_observation_width():
 def test_registration_happens_on_import():
     assert "DeepfakeCurriculum-v0" in gym.registry and "DeepfakeCurriculumTiny-v0" in gym.registry
     assert tsrl_env.DeepfakeCurriculumEnv is DeepfakeCurriculumEnv
+
+
+@pytest.fixture(scope="module")
+def next_visit_env():
+    return DeepfakeCurriculumEnv(**{**TINY_SETTINGS, "reward": "next_visit"})
+
+
+def test_next_visit_step_runs_no_forward_after_the_update(next_visit_env):
+    next_visit_env.reset(seed=0)
+    passes = []
+    hook = next_visit_env.student.register_forward_hook(lambda module, args, out: passes.append(out[0].requires_grad))
+    try:
+        next_visit_env.step(np.ones(next_visit_env.batch_size, np.float32))
+    finally:
+        hook.remove()
+    # Only the next batch's training forward.
+    assert passes == [True]
+
+
+def test_next_visit_pays_each_action_at_its_sample_next_visit(next_visit_env):
+    env = next_visit_env
+    layout = env.state_layout
+    states, _ = env.reset(seed=3)
+    rng = np.random.default_rng(0)
+    given = {}  # sample id -> (epoch, step, slot, weight, p_label, correct) of its last tutored visit
+    paid = 0
+    terminated = False
+    while not terminated:
+        weights = rng.uniform(size=env.batch_size).astype(np.float32)
+        next_states, reward, terminated, _, info = env.step(weights)
+        ids, rewards, reward_for = info["sample_ids"], info["sample_rewards"], info["reward_for"]
+        p_label, correct = layout.p_label_of(states), layout.correct_of(states)
+        assert reward == pytest.approx(float(rewards.mean()))
+        for slot, sample in enumerate(ids):
+            if sample not in given:
+                assert rewards[slot] == 0.0 and reward_for["transition"][slot] == -1 and reward_for["epoch"][slot] == -1
+                assert np.isnan(reward_for["weight"][slot])
+            else:
+                epoch, step, old_slot, weight, p_before, correct_before = given[sample]
+                assert (reward_for["epoch"][slot], reward_for["step"][slot], reward_for["slot"][slot]) == (epoch, step, old_slot)
+                assert reward_for["transition"][slot] == (epoch * env.steps_per_epoch + step) * env.batch_size + old_slot
+                assert reward_for["weight"][slot] == pytest.approx(weight)
+                expected = tsrl_reward(
+                    torch.tensor([p_before]),
+                    torch.tensor([p_label[slot]]),
+                    torch.tensor([correct_before]),
+                    torch.tensor([correct[slot]]),
+                )
+                assert rewards[slot] == pytest.approx(expected.item(), abs=1e-5)
+                paid += 1
+            given[sample] = (info["epoch"], info["step"], slot, weights[slot], p_label[slot], correct[slot])
+        states = next_states
+    # The first tutored epoch pays nothing; every later visit pays the previous one's action.
+    assert paid == (env.config.epochs - 1) * env.steps_per_epoch * env.batch_size

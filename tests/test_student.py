@@ -46,3 +46,18 @@ def test_frozen_batch_statistics_leave_running_stats_untouched():
     assert all(torch.equal(before[k], after[k]) for k in before)
     student(torch.randn(4, 3, 32, 32))
     assert any(not torch.equal(before[k], student.state_dict()[k]) for k in before if "running_mean" in k)
+
+
+def test_frozen_batch_statistics_normalise_with_the_batch_as_training_mode_does():
+    student = Student.from_timm("test_resnet")
+    student.model.bn1.momentum = None  # a cumulative-average layer is frozen too
+    student.train()
+    images = torch.randn(4, 3, 32, 32)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    with torch.no_grad(), student.frozen_batch_statistics():
+        frozen_logits, _ = student(images)
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
+    assert all(m.track_running_stats for m in student.modules() if isinstance(m, nn.BatchNorm2d))
+    with torch.no_grad():
+        training_logits, _ = student(images)
+    torch.testing.assert_close(frozen_logits, training_logits)

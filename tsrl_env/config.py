@@ -30,13 +30,17 @@ class EnvConfig:
         image_size: side of the square images fed to the Student; the dataset's own size when None.
         batch_size: samples per Student mini-batch, i.e. per environment step.
         epochs: tutored epochs per episode, after ``warmup_epochs`` epochs with uniform weights.
-        reward: tutor reward name (see ``tsrl_env.rewards.REWARDS``).
+        reward: tutor reward name (see ``tsrl_env.rewards.REWARDS``): ``tsrl`` (default), ``tsrl_reference``, or
+            ``next_visit``, a cheaper variant that is not the paper's reward (no forward after the update; each
+            sample's reward arrives at its next visit, see ``DeepfakeCurriculumEnv``).
         state_feature_dim: width the Student features are projected to in the state; None keeps the backbone's.
         state_counters: which transition counters enter the state (see ``tsrl_env.state.COUNTERS``).
         ema_alpha: smoothing of each sample's EMA loss.
         lr, weight_decay: the Student's Adam optimiser.
         augment: random horizontal flips of training images.
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+        num_workers: DataLoader worker processes decoding frame files, for datasets that leave their images on
+            disk (``deepfakebench``, ``folder``); 0 decodes in the env's own process. In-memory datasets ignore it.
         seed: seed of the first episode when ``reset`` is called without one.
     """
 
@@ -56,6 +60,7 @@ class EnvConfig:
     weight_decay: float = 0.0
     augment: bool = True
     device: str = "auto"
+    num_workers: int = 4
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -63,8 +68,10 @@ class EnvConfig:
         for name, value in positive.items():
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be a non-negative integer, got {self.warmup_epochs!r}")
+        for name in ("warmup_epochs", "num_workers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
         if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 8):
             raise ValueError(f"image_size must be an integer of at least 8 or None, got {self.image_size!r}")
         if self.reward not in REWARDS:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,15 +11,18 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, Sampler
 
 from tsrl_env.config import EnvConfig
-from tsrl_env.data import Split, make_dataset
-from tsrl_env.metrics import detection_metrics, per_family_auc
-from tsrl_env.rewards import get_reward
+from tsrl_env.data import FrameStore, Split, make_dataset
+from tsrl_env.metrics import VideoScoreAccumulator, detection_metrics, per_family_auc
+from tsrl_env.rewards import NextVisitLedger, get_reward, needs_after_update_pass
 from tsrl_env.state import SampleHistory, StateBuilder
 from tsrl_env.student import FAKE_CLASS, Student, resolve_device
 
 EVAL_BATCH_SIZE = 256
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,6 +51,20 @@ class DeepfakeCurriculumEnv(gym.Env):
     weights; the episode terminates after ``epochs`` tutored epochs. Epoch ends add validation metrics to
     ``info["val"]``; the last step adds every test split's metrics to ``info["test"]``.
 
+    ``reward="next_visit"`` is a cheaper variant, not the paper's reward: ``step`` runs no forward after the update.
+    The rewards a step pays are those of the current batch's samples for the transition from their previous tutored
+    visit (one epoch earlier, where the tutor weighted them) to this visit's training forward, with ``tsrl``'s
+    branches; ``info["reward_for"]`` says which earlier action each belongs to (``transition``, ``epoch``, ``step``,
+    ``slot``, ``weight``; -1 and NaN where there is none). A sample's first tutored visit has no earlier action and
+    gets 0, so the first tutored epoch pays nothing, and the last epoch's actions are never paid. A tutor that credits
+    a step's rewards to that step's actions (as SB3's algorithms on the per-sample view do) learns from rewards its
+    current action did not cause; see :class:`~tsrl_env.rewards.NextVisitLedger`.
+
+    Datasets held in memory (the embedded benchmark) are indexed directly; datasets whose frames stay on disk
+    (``deepfakebench``, ``folder``) are decoded by ``DataLoader`` workers (``num_workers``), following the same
+    epoch order, and evaluated as a stream that keeps one score per frame. Frames a source skipped as unreadable are
+    counted in the reset info's ``bad_frames``.
+
     Settings are those of :class:`~tsrl_env.config.EnvConfig`, given as a config, keywords, or both.
     """
 
@@ -57,6 +76,9 @@ class DeepfakeCurriculumEnv(gym.Env):
         self.config = EnvConfig.from_dict(settings) if config is None else config.replace(**settings)
         self.device = resolve_device(self.config.device)
         self.dataset = make_dataset(self.config.dataset, **self.config.dataset_options)
+        if self.dataset.bad_frames:
+            skipped = self.dataset.bad_frames
+            logger.warning("training without %d unreadable frame(s), per split: %s", sum(skipped.values()), skipped)
         self.splits = {
             name: _to_device(split, self.device, self.config.image_size) for name, split in self.dataset.splits.items()
         }
@@ -78,6 +100,7 @@ class DeepfakeCurriculumEnv(gym.Env):
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.batch_size, self.state_builder.state_dim), np.float32)
         self.action_space = gym.spaces.Box(0.0, 1.0, (self.batch_size,), np.float32)
         self.reward_function = get_reward(self.config.reward)
+        self._ledger: NextVisitLedger | None = None  # the next_visit reward's per-sample memory, rebuilt by reset()
 
         self.state_layout = self.state_builder.layout
         self.history = SampleHistory(train_size, self.config.ema_alpha, self.device)
@@ -87,6 +110,9 @@ class DeepfakeCurriculumEnv(gym.Env):
         self._observation = np.zeros(self.observation_space.shape, np.float32)
         self._data_generator = torch.Generator()
         self._order = torch.arange(train_size)
+        self._epoch_batches = _EpochBatches(self.batch_size, self.steps_per_epoch)
+        self._train_loader: DataLoader | None = None  # made at the first epoch of a dataset whose frames are on disk
+        self._train_batches: Iterator[torch.Tensor] | None = None
         self._epoch = 0
         self._step_in_epoch = 0
         self._seeded = False
@@ -105,6 +131,8 @@ class DeepfakeCurriculumEnv(gym.Env):
         self.student = self._build_student(student_seed)
         self._optimizer = torch.optim.Adam(self.student.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
         self.history = SampleHistory(len(self.splits["train"]), self.config.ema_alpha, self.device)
+        if not needs_after_update_pass(self.config.reward):
+            self._ledger = NextVisitLedger(len(self.splits["train"]), self.device, self.reward_function)
         self._data_generator.manual_seed(data_seed)
         self._pending = None
 
@@ -119,26 +147,30 @@ class DeepfakeCurriculumEnv(gym.Env):
         self._epoch = 0
         self._start_epoch()
         self._observation = self._forward_next_batch()
-        return self._observation, {"warmup": warmup, "epoch": 0}
+        return self._observation, {"warmup": warmup, "epoch": 0, "bad_frames": dict(self.dataset.bad_frames)}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._pending is None:
             raise RuntimeError("call reset() before step(), and again after the episode terminated")
         weights, clipped = self._validate_action(action)
         batch = self._pending
-        loss = self._update(weights.to(self.device))
+        device_weights = weights.to(self.device, non_blocking=True)  # from pageable memory: safe, no wait for the device
+        step_index = self._epoch * self.steps_per_epoch + self._step_in_epoch - 1
+        loss = self._update(device_weights)
 
-        with torch.no_grad(), self.student.frozen_batch_statistics():
-            logits_after, _ = self.student(batch.images)
-        p_after = logits_after.softmax(dim=1).gather(1, batch.labels.unsqueeze(1)).squeeze(1)
-        correct_after = logits_after.argmax(dim=1) == batch.labels
-        sample_rewards = self.reward_function(batch.p_true, p_after, batch.correct, correct_after).cpu().numpy()
+        paid_for = None
+        if self._ledger is None:
+            with torch.no_grad(), self.student.frozen_batch_statistics():
+                logits_after, _ = self.student(batch.images)
+            p_after = logits_after.softmax(dim=1).gather(1, batch.labels.unsqueeze(1)).squeeze(1)
+            correct_after = logits_after.argmax(dim=1) == batch.labels
+            sample_rewards = self.reward_function(batch.p_true, p_after, batch.correct, correct_after)
+        else:
+            # next_visit: this visit's training forward closes each sample's transition from its previous visit.
+            transitions = step_index * self.batch_size + torch.arange(self.batch_size, device=self.device)
+            sample_rewards, *paid_for = self._ledger.visit(batch.ids, batch.p_true, batch.correct, device_weights, transitions)
 
         info: dict[str, Any] = {
-            "sample_rewards": sample_rewards.astype(np.float32),
-            "sample_ids": batch.ids.cpu().numpy(),
-            "loss": loss,
-            "accuracy": float(batch.correct.float().mean()),
             "mean_weight": float(weights.mean()),
             "weights": weights.numpy(),
             "clipped_actions": clipped,
@@ -158,31 +190,85 @@ class DeepfakeCurriculumEnv(gym.Env):
                 self._start_epoch()
         if not terminated:
             self._observation = self._forward_next_batch()
-        return self._observation, float(sample_rewards.mean()), terminated, False, info
+        # Read back only now, after the next batch's forward (whose states have to come back anyway): on a GPU the
+        # reward path then adds no wait for the device of its own between the update and the next forward.
+        info["sample_rewards"] = sample_rewards.float().cpu().numpy()
+        info["sample_ids"] = batch.ids.cpu().numpy()
+        info["loss"] = float(loss)
+        info["accuracy"] = float(batch.correct.float().mean())
+        if paid_for is not None:
+            info["reward_for"] = self._reward_for_info(*paid_for)
+        return self._observation, float(info["sample_rewards"].mean()), terminated, False, info
+
+    def _reward_for_info(self, transitions: torch.Tensor, weights: torch.Tensor) -> dict[str, np.ndarray]:
+        """Which earlier action each ``next_visit`` reward of a step belongs to, -1 (weight NaN) where there is none.
+
+        ``transition`` numbers the per-sample transitions of the episode: ``(epoch * steps_per_epoch + step) *
+        batch_size + slot``, where ``slot`` is the sample's row in the batch it was weighted in.
+        """
+        transition = transitions.cpu().numpy()
+        paid = transition >= 0
+        step_index, slot = np.divmod(transition, self.batch_size)
+        epoch, step = np.divmod(step_index, self.steps_per_epoch)
+        return {
+            "transition": transition,
+            "epoch": np.where(paid, epoch, -1),
+            "step": np.where(paid, step, -1),
+            "slot": np.where(paid, slot, -1),
+            "weight": weights.cpu().numpy(),
+        }
 
     @torch.no_grad()
     def evaluate(self, split: str) -> dict[str, Any]:
-        """Metrics of the current Student on ``split``, plus each manipulation family's AUC against the reals."""
+        """Metrics of the current Student on ``split``, plus each manipulation family's AUC against the reals.
+
+        The frames stream through in batches: memory holds one score per frame plus a running sum and count per
+        video, whatever the split's size.
+        """
         if split not in self.splits:
             raise ValueError(f"unknown split {split!r}; accepted: {', '.join(self.splits)}")
         data = self.splits[split]
+        labels = data.labels.cpu().numpy()
+        scores = np.empty(len(data), dtype=np.float32)
+        videos = VideoScoreAccumulator(labels, data.groups.cpu().numpy())
         was_training = self.student.training
         self.student.eval()
-        scores = (
-            torch.cat(
-                [
-                    self.student(_normalise(data.images[start : start + EVAL_BATCH_SIZE]))[0].softmax(dim=1)[:, FAKE_CLASS]
-                    for start in range(0, len(data), EVAL_BATCH_SIZE)
-                ]
-            )
-            .cpu()
-            .numpy()
-        )
+        start = 0
+        for images in self._evaluation_batches(data):
+            batch_scores = self.student(_normalise(images.to(self.device, non_blocking=True)))[0].softmax(dim=1)[:, FAKE_CLASS]
+            positions = slice(start, start + len(images))
+            scores[positions] = batch_scores.cpu().numpy()
+            videos.add(positions, scores[positions])
+            start += len(images)
         self.student.train(was_training)
-        labels = data.labels.cpu().numpy()
-        metrics: dict[str, Any] = detection_metrics(labels, scores, data.groups.cpu().numpy())
+        metrics: dict[str, Any] = detection_metrics(labels, scores)
+        metrics["video_auc"] = videos.auc()
         metrics["family_auc"] = per_family_auc(labels, scores, data.families.cpu().numpy(), self.dataset.family_names)
         return metrics
+
+    def close(self) -> None:
+        """Stop the frame-decoding worker processes, if any (the next ``reset`` starts new ones)."""
+        self._train_batches = None
+        self._train_loader = None
+
+    def _evaluation_batches(self, data: Split) -> Iterator[torch.Tensor]:
+        """uint8 image batches of ``data`` in sample order, sliced from memory or decoded by a DataLoader."""
+        if isinstance(data.images, FrameStore):
+            yield from self._frame_loader(data.images, batch_size=EVAL_BATCH_SIZE)
+        else:
+            for start in range(0, len(data), EVAL_BATCH_SIZE):
+                yield data.images[start : start + EVAL_BATCH_SIZE]
+
+    def _frame_loader(self, frames: FrameStore, persistent: bool = False, **batching: Any) -> DataLoader:
+        """A DataLoader decoding frame files in ``num_workers`` processes (kept between epochs when ``persistent``)."""
+        workers = self.config.num_workers
+        return DataLoader(
+            frames,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=persistent and workers > 0,
+            **batching,
+        )
 
     def _build_student(self, seed: int) -> Student:
         with torch.random.fork_rng(devices=[]):
@@ -193,6 +279,13 @@ class DeepfakeCurriculumEnv(gym.Env):
     def _start_epoch(self) -> None:
         self._order = torch.randperm(len(self.splits["train"]), generator=self._data_generator)
         self._step_in_epoch = 0
+        train = self.splits["train"].images
+        if isinstance(train, FrameStore):
+            if self._train_loader is None:
+                self._train_loader = self._frame_loader(train, batch_sampler=self._epoch_batches, persistent=True)
+            # Workers start decoding this epoch's first batches at once, ahead of the Student.
+            self._epoch_batches.order = self._order
+            self._train_batches = iter(self._train_loader)
 
     def _forward_next_batch(self) -> np.ndarray:
         """Training forward on the next batch; returns its states and keeps the graph for the weighted update."""
@@ -200,7 +293,11 @@ class DeepfakeCurriculumEnv(gym.Env):
         ids = self._order[start : start + self.batch_size].to(self.device)
         self._step_in_epoch += 1
         train = self.splits["train"]
-        images = train.images[ids]
+        if train.in_memory:
+            images = train.images[ids]
+        else:
+            assert self._train_batches is not None
+            images = next(self._train_batches).to(self.device, non_blocking=True)
         if self.config.augment:
             flip = (torch.rand(len(ids), generator=self._data_generator) < 0.5).to(self.device)
             images = torch.where(flip[:, None, None, None], images.flip(-1), images)
@@ -219,7 +316,8 @@ class DeepfakeCurriculumEnv(gym.Env):
         states = self.state_builder.build(features.detach(), ids, self.history, probabilities[:, FAKE_CLASS], correct)
         return states.cpu().numpy().astype(np.float32, copy=False)
 
-    def _update(self, weights: torch.Tensor) -> float:
+    def _update(self, weights: torch.Tensor) -> torch.Tensor:
+        """The weighted backward and optimiser step; returns the detached loss, left on the device (no wait for it)."""
         assert self._pending is not None and self._optimizer is not None
         loss = (weights * self._pending.losses).mean()
         if not torch.isfinite(loss):
@@ -230,7 +328,7 @@ class DeepfakeCurriculumEnv(gym.Env):
         self._optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self._optimizer.step()
-        return loss.item()
+        return loss.detach()
 
     def _validate_action(self, action: Any) -> tuple[torch.Tensor, int]:
         weights = np.asarray(action)
@@ -256,17 +354,44 @@ def _normalise(images: torch.Tensor) -> torch.Tensor:
 
 
 def _to_device(split: Split, device: torch.device, image_size: int | None) -> Split:
+    """The split with its tensors on ``device`` and its images at ``image_size`` (frame files: when decoded)."""
     images = split.images
-    if image_size is not None and images.shape[-1] != image_size:
-        resized = F.interpolate(
-            images.float(), size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False
-        )
-        images = resized.round().clamp(0, 255).to(torch.uint8)
+    if isinstance(images, FrameStore):
+        if image_size is not None:
+            images = images.resized(image_size)
+    else:
+        if image_size is not None and images.shape[-1] != image_size:
+            resized = F.interpolate(
+                images.float(), size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False
+            )
+            images = resized.round().clamp(0, 255).to(torch.uint8)
+        images = images.to(device)
     return Split(
-        images=images.to(device),
+        images=images,
         labels=split.labels.to(device),
         clean_labels=split.clean_labels.to(device),
         groups=split.groups.to(device),
         families=split.families.to(device),
         strengths=split.strengths.to(device),
     )
+
+
+class _EpochBatches(Sampler[list[int]]):
+    """The training batches of one epoch in the env's own order, for a DataLoader that decodes frame files.
+
+    The env sets ``order`` at each epoch start; the ragged last batch is dropped, as in the in-memory path, so
+    batch ``k`` holds exactly the sample ids the env's step ``k`` uses.
+    """
+
+    def __init__(self, batch_size: int, steps_per_epoch: int) -> None:
+        self.batch_size = batch_size
+        self.steps_per_epoch = steps_per_epoch
+        self.order = torch.arange(batch_size * steps_per_epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = self.order
+        for step in range(self.steps_per_epoch):
+            yield order[step * self.batch_size : (step + 1) * self.batch_size].tolist()
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch

@@ -40,8 +40,13 @@ class SampleHistory:
         self.visits = torch.zeros(num_samples, dtype=torch.int32, device=device)
 
     def observe(self, ids: torch.Tensor, losses: torch.Tensor, correct: torch.Tensor) -> None:
-        """Record one visit of the samples ``ids`` with their per-sample losses and correctness."""
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.num_samples):
+        """Record one visit of the samples ``ids`` with their per-sample losses and correctness.
+
+        ``ids`` must lie in ``[0, num_samples)``. That is checked for ids on the CPU; on an accelerator the check would
+        make the host wait for the device at every step (before the next forward could be queued), so there the
+        caller's ids (the environment's own epoch order) are trusted.
+        """
+        if ids.device.type == "cpu" and ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.num_samples):
             raise IndexError(f"sample ids must lie in [0, {self.num_samples}), got range [{int(ids.min())}, {int(ids.max())}]")
         was_correct = self.last_correct[ids]
         seen_before = self.visits[ids] > 0

@@ -1,0 +1,50 @@
+"""The performance benchmarks run end to end at tiny sizes (what they measure there means nothing)."""
+
+import pytest
+
+from experiments.bench import memory, step_cost, throughput
+
+TINY = ["--backbone", "test_resnet", "--image-size", "32", "--train-size", "128", "--batch-size", "32", "--repeats", "1"]
+
+
+def test_step_cost_prints_every_asked_variant_with_its_ratio_to_plain(capsys, one_torch_thread):
+    step_cost.main([*TINY, "--variants", "reference", "tsrl", "next_visit", "ppo_next_visit"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("Student test_resnet at 32x32, batch 32, 4 steps per epoch")
+    rows = {line.split()[0]: line for line in lines[3:]}
+    assert list(rows) == ["plain", "reference", "tsrl", "next_visit", "ppo_next_visit"]
+    assert "1.00" in rows["plain"]
+
+
+def test_reference_recreation_pays_one_reward_per_sample_and_keeps_the_epoch_states(one_torch_thread):
+    import argparse
+
+    from experiments.bench.common import add_common_arguments, make_env
+
+    parser = argparse.ArgumentParser()
+    add_common_arguments(parser)
+    env = make_env(parser.parse_args(TINY))
+    reference = step_cost.ReferencePattern(env)
+    reference.epoch()
+    assert len(reference.epoch_rewards) == len(reference.epoch_states) == env.steps_per_epoch
+    assert all(len(rewards) == env.batch_size and all(-1.0 <= r <= 1.0 for r in rewards) for rewards in reference.epoch_rewards)
+    assert reference.epoch_states[0].shape == (env.batch_size, env.student.num_features + 5)
+
+
+def test_throughput_prints_samples_per_second_per_view(capsys, one_torch_thread):
+    throughput.main([*TINY, "--views", "batch", "sb3", "--rewards", "next_visit"])
+    out = capsys.readouterr().out
+    assert "plain supervised" in out and "batch / next_visit" in out and "sb3 / next_visit" in out
+
+
+def test_memory_child_reports_its_run(one_torch_thread):
+    parser_args = [*TINY, "--tutor", "uniform", "--reward", "next_visit", "--state-feature-dim", "8"]
+    result = memory.run_child(memory.build_parser().parse_args(parser_args))
+    assert result["train_size"] == 128 and result["state_dim"] == 8 + 5
+    assert result["dataset_bytes"] > 0 and result["peak_bytes"] > 0 and result["tracemalloc_peak_bytes"] >= 0
+    assert memory.expected_bytes_per_sample(13, "ppo", "next_visit")["rollout"] == 4 * (13 + 7)
+
+
+@pytest.mark.parametrize("module", [step_cost, throughput, memory])
+def test_each_benchmark_documents_its_method(module):
+    assert "Method" in module.__doc__ or "method" in module.__doc__.lower()
