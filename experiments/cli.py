@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -16,9 +18,25 @@ from experiments.benchmark import load_benchmark_config, run_benchmark, write_su
 from experiments.calibrate import calibrate
 from experiments.config import load_run_config
 from experiments.report import epoch_table, final_table
-from experiments.train import save_results, train_student
+from experiments.train import check_tutor_checkpoint, save_results, train_student
 from tsrl_env.data import save_family_grid
 from tsrl_env.data.preprocess import preprocess_videos
+
+
+def _writable_directory(path: Path) -> Path:
+    """``path``, created if missing, once a file could be written and synced in it: refuses a bad ``--out`` up front."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path) as probe:
+            probe.write(b"tsrl")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as error:
+        raise OSError(
+            f"cannot write to the output directory {str(path)!r} ({error.strerror or error}); "
+            "give another one with --out, or fix its permissions or free space on its disk"
+        ) from error
+    return path
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -31,12 +49,15 @@ def _train(args: argparse.Namespace) -> None:
         backbone=args.backbone,
         device=args.device,
     )
-    run_dir = Path(args.out) / datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = _writable_directory(Path(args.out))
+    checkpoint = Path(args.tutor_checkpoint) if args.tutor_checkpoint else None
+    if checkpoint is not None:
+        check_tutor_checkpoint(config, checkpoint)
+    run_dir = out / datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"run directory: {run_dir}")
     start = time.perf_counter()
     baseline = train_student(config, run_dir, "uniform", progress=not args.no_progress)
-    checkpoint = Path(args.tutor_checkpoint) if args.tutor_checkpoint else None
     tutored = train_student(config, run_dir, tutor_checkpoint=checkpoint, progress=not args.no_progress)
     save_results([baseline, tutored], config, run_dir)
     print()
@@ -50,7 +71,7 @@ def _benchmark(args: argparse.Namespace) -> None:
     tutors = args.tutors.split(",") if args.tutors else None
     seeds = list(range(args.seeds)) if args.seeds else None
     config = load_benchmark_config(args.config, tutors=tutors, seeds=seeds)
-    out = Path(args.out) if args.out else Path("runs") / "benchmark" / Path(args.config).stem
+    out = _writable_directory(Path(args.out) if args.out else Path("runs") / "benchmark" / Path(args.config).stem)
     print(f"benchmark directory: {out}")
     start = time.perf_counter()
     if not args.summary_only:
@@ -66,7 +87,8 @@ def _grid(args: argparse.Namespace) -> None:
 
 def _calibrate(args: argparse.Namespace) -> None:
     config = load_run_config(args.config, backbone=args.backbone, device=args.device)
-    print(calibrate(config, args.seeds, Path(args.out), progress=not args.no_progress))
+    out = _writable_directory(Path(args.out))
+    print(calibrate(config, args.seeds, out, progress=not args.no_progress))
 
 
 def _preprocess(args: argparse.Namespace) -> None:

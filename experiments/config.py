@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from tsrl_env.config import EnvConfig, reject_unknown_keys
+from agents import tutor_spec
+from tsrl_env.config import EnvConfig, integer_setting, reject_unknown_keys, shown
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -22,6 +23,14 @@ class RunConfig:
     tutor: str = "ppo"
     tutor_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tutor, str):
+            raise TypeError(f"tutor must be a tutor name, got {shown(self.tutor)}")
+        tutor_spec(self.tutor)  # an unknown name raises a ValueError with a did-you-mean
+        if not isinstance(self.tutor_kwargs, dict):
+            raise TypeError(f"tutor_kwargs must be a mapping of keyword arguments, got {shown(self.tutor_kwargs)}")
+        object.__setattr__(self, "seed", integer_setting("seed", self.seed, 0))
 
     def to_dict(self) -> dict[str, Any]:
         return {"env": self.env.to_dict(), "tutor": self.tutor, "tutor_kwargs": dict(self.tutor_kwargs), "seed": self.seed}
@@ -38,7 +47,13 @@ def read_yaml_config(path: str | Path) -> dict[str, Any]:
     if not config_path.exists():
         available = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
         raise FileNotFoundError(f"no config file {str(path)!r}; give a path or one of: {available}")
-    return yaml.safe_load(config_path.read_text()) or {}
+    try:
+        settings = yaml.safe_load(config_path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"config file {str(config_path)!r} is not valid YAML: {error}") from None
+    if not isinstance(settings, dict):
+        raise TypeError(f"config file {str(config_path)!r} must hold key: value settings, got {shown(settings)}")
+    return settings
 
 
 def run_config_from_dict(settings: dict[str, Any]) -> RunConfig:
@@ -58,7 +73,10 @@ def load_run_config(path: str | Path | None = None, **overrides: Any) -> RunConf
         settings = read_yaml_config(path)
     run_fields = [f.name for f in dataclasses.fields(RunConfig)]
     reject_unknown_keys(settings, run_fields, f"run setting in {path}")
-    env_settings = dict(settings.pop("env", None) or {})
+    env_settings = settings.pop("env", None) or {}
+    if not isinstance(env_settings, dict):
+        raise TypeError(f"the env section of {path} must be a mapping of environment settings, got {shown(env_settings)}")
+    env_settings = dict(env_settings)
     for key, value in overrides.items():
         if value is None:
             continue

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +20,66 @@ def reject_unknown_keys(given: dict[str, Any], accepted: list[str], what: str) -
             close = difflib.get_close_matches(key, accepted, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise TypeError(f"unknown {what} {key!r}{hint}; accepted: {', '.join(accepted)}")
+
+
+def shown(value: Any) -> str:
+    """A setting's value and its type, for error messages: ``'64' (str)``."""
+    return f"{value!r} ({type(value).__name__})"
+
+
+def integer_setting(name: str, value: Any, minimum: int, or_none: bool = False) -> int:
+    """``value`` as an int: a TypeError unless it is an integer (a bool is not), a ValueError below ``minimum``."""
+    wanted = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer of at least {minimum}")
+    wanted += " or None" if or_none else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be {wanted}, got {shown(value)}")
+    if value < minimum:
+        raise ValueError(f"{name} must be {wanted}, got {value}")
+    return int(value)
+
+
+def real_setting(name: str, value: Any) -> float:
+    """``value`` as a float: a TypeError unless it is a real number (a bool is not), a ValueError if NaN or infinite."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        hint = "; YAML reads numbers such as 1e-3 as text, write 0.001" if _is_number_text(value) else ""
+        raise TypeError(f"{name} must be a number, got {shown(value)}{hint}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    return float(value)
+
+
+def _is_number_text(value: Any) -> bool:
+    """Whether ``value`` is a number written as text (YAML 1.1 readers, PyYAML's included, leave ``1e-3`` a string)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def check_dataset_options(dataset: str, options: Any) -> None:
+    """Refuse an unknown data source, or options its loader would refuse, without loading any data."""
+    # Imported here: the data sources import this module.
+    from tsrl_env.data import DATASETS, DeepfakeBenchConfig, EmbeddedConfig, FolderConfig
+
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; accepted: {', '.join(DATASETS)}")
+    if not isinstance(options, dict):
+        raise TypeError(f"dataset_options must be a mapping of option names to values, got {shown(options)}")
+    settings = {"embedded": EmbeddedConfig, "deepfakebench": DeepfakeBenchConfig, "folder": FolderConfig}.get(dataset)
+    if settings is None:
+        return  # a source registered by the user: its loader checks its options
+    fields = [field.name for field in dataclasses.fields(settings)]
+    loader_keywords = ["config", "cache_dir"] if dataset == "embedded" else ["config"]
+    reject_unknown_keys(options, fields + loader_keywords, f"{dataset} option")
+    given = {key: value for key, value in options.items() if key in fields}
+    base = options.get("config")
+    if base is None:
+        settings(**given)
+    else:
+        dataclasses.replace(base, **given)
 
 
 @dataclass(frozen=True)
@@ -42,6 +104,9 @@ class EnvConfig:
         num_workers: DataLoader worker processes decoding frame files, for datasets that leave their images on
             disk (``deepfakebench``, ``folder``); 0 decodes in the env's own process. In-memory datasets ignore it.
         seed: seed of the first episode when ``reset`` is called without one.
+
+    A setting of the wrong type raises a TypeError, an out-of-range one a ValueError, each naming the setting and
+    the value given; ``dataset_options`` are checked as the data source's loader would, without loading anything.
     """
 
     dataset: str = "embedded"
@@ -64,26 +129,36 @@ class EnvConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        positive = {"batch_size": self.batch_size, "epochs": self.epochs}
-        for name, value in positive.items():
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("warmup_epochs", "num_workers"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-        if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 8):
-            raise ValueError(f"image_size must be an integer of at least 8 or None, got {self.image_size!r}")
+        for name in ("dataset", "backbone", "reward", "device"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name} must be a string, got {shown(getattr(self, name))}")
+        if not isinstance(self.pretrained, (bool, str)):
+            raise TypeError(f"pretrained must be True, False or a checkpoint path, got {shown(self.pretrained)}")
+        if not isinstance(self.augment, bool):
+            raise TypeError(f"augment must be true or false, got {shown(self.augment)}")
+        for name, minimum in (("batch_size", 1), ("epochs", 1), ("warmup_epochs", 0), ("num_workers", 0), ("seed", 0)):
+            object.__setattr__(self, name, integer_setting(name, getattr(self, name), minimum))
+        for name, minimum in (("image_size", 8), ("state_feature_dim", 1)):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, integer_setting(name, getattr(self, name), minimum, or_none=True))
+        for name in ("ema_alpha", "lr", "weight_decay"):
+            object.__setattr__(self, name, real_setting(name, getattr(self, name)))
         if self.reward not in REWARDS:
             raise ValueError(f"unknown reward {self.reward!r}; accepted: {', '.join(REWARDS)}")
+        if isinstance(self.state_counters, str) or not isinstance(self.state_counters, (list, tuple)):
+            accepted = ", ".join(COUNTERS)
+            raise TypeError(f"state_counters must be a list of counter names ({accepted}), got {shown(self.state_counters)}")
         unknown = [name for name in self.state_counters if name not in COUNTERS]
         if unknown:
             raise ValueError(f"unknown state counter(s) {unknown}; accepted: {', '.join(COUNTERS)}")
         if not 0.0 < self.ema_alpha <= 1.0:
             raise ValueError(f"ema_alpha must lie in (0, 1], got {self.ema_alpha}")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError(f"lr must be positive and weight_decay non-negative, got {self.lr}, {self.weight_decay}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be a non-negative number, got {self.weight_decay}")
         object.__setattr__(self, "state_counters", tuple(self.state_counters))
+        check_dataset_options(self.dataset, self.dataset_options)
 
     @classmethod
     def from_dict(cls, settings: dict[str, Any]) -> EnvConfig:

@@ -115,6 +115,7 @@ class DeepfakeCurriculumEnv(gym.Env):
         self._train_batches: Iterator[torch.Tensor] | None = None
         self._epoch = 0
         self._step_in_epoch = 0
+        self._warming_up = False
         self._seeded = False
 
     @property
@@ -137,13 +138,16 @@ class DeepfakeCurriculumEnv(gym.Env):
         self._pending = None
 
         warmup = []
+        self._warming_up = True
         for epoch in range(self.config.warmup_epochs):
+            self._epoch = epoch
             self._start_epoch()
             for _ in range(self.steps_per_epoch):
                 self._forward_next_batch()
                 self._update(torch.ones(self.batch_size, device=self.device))
             warmup.append({"epoch": epoch, "val": self.evaluate("val")})
 
+        self._warming_up = False
         self._epoch = 0
         self._start_epoch()
         self._observation = self._forward_next_batch()
@@ -321,9 +325,11 @@ class DeepfakeCurriculumEnv(gym.Env):
         assert self._pending is not None and self._optimizer is not None
         loss = (weights * self._pending.losses).mean()
         if not torch.isfinite(loss):
+            phase = "warm-up" if self._warming_up else "tutored"
             raise FloatingPointError(
-                f"the Student's loss became {loss.item()} at tutored epoch {self._epoch}, step {self._step_in_epoch - 1}; "
-                f"lower the learning rate (lr={self.config.lr})"
+                f"the Student's loss became {loss.item()} at {phase} epoch {self._epoch}, step {self._step_in_epoch - 1} "
+                f"(counting from 0); rerun with a lower learning rate: the env setting lr is {self.config.lr:g}, "
+                f"try {self.config.lr / 10:g}"
             )
         self._optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -331,21 +337,25 @@ class DeepfakeCurriculumEnv(gym.Env):
         return loss.detach()
 
     def _validate_action(self, action: Any) -> tuple[torch.Tensor, int]:
-        weights = np.asarray(action)
-        if weights.shape != self.action_space.shape:
+        """The weights clipped to [0, 1] as float32, and how many were clipped; a bad action raises and changes nothing."""
+        shape = self.action_space.shape
+        try:
+            weights = np.asarray(action)
+        except ValueError as error:  # ragged nested sequences
+            raise ValueError(f"action must be an array of shape {shape} (one weight per sample of the batch): {error}") from None
+        if weights.shape != shape:
+            raise ValueError(f"action must have shape {shape} (one weight per sample of the batch), got {weights.shape}")
+        if weights.dtype.kind not in "biuf":
+            raise TypeError(f"action must hold real numbers (bool, integer or float dtype), got dtype {weights.dtype}")
+        weights = weights.astype(np.float64)
+        nan, infinite = int(np.isnan(weights).sum()), int(np.isinf(weights).sum())
+        if nan or infinite:
             raise ValueError(
-                f"action must have shape {self.action_space.shape} (one weight per sample of the batch), got {weights.shape}"
-            )
-        if not (np.issubdtype(weights.dtype, np.floating) or np.issubdtype(weights.dtype, np.integer) or weights.dtype == bool):
-            raise TypeError(f"action must hold real numbers, got dtype {weights.dtype}")
-        weights = weights.astype(np.float32)
-        finite = np.isfinite(weights)
-        if not finite.all():
-            raise ValueError(
-                f"action holds {int((~finite).sum())} NaN or infinite weight(s); weights must be finite numbers in [0, 1]"
+                f"action holds {nan + infinite} NaN or infinite weight(s) ({nan} NaN, {infinite} infinite); "
+                "weights must be finite numbers in [0, 1]"
             )
         clipped = np.clip(weights, 0.0, 1.0)
-        return torch.from_numpy(clipped), int((clipped != weights).sum())
+        return torch.from_numpy(clipped.astype(np.float32)), int((clipped != weights).sum())
 
 
 def _normalise(images: torch.Tensor) -> torch.Tensor:

@@ -109,6 +109,10 @@ class EmbeddedConfig:
         low, high = self._pair("final_jpeg_quality")
         if not (isinstance(low, int) and isinstance(high, int) and 1 <= low <= high <= 100):
             raise ValueError(f"final_jpeg_quality must be integers with 1 <= low <= high <= 100, got {self.final_jpeg_quality}")
+        for name in ("label_noise", "texture_fraction", "fake_fraction"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
         if not 0.0 <= self.label_noise < 1.0:
             raise ValueError(f"label_noise must lie in [0, 1), got {self.label_noise}")
         if not 0.0 <= self.texture_fraction <= 1.0:
