@@ -25,8 +25,12 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from experiments.config import RunConfig, plain, read_yaml_config
+from agents import TUTORS
+from experiments.config import RunConfig, plain, read_yaml_config, run_config_from_dict
+from experiments.plots import plot_validation_curves, plot_weight_distributions, plot_weighting
 from experiments.record import StudentRun
+from experiments.summary import markdown_tables, result_rows, write_csv
+from experiments.train import train_student
 from tsrl_env.config import EnvConfig, reject_unknown_keys
 from tsrl_env.data import make_dataset
 
@@ -71,8 +75,6 @@ def load_benchmark_config(path: str | Path, tutors: list[str] | None = None, see
         settings["tutors"] = tutors
     if seeds:
         settings["seeds"] = seeds
-    from agents import TUTORS
-
     unknown = [name for name in settings.get("tutors", []) if name not in TUTORS]
     if unknown:
         raise ValueError(f"unknown tutor(s) {unknown} in {path}; accepted: {', '.join(TUTORS)}")
@@ -94,9 +96,6 @@ def cell_dir(out: Path, variant: str, tutor: str, seed: int) -> Path:
 
 def _run_cell(run_config: dict[str, Any], directory: str, threads: int) -> str:
     """Worker: train one Student and write its record atomically. Returns the record's path."""
-    from experiments.config import run_config_from_dict
-    from experiments.train import train_student
-
     torch.set_num_threads(threads)
     config = run_config_from_dict(run_config)
     path = Path(directory)
@@ -146,10 +145,6 @@ def load_records(config: BenchmarkConfig, out: Path) -> list[dict[str, Any]]:
 
 def write_summary(config: BenchmarkConfig, out: Path) -> str:
     """Rebuild ``results.csv``, ``results.md`` and the plots from every finished cell; return the Markdown."""
-    from agents import TUTORS
-    from experiments.plots import plot_validation_curves, plot_weight_distributions, plot_weighting
-    from experiments.summary import markdown_tables, result_rows, write_csv
-
     records = load_records(config, out)
     if not records:
         raise RuntimeError(f"no finished cell under {out / 'cells'}; run the benchmark first")

@@ -60,16 +60,21 @@ def test_same_seed_same_trajectory_different_seed_different(tiny_env):
     assert not np.array_equal(obs_a, obs_c)
 
 
-def test_step_is_one_training_forward_and_one_no_grad_forward(tiny_env):
-    tiny_env.reset(seed=0)
+def _forward_passes_of_one_step(env) -> list[bool]:
+    """Whether each Student forward run by one step after reset had gradients on, in order."""
+    env.reset(seed=0)
     passes = []
-    hook = tiny_env.student.register_forward_hook(lambda module, args, out: passes.append(out[0].requires_grad))
+    hook = env.student.register_forward_hook(lambda module, args, out: passes.append(out[0].requires_grad))
     try:
-        tiny_env.step(np.ones(tiny_env.batch_size, np.float32))
+        env.step(np.ones(env.batch_size, np.float32))
     finally:
         hook.remove()
+    return passes
+
+
+def test_step_is_one_training_forward_and_one_no_grad_forward(tiny_env):
     # The after-update pass (no grad) and the next batch's training forward (with grad); nothing else.
-    assert passes == [False, True]
+    assert _forward_passes_of_one_step(tiny_env) == [False, True]
 
 
 def test_out_of_range_weights_are_clipped_and_counted(tiny_env):
@@ -127,15 +132,8 @@ def next_visit_env():
 
 
 def test_next_visit_step_runs_no_forward_after_the_update(next_visit_env):
-    next_visit_env.reset(seed=0)
-    passes = []
-    hook = next_visit_env.student.register_forward_hook(lambda module, args, out: passes.append(out[0].requires_grad))
-    try:
-        next_visit_env.step(np.ones(next_visit_env.batch_size, np.float32))
-    finally:
-        hook.remove()
     # Only the next batch's training forward.
-    assert passes == [True]
+    assert _forward_passes_of_one_step(next_visit_env) == [True]
 
 
 def test_next_visit_pays_each_action_at_its_sample_next_visit(next_visit_env):
