@@ -7,7 +7,8 @@ episode_start=None, deterministic=False) -> (actions, state)`` on a batch of sta
 ``make_tutor(name, env, **kwargs)`` builds one by name and ``load_tutor(name, path, env)`` reloads a saved one;
 ``env`` is a :class:`tsrl_env.DeepfakeCurriculumEnv` or an SB3 ``VecEnv`` view of one. Learned tutors are SB3
 algorithms acting through the per-sample view (:mod:`agents.zoo`, :mod:`agents.ppo`), or on whole batches
-(:mod:`agents.attention`); heuristic curricula follow fixed rules (:mod:`agents.heuristics`).
+(:mod:`agents.attention`); heuristic curricula follow fixed rules (:mod:`agents.heuristics`). Under the ``next_visit``
+reward, PPO and the off-policy tutors credit each reward to the earlier action it pays (:mod:`agents.next_visit`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.attention import AttentionPPO, load_attention_tutor, make_attention_tutor
 from agents.heuristics import HEURISTICS, HeuristicTutor
-from agents.ppo import SigmoidGaussianPolicy, TutorPPO, loss_rank_targets
+from agents.next_visit import NextVisitReplayBuffer, pays_next_visit
+from agents.ppo import PendingRollout, SigmoidGaussianPolicy, TutorPPO, loss_rank_targets
 from agents.vec_env import PerSampleVecEnv, as_per_sample_vec_env
 from agents.zoo import make_a2c, make_ddpg, make_sac, make_td3
 from tsrl_env import PerSampleVectorEnv
@@ -102,6 +104,8 @@ __all__ = [
     "AttentionPPO",
     "TUTORS",
     "HeuristicTutor",
+    "NextVisitReplayBuffer",
+    "PendingRollout",
     "PerSampleVecEnv",
     "SigmoidGaussianPolicy",
     "TutorPPO",
@@ -114,6 +118,7 @@ __all__ = [
     "make_sac",
     "make_td3",
     "make_tutor",
+    "pays_next_visit",
     "single_episode_view",
     "tutor_spec",
 ]

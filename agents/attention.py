@@ -170,6 +170,9 @@ class AttentionPPO(TutorPPO):
             n_epochs=n_epochs,
             gamma=gamma,
             policy=policy,
+            # A whole-batch transition's next_visit reward averages payments for many earlier batches' actions, so the
+            # per-sample late credit of TutorPPO does not apply: this tutor credits each step's reward to its action.
+            next_visit=False,
             **kwargs,
         )
 

@@ -89,6 +89,13 @@ class HeuristicTutor:
         """Nothing to learn: returns the tutor unchanged."""
         return self
 
+    def rng_state(self) -> dict[str, Any]:
+        """The state of the tutor's random generator (only ``random`` draws from it), for a run checkpoint."""
+        return self.rng.bit_generator.state
+
+    def set_rng_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state
+
     def save(self, path: str | Path) -> None:
         """Write the tutor's name, seed and parameters to ``path`` as JSON."""
         path = Path(path)

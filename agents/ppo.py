@@ -6,7 +6,9 @@ What differs from stock PPO, and why:
   Gaussian's standard deviation is fixed (not learned), as in the reference, and sampled weights are clipped to
   [0, 1] by SB3 before they reach the environment;
 - the actor and critic learn at different rates (1e-4 and 3e-4), through two optimiser parameter groups;
-- rewards are standardised over each rollout (one Student epoch) before advantages are computed.
+- rewards are standardised over each rollout (one Student epoch) before advantages are computed;
+- under the ``next_visit`` reward, whose rewards arrive one Student epoch after their actions, it trains one rollout
+  late, on the previous rollout's transitions once the current one has paid them (:class:`TutorPPO`).
 
 Every transition is terminal, so each advantage is the sample's reward minus the critic's value of its state.
 """
@@ -21,12 +23,14 @@ import numpy as np
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
+from agents.next_visit import NextVisitStep, pays_next_visit
 from agents.vec_env import as_per_sample_vec_env
 
 
@@ -80,12 +84,88 @@ class EpochNormalizedRolloutBuffer(RolloutBuffer):
         super().compute_returns_and_advantage(last_values, dones)
 
 
+class PendingRollout:
+    """One collected rollout (one Student epoch) of the PPO tutor, waiting for its ``next_visit`` rewards.
+
+    The rewards arrive during the next rollout, as its steps revisit the samples: :meth:`pay` writes each at the
+    (step, slot) of the action it belongs to, and :meth:`paid_buffer` gives the paid transitions as a rollout buffer
+    PPO can train on. ``rewards`` holds the paid rewards as the environment gave them (0 where unpaid), ``paid``
+    which transitions have been paid.
+    """
+
+    def __init__(self, collected: RolloutBuffer, epoch: int) -> None:
+        self.epoch = epoch
+        self.observation_space = collected.observation_space
+        self.action_space = collected.action_space
+        # Copies: SB3 refills the collection buffer during the next rollout.
+        self.observations = collected.observations.copy()
+        self.actions = collected.actions.copy()
+        self.values = collected.values.copy()
+        self.log_probs = collected.log_probs.copy()
+        self.rewards = np.zeros_like(collected.rewards)
+        self.paid = np.zeros(collected.rewards.shape, dtype=bool)
+
+    def pay(self, step: NextVisitStep) -> int:
+        """Write the rewards ``step`` pays for this rollout's actions; returns how many it paid for older ones.
+
+        Older actions are those of a sample that sat out this rollout's epoch in the ragged last batch the env
+        drops: their rollout has been trained on already, so their rewards are dropped. A reward for a later action
+        means the rollouts are not the env's epochs, and raises.
+        """
+        later = step.paid_epoch > self.epoch
+        if later.any():
+            raise RuntimeError(
+                f"epoch {step.epoch}, step {step.step} pays for actions of epoch {int(step.paid_epoch[later].max())}, but "
+                f"the rollout awaiting its rewards is epoch {self.epoch}: each PPO rollout must be one whole Student epoch "
+                "(keep n_steps at the env's steps_per_epoch, and do not step the env outside learn())"
+            )
+        current = step.paid_epoch == self.epoch
+        self.rewards[step.paid_step[current], step.paid_slot[current]] = step.paid_reward[current]
+        self.paid[step.paid_step[current], step.paid_slot[current]] = True
+        return int((~current).sum())
+
+    def paid_buffer(self, device: torch.device | str) -> EpochNormalizedRolloutBuffer:
+        """The paid transitions as one step of ``paid.sum()`` one-step episodes, returns and advantages computed.
+
+        The rewards are standardised over the paid transitions (the rollout's rewards, as in the other path); every
+        transition is terminal, so each advantage is the standardised reward minus the value.
+        """
+        count = int(self.paid.sum())
+        if count == 0:
+            raise ValueError(f"no transition of the rollout of epoch {self.epoch} has been paid; nothing to train on")
+        buffer = EpochNormalizedRolloutBuffer(1, self.observation_space, self.action_space, device=device, n_envs=count)
+        buffer.add(
+            self.observations[self.paid],
+            self.actions[self.paid],
+            self.rewards[self.paid],
+            np.ones(count, dtype=np.float32),
+            torch.as_tensor(self.values[self.paid]),
+            torch.as_tensor(self.log_probs[self.paid]),
+        )
+        buffer.compute_returns_and_advantage(last_values=torch.zeros(count), dones=np.ones(count, dtype=bool))
+        return buffer
+
+
 class TutorPPO(PPO):
     """PPO tutor with the reference hyper-parameters; one rollout is one Student epoch.
 
     ``env`` is a curriculum environment (it is wrapped in the per-sample SB3 view) or an SB3 ``VecEnv``.
     ``n_steps`` defaults to the environment's steps per epoch, so each update sees every transition of
     one epoch. Other keywords go to :class:`stable_baselines3.PPO`.
+
+    ``next_visit`` (default: whether the environment's reward is ``next_visit``) makes the tutor train one rollout
+    late, because that reward pays each action one Student epoch after it was taken. The previous rollout waits as
+    :attr:`pending_rollout` (saved with the model, so that a run checkpointed at an epoch start resumes exactly);
+    every reward the current rollout's steps pay is written into it at the (step, slot) its ``reward_for`` names;
+    when the current rollout ends, PPO trains on the previous one's paid transitions, with their rewards
+    standardised, and the current one starts waiting. The first rollout (of the run and of each episode)
+    therefore trains nothing, and the last epoch's actions are never paid, so never trained on. Paid rewards of
+    actions older than the previous rollout (samples the ragged last batch left out of an epoch) are dropped;
+    ``paid_transitions`` and ``stale_rewards`` count, for the last rollout, the transitions trained on and the rewards
+    dropped (both logged under ``train/``). The trained rollout was collected by the policy before the last update,
+    so its log-probabilities are one update older than the policy being trained: PPO's probability ratio corrects for
+    that and its clipping bounds the step, as they do for the later epochs of any update. Each rollout must be exactly
+    one Student epoch, which is checked.
     """
 
     def __init__(
@@ -103,13 +183,22 @@ class TutorPPO(PPO):
         action_std: float = 0.2,
         policy: type[ActorCriticPolicy] = SigmoidGaussianPolicy,
         policy_kwargs: dict[str, Any] | None = None,
+        next_visit: bool | None = None,
         **kwargs: Any,
     ) -> None:
         venv = as_per_sample_vec_env(env)
+        self.next_visit = pays_next_visit(venv) if next_visit is None and venv is not None else bool(next_visit)
+        # Saved with the model (SB3's load restores them), so that a checkpoint taken at an epoch start, when the
+        # previous rollout still awaits its rewards, resumes exactly.
+        self.pending_rollout: PendingRollout | None = None
+        self.paid_transitions = 0
+        self.stale_rewards = 0
         # Without an env (SB3's ``load``), the saved settings replace these right after construction.
         if venv is not None:
             if n_steps is None:
                 n_steps = venv.get_attr("steps_per_epoch")[0]
+            if self.next_visit:
+                _check_one_epoch(n_steps, venv.get_attr("steps_per_epoch")[0])
             # A minibatch larger than the rollout would silently shrink to it; make it explicit.
             batch_size = min(batch_size, n_steps * venv.num_envs)
         policy_kwargs = {
@@ -132,6 +221,60 @@ class TutorPPO(PPO):
             rollout_buffer_class=EpochNormalizedRolloutBuffer,
             **kwargs,
         )
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        # Under next_visit, SB3 collects into this buffer and ``rollout_buffer`` becomes the paid previous rollout.
+        self._collection_buffer = self.rollout_buffer
+        self._collection_epoch = 0
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_collection_buffer"]
+
+    def collect_rollouts(self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int) -> bool:
+        if not self.next_visit:
+            return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+        self.stale_rewards = 0
+        # ``rollout_buffer`` is what the last update trained on; this rollout's payments go to ``pending_rollout``,
+        # through ``_update_info_buffer``, the per-step hook that sees the step's infos.
+        if not super().collect_rollouts(env, callback, self._collection_buffer, n_rollout_steps):
+            return False
+        pending = self.pending_rollout
+        self.paid_transitions = 0 if pending is None else int(pending.paid.sum())
+        if pending is not None and self.paid_transitions:
+            self.rollout_buffer = pending.paid_buffer(self.device)
+        self.pending_rollout = PendingRollout(self._collection_buffer, self._collection_epoch)
+        self.logger.record("train/paid_transitions", self.paid_transitions)
+        self.logger.record("train/stale_rewards", self.stale_rewards)
+        return True
+
+    def _update_info_buffer(self, infos: list[dict[str, Any]], dones: np.ndarray | None = None) -> None:
+        super()._update_info_buffer(infos, dones)
+        if self.next_visit:
+            self._credit(NextVisitStep.from_info(infos[0]))
+
+    def _credit(self, step: NextVisitStep) -> None:
+        """Check that the rollout follows the env's epoch, and pay the previous rollout what ``step`` pays."""
+        position = self._collection_buffer.pos  # SB3 adds this step to the buffer right after this hook
+        if step.step != position:
+            raise RuntimeError(
+                f"rollout step {position} is Student step {step.step} of epoch {step.epoch}: with the next_visit reward "
+                "each PPO rollout must be one whole Student epoch, from its first step (keep n_steps at the env's "
+                "steps_per_epoch; a learn() stopped by a callback mid-epoch cannot be resumed)"
+            )
+        if position == 0:
+            self._collection_epoch = step.epoch
+        if self.pending_rollout is None:
+            # Actions taken before this tutor's first rollout (it joined an episode under way): nobody kept them.
+            self.stale_rewards += len(step.paid_reward)
+        else:
+            self.stale_rewards += self.pending_rollout.pay(step)
+
+    def train(self) -> None:
+        # Under next_visit the rollout before the first one of a run or episode does not exist or earned nothing.
+        if self.next_visit and self.paid_transitions == 0:
+            return
+        super().train()
 
     def _update_learning_rate(self, optimizers: list[torch.optim.Optimizer] | torch.optim.Optimizer) -> None:
         learning_rate = self.lr_schedule(self._current_progress_remaining)
@@ -174,6 +317,15 @@ class TutorPPO(PPO):
             history.append(float(np.mean(losses)))
         self.policy.set_training_mode(False)
         return history
+
+
+def _check_one_epoch(n_steps: int, steps_per_epoch: int) -> None:
+    if n_steps != steps_per_epoch:
+        raise ValueError(
+            f"with the next_visit reward a PPO rollout must be one Student epoch, n_steps={steps_per_epoch} "
+            f"(steps_per_epoch), got n_steps={n_steps}: each rollout is trained on once the next one has paid its "
+            "rewards; leave n_steps unset"
+        )
 
 
 def loss_rank_targets(ema_losses: np.ndarray, high: float = 0.9, low: float = 0.3) -> np.ndarray:

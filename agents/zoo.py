@@ -14,6 +14,10 @@ experience one update sees and how the tutor explores:
 - TD3 and DDPG have a deterministic actor, and SB3 adds no exploration noise unless told to, so they get
   Gaussian action noise whose standard deviation is ``action_std`` in weight units (0.2 by default, the fixed
   standard deviation of the reference PPO tutor);
+- under the ``next_visit`` reward, which pays an action one Student epoch after it was taken, SAC, TD3 and DDPG store
+  transitions in a :class:`agents.next_visit.NextVisitReplayBuffer`, which credits each reward to the transition it
+  pays and samples paid transitions only, and learn (SAC included) after one Student epoch of random weights, when
+  the first rewards arrive;
 - A2C updates after every Student step (``n_steps=1``): its rollout is then one batch of one-step episodes,
   as many samples as a usual A2C update, whereas a rollout of one Student epoch would allow only a handful of
   updates per episode. It uses the reference tutor's sigmoid-mean policy with a fixed standard deviation and
@@ -31,6 +35,7 @@ from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
+from agents.next_visit import NextVisitReplayBuffer, pays_next_visit
 from agents.ppo import SigmoidGaussianPolicy
 from agents.vec_env import as_per_sample_vec_env
 
@@ -45,10 +50,24 @@ def _off_policy(
     action_std: float | None,
     **kwargs: Any,
 ) -> OffPolicyAlgorithm:
-    """``algorithm`` on the per-sample view, learning after one Student epoch (else step) of random weights."""
+    """``algorithm`` on the per-sample view, learning after one Student epoch (else step) of random weights.
+
+    Under the ``next_visit`` reward it always waits one epoch, the first whose rewards arrive, and replays only paid
+    transitions (unless ``replay_buffer_class`` is given).
+    """
     venv = as_per_sample_vec_env(env)
     steps_per_epoch = venv.get_attr("steps_per_epoch")[0]
-    kwargs.setdefault("buffer_size", REPLAY_EPOCHS * steps_per_epoch * venv.num_envs)
+    epoch = steps_per_epoch * venv.num_envs
+    kwargs.setdefault("buffer_size", REPLAY_EPOCHS * epoch)
+    if pays_next_visit(venv):
+        kwargs.setdefault("replay_buffer_class", NextVisitReplayBuffer)
+        kwargs.setdefault("learning_starts", epoch)
+        if kwargs["learning_starts"] < epoch:
+            raise ValueError(
+                f"learning_starts={kwargs['learning_starts']} is less than one Student epoch ({epoch} transitions), but the "
+                "next_visit reward pays nothing before the second epoch, so there would be nothing to learn from; leave "
+                "learning_starts unset"
+            )
     kwargs.setdefault("learning_starts", (steps_per_epoch if random_epoch else 1) * venv.num_envs)
     if action_std is not None and "action_noise" not in kwargs:
         _check_std(action_std)

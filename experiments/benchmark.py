@@ -4,9 +4,13 @@ Each cell (one Student taught by one tutor) writes its own ``record.json`` atomi
 whose record exists is never rerun, so an interrupted grid continues where it stopped. The summary files
 (``results.csv``, ``results.md``, plots) are rebuilt from all records at the end of every invocation.
 
-A cell's result is exactly reproducible for the same seed and the same number of torch threads per worker
-(CPU cores / workers, recorded in each cell); another thread count changes the order of floating-point sums in
-the Student's convolutions, hence its weights in the last bits and, over an episode, its metrics.
+Cells run in local processes (the default) or as Ray tasks on a local Ray instance or a cluster
+(:mod:`experiments.ray_backend`); both run the same per-cell function and write the same records.
+
+A cell's result is exactly reproducible for the same seed and the same number of torch threads per cell (CPU
+cores / workers, or the ``cpus_per_cell`` given; recorded in each cell); another thread count changes the order of
+floating-point sums in the Student's convolutions, hence its weights in the last bits and, over an episode, its
+metrics.
 """
 
 from __future__ import annotations
@@ -26,13 +30,14 @@ import yaml
 from tqdm.auto import tqdm
 
 from agents import TUTORS
-from experiments.config import RunConfig, plain, read_yaml_config, run_config_from_dict
+from experiments.config import RunConfig, plain, read_yaml_config, run_config_from_dict, split_tutor_entry
 from experiments.plots import plot_validation_curves, plot_weight_distributions, plot_weighting
 from experiments.record import StudentRun
-from experiments.summary import markdown_tables, result_rows, write_csv
+from experiments.summary import learns, markdown_tables, result_rows, write_csv
 from experiments.train import train_student
 from tsrl_env.config import EnvConfig, reject_unknown_keys
 from tsrl_env.data import make_dataset
+from tsrl_env.rewards import REWARD_NAMES
 
 
 @dataclass(frozen=True)
@@ -60,11 +65,16 @@ class BenchmarkConfig:
                 for tutor in self.tutors:
                     yield variant, tutor, seed
 
-    def run_config(self, variant: str, tutor: str, seed: int) -> RunConfig:
+    def run_config(self, variant: str, entry: str, seed: int) -> RunConfig:
+        """The run of one cell; ``entry`` is a tutor name, or ``tutor@reward`` for a tutor learning from that reward."""
+        tutor, reward = split_tutor_entry(entry)
         overrides = dict(self.variants[variant])
         options = {**self.env.dataset_options, **overrides.pop("dataset_options", {})}
+        if reward is not None:
+            overrides["reward"] = reward
         env = self.env.replace(dataset_options=options, **overrides)
-        return RunConfig(env=env, tutor=tutor, tutor_kwargs=dict(self.tutor_kwargs.get(tutor, {})), seed=seed)
+        kwargs = self.tutor_kwargs.get(entry, self.tutor_kwargs.get(tutor, {}))
+        return RunConfig(env=env, tutor=tutor, tutor_kwargs=dict(kwargs), seed=seed)
 
 
 def load_benchmark_config(path: str | Path, tutors: list[str] | None = None, seeds: list[int] | None = None) -> BenchmarkConfig:
@@ -75,9 +85,13 @@ def load_benchmark_config(path: str | Path, tutors: list[str] | None = None, see
         settings["tutors"] = tutors
     if seeds:
         settings["seeds"] = seeds
-    unknown = [name for name in settings.get("tutors", []) if name not in TUTORS]
+    entries = [split_tutor_entry(entry) for entry in settings.get("tutors", [])]
+    unknown = [tutor for tutor, _ in entries if tutor not in TUTORS]
     if unknown:
         raise ValueError(f"unknown tutor(s) {unknown} in {path}; accepted: {', '.join(TUTORS)}")
+    unknown = [reward for _, reward in entries if reward is not None and reward not in REWARD_NAMES]
+    if unknown:
+        raise ValueError(f"unknown reward(s) {unknown} in {path} (tutor@reward); accepted: {', '.join(REWARD_NAMES)}")
     config = BenchmarkConfig(
         env=EnvConfig.from_dict(settings.get("env") or {}),
         tutors=tuple(settings.get("tutors", BenchmarkConfig.tutors)),
@@ -109,8 +123,33 @@ def _run_cell(run_config: dict[str, Any], directory: str, threads: int) -> str:
     return str(path / "record.json")
 
 
-def run_benchmark(config: BenchmarkConfig, out: Path, workers: int = 1, progress: bool = True) -> list[dict[str, Any]]:
-    """Run every cell whose record is missing, ``workers`` at a time, and return all records."""
+BACKENDS = ("local", "ray")
+
+
+def run_benchmark(
+    config: BenchmarkConfig,
+    out: Path,
+    workers: int = 1,
+    progress: bool = True,
+    backend: str = "local",
+    address: str | None = None,
+    cpus_per_cell: int | None = None,
+) -> list[dict[str, Any]]:
+    """Run every cell whose record is missing, ``workers`` at a time, and return all records.
+
+    ``backend="local"`` runs the cells in ``workers`` local processes; ``backend="ray"`` submits each as a Ray task
+    (:mod:`experiments.ray_backend`) to a local Ray instance sized for ``workers`` cells at once, or to the cluster
+    at ``address``. Each cell uses ``cpus_per_cell`` torch threads (default: this machine's cores / ``workers``).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown benchmark backend {backend!r}; accepted: {', '.join(BACKENDS)}")
+    if address is not None and backend != "ray":
+        raise ValueError(f"a cluster address ({address!r}) is for the Ray backend; add --backend ray or drop --address")
+    if cpus_per_cell is not None and cpus_per_cell < 1:
+        raise ValueError(f"cpus per cell must be at least 1, got {cpus_per_cell}")
+    if backend == "ray":
+        # Here, before any work, so that a missing Ray is reported at once.
+        from experiments.ray_backend import run_cells_on_ray
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     todo = [cell for cell in config.cells() if not (cell_dir(out, *cell) / "record.json").exists()]
@@ -118,16 +157,22 @@ def run_benchmark(config: BenchmarkConfig, out: Path, workers: int = 1, progress
     for variant in {variant for variant, _, _ in todo}:
         env = config.run_config(variant, config.tutors[0], config.seeds[0]).env
         make_dataset(env.dataset, **env.dataset_options)
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = cpus_per_cell or max(1, (os.cpu_count() or 1) // workers)
     total = len(list(config.cells()))
     bar = tqdm(total=total, initial=total - len(todo), desc="benchmark", disable=not progress)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [
-            pool.submit(_run_cell, config.run_config(*cell).to_dict(), str(cell_dir(out, *cell)), threads) for cell in todo
-        ]
-        for future in as_completed(futures):
-            bar.set_postfix_str(Path(future.result()).parent.relative_to(out / "cells").as_posix())
+    if backend == "ray":
+        cells = [(config.run_config(*cell).to_dict(), cell_dir(out, *cell)) for cell in todo]
+        for record in run_cells_on_ray(_run_cell, cells, threads, local_cells=workers, address=address):
+            bar.set_postfix_str(Path(record).parent.relative_to(out / "cells").as_posix())
             bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [
+                pool.submit(_run_cell, config.run_config(*cell).to_dict(), str(cell_dir(out, *cell)), threads) for cell in todo
+            ]
+            for future in as_completed(futures):
+                bar.set_postfix_str(Path(future.result()).parent.relative_to(out / "cells").as_posix())
+                bar.update()
     bar.close()
     return load_records(config, out)
 
@@ -159,7 +204,7 @@ def write_summary(config: BenchmarkConfig, out: Path) -> str:
     plot_validation_curves(records, plots / "val_auc.png")
     # Uniform gives every sample weight 1: nothing to show on the weighting plot.
     finished = {record["tutor"] for record in records}
-    weighted = [t for t in sorted(config.tutors, key=lambda t: not TUTORS[t].learns) if t in finished and t != "uniform"]
+    weighted = [t for t in sorted(config.tutors, key=lambda t: not learns(t)) if t in finished and t != "uniform"]
     for variant in sorted({record["variant"] for record in records}):
         plot_weight_distributions(records, variant, plots / f"weights_{variant}.png")
         if weighted:

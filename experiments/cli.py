@@ -7,20 +7,25 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
+import torch
 import yaml
 
-from experiments.benchmark import load_benchmark_config, run_benchmark, write_summary
+from experiments.benchmark import BACKENDS, load_benchmark_config, run_benchmark, write_summary
 from experiments.calibrate import calibrate
-from experiments.config import load_run_config
+from experiments.config import RunConfig, load_run_config
 from experiments.report import epoch_table, final_table
-from experiments.train import check_tutor_checkpoint, save_results, train_student
+from experiments.train import RunStopped, check_tutor_checkpoint, save_results, train_student
 from tsrl_env.data import save_family_grid
 from tsrl_env.data.preprocess import preprocess_videos
+
+RESUME_FIXED = ("config", "seed", "tutor", "tutor_checkpoint", "epochs", "warmup_epochs", "backbone")
+"""``tsrl train`` options that set what a run is: ``--resume`` refuses them."""
 
 
 def _writable_directory(path: Path) -> Path:
@@ -40,31 +45,68 @@ def _writable_directory(path: Path) -> Path:
 
 
 def _train(args: argparse.Namespace) -> None:
-    config = load_run_config(
-        args.config,
-        seed=args.seed,
-        tutor=args.tutor,
-        epochs=args.epochs,
-        warmup_epochs=args.warmup_epochs,
-        backbone=args.backbone,
-        device=args.device,
-    )
-    out = _writable_directory(Path(args.out))
-    checkpoint = Path(args.tutor_checkpoint) if args.tutor_checkpoint else None
-    if checkpoint is not None:
-        check_tutor_checkpoint(config, checkpoint)
-    run_dir = out / datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if args.deterministic:
+        _use_deterministic_algorithms()
+    if args.resume:
+        run_dir, config = _resumed_run(args)
+    else:
+        config = load_run_config(
+            args.config or "demo",
+            seed=args.seed,
+            tutor=args.tutor,
+            tutor_checkpoint=args.tutor_checkpoint,
+            epochs=args.epochs,
+            warmup_epochs=args.warmup_epochs,
+            backbone=args.backbone,
+            device=args.device,
+            lr=args.lr,
+        )
+        out = _writable_directory(Path(args.out))
+        if config.tutor_checkpoint is not None:
+            check_tutor_checkpoint(config, Path(config.tutor_checkpoint))
+        run_dir = out / datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(run_dir / "config.yaml")
     print(f"run directory: {run_dir}")
     start = time.perf_counter()
-    baseline = train_student(config, run_dir, "uniform", progress=not args.no_progress)
-    tutored = train_student(config, run_dir, tutor_checkpoint=checkpoint, progress=not args.no_progress)
-    save_results([baseline, tutored], config, run_dir)
+    tutor_checkpoint = Path(config.tutor_checkpoint) if config.tutor_checkpoint else None
+    resume = args.resume is not None
+    try:
+        baseline = train_student(config, run_dir, "uniform", progress=not args.no_progress, resume=resume)
+        tutored = train_student(config, run_dir, tutor_checkpoint=tutor_checkpoint, progress=not args.no_progress, resume=resume)
+    except RunStopped as stopped:
+        print(f"\n{stopped}", file=sys.stderr)
+        sys.exit(stopped.exit_code)
+    save_results([baseline, tutored], run_dir)
     print()
     print(epoch_table(baseline, tutored))
     print()
     print(final_table([baseline, tutored]))
     print(f"\ntotal wall time {time.perf_counter() - start:.0f} s; TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}")
+
+
+def _resumed_run(args: argparse.Namespace) -> tuple[Path, RunConfig]:
+    """The run directory given to ``--resume`` and its config, with the learning rate or device a resume may change."""
+    fixed = [f"--{name.replace('_', '-')}" for name in RESUME_FIXED if getattr(args, name) is not None]
+    if fixed:
+        raise SystemExit(
+            f"tsrl train: --resume continues a run with its own config (RUN_DIR/config.yaml); {', '.join(fixed)} cannot "
+            "change it (only --lr, --device, --deterministic and --no-progress can be given with --resume)"
+        )
+    run_dir = _writable_directory(Path(args.resume))
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise SystemExit(f"tsrl train: {str(run_dir)!r} is not a run directory (it has no config.yaml); give one tsrl train made")
+    config = load_run_config(saved, lr=args.lr, device=args.device)
+    config.save(saved)  # a later resume continues with the learning rate and device given now
+    return run_dir, config
+
+
+def _use_deterministic_algorithms() -> None:
+    """Deterministic torch kernels (CUDA's cuBLAS needs its workspace setting before the first matrix product)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
 
 
 def _benchmark(args: argparse.Namespace) -> None:
@@ -75,7 +117,15 @@ def _benchmark(args: argparse.Namespace) -> None:
     print(f"benchmark directory: {out}")
     start = time.perf_counter()
     if not args.summary_only:
-        run_benchmark(config, out, workers=args.workers, progress=not args.no_progress)
+        run_benchmark(
+            config,
+            out,
+            workers=args.workers,
+            progress=not args.no_progress,
+            backend=args.backend,
+            address=args.address,
+            cpus_per_cell=args.cpus_per_cell,
+        )
     print(write_summary(config, out))
     print(f"wall time {time.perf_counter() - start:.0f} s; tables and plots in {out}")
 
@@ -115,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a Student with uniform weights and one with a tutor, and compare them")
-    train.add_argument("--config", default="demo", help="a config name under experiments/configs or a YAML path (default: demo)")
+    train.add_argument("--config", help="a config name under experiments/configs or a YAML path (default: demo)")
     train.add_argument("--seed", type=int, help="seed of both Students (overrides the config)")
     train.add_argument("--tutor", help="tutor name, e.g. ppo or sac (overrides the config)")
     train.add_argument("--epochs", type=int, help="tutored epochs (overrides the config)")
@@ -123,7 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--backbone", help="timm model name of the Student (overrides the config)")
     train.add_argument("--device", help="auto, cpu, cuda, ... (overrides the config)")
     train.add_argument("--tutor-checkpoint", help="a saved tutor (tutor.zip) that teaches without learning")
+    train.add_argument("--lr", type=float, help="the Student's learning rate (overrides the config; may change on --resume)")
     train.add_argument("--out", default="runs", help="parent folder of the run directory (default: runs)")
+    train.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoints (finished Students are kept)"
+    )
+    train.add_argument("--deterministic", action="store_true", help="use deterministic torch algorithms only")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     train.set_defaults(handler=_train)
 
@@ -131,7 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--config", default="benchmark_noise", help="config name or YAML path (default: benchmark_noise)")
     bench.add_argument("--tutors", help="comma-separated tutor names (overrides the config)")
     bench.add_argument("--seeds", type=int, help="run seeds 0..N-1 (overrides the config)")
-    bench.add_argument("--workers", type=int, default=1, help="parallel processes (default: 1)")
+    bench.add_argument(
+        "--workers", type=int, default=1, help="cells at once: local processes, or the local Ray instance's size (default: 1)"
+    )
+    bench.add_argument(
+        "--backend", choices=BACKENDS, default="local", help="local processes, or Ray tasks (needs pip install '.[ray]')"
+    )
+    bench.add_argument("--address", help="with --backend ray: the Ray cluster to submit to (default: start a local instance)")
+    bench.add_argument(
+        "--cpus-per-cell", type=int, help="torch threads of each cell, the CPUs a Ray task asks for (default: cores / workers)"
+    )
     bench.add_argument("--out", help="output folder (default: runs/benchmark/<config name>); finished cells there are kept")
     bench.add_argument("--summary-only", action="store_true", help="only rebuild the tables and plots from finished cells")
     bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -17,12 +17,16 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One experiment: the curriculum environment, the tutor that teaches in it, and the seed of the Student."""
+    """One experiment: the curriculum environment, the tutor that teaches in it, and the seed of the Student.
+
+    ``tutor_checkpoint`` names a saved tutor (a ``tutor.zip``) that teaches without learning, instead of a new one.
+    """
 
     env: EnvConfig = field(default_factory=EnvConfig)
     tutor: str = "ppo"
     tutor_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    tutor_checkpoint: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.tutor, str):
@@ -31,12 +35,27 @@ class RunConfig:
         if not isinstance(self.tutor_kwargs, dict):
             raise TypeError(f"tutor_kwargs must be a mapping of keyword arguments, got {shown(self.tutor_kwargs)}")
         object.__setattr__(self, "seed", integer_setting("seed", self.seed, 0))
+        if self.tutor_checkpoint is not None and not isinstance(self.tutor_checkpoint, str):
+            raise TypeError(f"tutor_checkpoint must be the path of a saved tutor (tutor.zip), got {shown(self.tutor_checkpoint)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"env": self.env.to_dict(), "tutor": self.tutor, "tutor_kwargs": dict(self.tutor_kwargs), "seed": self.seed}
+        return {
+            "env": self.env.to_dict(),
+            "tutor": self.tutor,
+            "tutor_kwargs": dict(self.tutor_kwargs),
+            "seed": self.seed,
+            "tutor_checkpoint": self.tutor_checkpoint,
+        }
 
     def save(self, path: Path) -> None:
         path.write_text(yaml.safe_dump(plain(self.to_dict()), sort_keys=False))
+
+
+def split_tutor_entry(entry: str) -> tuple[str, str | None]:
+    """A benchmark's tutor entry as (tutor, reward): ``"ppo@val_alignment"`` is the PPO tutor learning from the
+    ``val_alignment`` reward, ``"ppo"`` the PPO tutor under the environment's reward (``None``)."""
+    tutor, _, reward = entry.partition("@")
+    return tutor, reward or None
 
 
 def read_yaml_config(path: str | Path) -> dict[str, Any]:

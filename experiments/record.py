@@ -7,7 +7,7 @@ It keeps small sums, never per-sample logs, so a record stays a few kilobytes wh
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -144,6 +144,17 @@ class CurriculumRecorder:
             self._reset_epoch()
         if "test" in info:
             self.run.test = info["test"]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The run so far, for a checkpoint; only between epochs, where no epoch is half recorded."""
+        if self._weights:
+            raise RuntimeError("a recorder's state is taken between epochs; this epoch has recorded steps already")
+        return {"run": asdict(self.run), "samples_seen": self._samples_seen}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.run = StudentRun.from_dict(state["run"])
+        self._samples_seen = int(state["samples_seen"])
+        self._reset_epoch()
 
     def _finish(self, record: EpochRecord) -> None:
         self.run.epochs.append(record)

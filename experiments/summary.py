@@ -12,6 +12,7 @@ import numpy as np
 from scipy import stats
 
 from agents import TUTORS
+from experiments.config import split_tutor_entry
 
 METRICS = ("auc", "video_auc", "acc", "eer", "ap")
 SPLITS = ("test_seen", "test_unseen")
@@ -22,9 +23,16 @@ TABLE_COLUMNS = (
     ("seen AUC", "test_seen_auc", True),
     ("seen video AUC", "test_seen_video_auc", True),
     ("unseen EER", "test_unseen_eer", False),
-    ("mean weight flipped / clean", "weight_flipped_over_clean", None),
+    ("mean weight flipped", "weight_flipped", None),
+    ("mean weight clean", "weight_clean", None),
     ("overhead vs uniform", "overhead_vs_uniform", None),
 )
+
+
+def learns(entry: str) -> bool:
+    """Whether a benchmark's tutor entry (``ppo``, ``ppo@val_alignment``, ...) is a learned tutor."""
+    tutor, _ = split_tutor_entry(entry)
+    return tutor in TUTORS and TUTORS[tutor].learns
 
 
 def result_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -97,7 +105,7 @@ def markdown_tables(rows: list[dict[str, Any]]) -> str:
             for _, column, _ in TABLE_COLUMNS:
                 text = _cell(*summary[tutor][column], percent=column == "overhead_vs_uniform")
                 cells.append(f"**{text}**" if best.get(column) == tutor else text)
-            kind = "learned" if tutor in TUTORS and TUTORS[tutor].learns else "heuristic"
+            kind = "learned" if learns(tutor) else "heuristic"
             lines.append(f"| {tutor} | {kind} | {len(by_tutor[tutor])} | " + " | ".join(cells) + " |")
         lines += ["", _verdict(summary)]
         parts.append("\n".join(lines))
@@ -106,7 +114,7 @@ def markdown_tables(rows: list[dict[str, Any]]) -> str:
 
 def _verdict(summary: dict[str, dict[str, tuple[float, float]]]) -> str:
     """A sentence saying whether the best learned tutor beats ``uniform`` and ``random`` on unseen AUC."""
-    learned = [t for t in summary if t in TUTORS and TUTORS[t].learns]
+    learned = [t for t in summary if learns(t)]
     controls = [t for t in ("uniform", "random") if t in summary]
     if not learned or not controls:
         return ""

@@ -16,24 +16,42 @@ from typing import Any
 import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.logger import configure
+from stable_baselines3.common.logger import Logger, configure
 from tqdm.auto import tqdm
 
 from agents import load_tutor, make_tutor, single_episode_view, tutor_spec
+from experiments.checkpoint import (
+    CHECKPOINT_NAME,
+    RunInterrupted,
+    global_rng_states,
+    interrupt_on_stop_signals,
+    read_checkpoint,
+    restore_tutor,
+    restore_tutor_state,
+    set_global_rng_states,
+    tutor_state,
+    write_checkpoint,
+)
 from experiments.config import RunConfig
 from experiments.record import CurriculumRecorder, StudentRun
 from tsrl_env import DeepfakeCurriculumEnv
 
 
 class _RecorderCallback(BaseCallback):
-    """Feeds every step a learning tutor takes to a :class:`CurriculumRecorder`."""
+    """Feeds every step a learning tutor takes to a :class:`CurriculumRecorder`, and checkpoints each epoch start."""
 
-    def __init__(self, recorder: CurriculumRecorder) -> None:
+    def __init__(self, recorder: CurriculumRecorder, checkpointer: EpochCheckpointer) -> None:
         super().__init__()
         self.recorder = recorder
+        self.checkpointer = checkpointer
 
     def _on_training_start(self) -> None:
         self.recorder.warmup(_batch_info(self.training_env.reset_infos[0]))
+
+    def _on_rollout_start(self) -> None:
+        # The tutor has learned from everything before this point, and the environment's latest epoch-start state
+        # (taken before that epoch's first forward) is what a resume rebuilds ``_last_obs`` from.
+        self.checkpointer.save_if_new_epoch(self.model, self.model._last_obs)
 
     def _on_step(self) -> bool:
         # SB3 updates ``_last_obs`` after the callback, so it still holds the states this step's actions came from.
@@ -47,6 +65,75 @@ def _batch_info(info: dict) -> dict:
     return info.get("batch", info)
 
 
+class RunStopped(RuntimeError):
+    """A run stopped before its end (a stop signal, a diverging loss); the message says what is kept and how to resume."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class EpochCheckpointer:
+    """Writes ``checkpoint.pt`` of one Student run at every tutored epoch start (see :mod:`experiments.checkpoint`)."""
+
+    def __init__(
+        self, path: Path, config: RunConfig, label: str, env: DeepfakeCurriculumEnv, recorder: CurriculumRecorder
+    ) -> None:
+        self.path = path
+        self.config = config
+        self.label = label
+        self.env = env
+        self.recorder = recorder
+        self.saved_epoch: int | None = None
+        self.started = time.perf_counter()
+
+    def resume_from(self, checkpoint: dict[str, Any]) -> None:
+        self.saved_epoch = checkpoint["env"]["epoch"]
+        self.started = time.perf_counter() - checkpoint["wall_time_s"]
+
+    @property
+    def wall_time_s(self) -> float:
+        """Seconds this run has computed, over every resume."""
+        return time.perf_counter() - self.started
+
+    def save_if_new_epoch(self, agent: Any, observation: np.ndarray) -> None:
+        """Checkpoint the environment's latest epoch start, unless it is the one written last."""
+        state = self.env.epoch_start_state()
+        if state["epoch"] == self.saved_epoch:
+            return
+        payload = {
+            "label": self.label,
+            "config": self.config.to_dict(),
+            "env": state,
+            "observation": np.array(observation, dtype=np.float32),
+            "tutor": tutor_state(agent),
+            "rng": global_rng_states(),
+            "recorder": self.recorder.state_dict(),
+            "wall_time_s": self.wall_time_s,
+        }
+        write_checkpoint(self.path, payload)
+        self.saved_epoch = state["epoch"]
+
+    def stopped(self, error: BaseException) -> RunStopped:
+        """The :class:`RunStopped` to raise for ``error``, naming the checkpoint kept and the command that resumes."""
+        if self.saved_epoch is None:
+            kept = "no checkpoint had been written yet, so a resume starts this Student again"
+        else:
+            kept = f"its checkpoint of the start of tutored epoch {self.saved_epoch} is kept ({self.path})"
+        if isinstance(error, RunInterrupted):
+            return RunStopped(
+                f"{self.label}: {error} during tutored epoch {self.env.epoch}; {kept}. Continue with: "
+                f"tsrl train --resume {self.path.parent.parent}",
+                128 + error.signal_number,
+            )
+        lower = self.config.env.lr / 10
+        return RunStopped(
+            f"{self.label}: {error}. {kept[0].upper()}{kept[1:]}; continue from it with a lower learning rate: "
+            f"tsrl train --resume {self.path.parent.parent} --lr {lower:g}",
+            1,
+        )
+
+
 def train_student(
     config: RunConfig,
     run_dir: Path,
@@ -54,41 +141,91 @@ def train_student(
     tutor_checkpoint: Path | None = None,
     progress: bool = True,
     save_student: bool = True,
+    resume: bool = False,
 ) -> StudentRun:
     """Train one Student taught by ``tutor`` (default ``config.tutor``) and save it under ``run_dir / label``.
 
     With ``tutor_checkpoint`` the tutor is loaded and only acts. Writes the Student's weights (unless
-    ``save_student`` is False), the tutor (when it learned), and TensorBoard logs under ``run_dir / "tensorboard"``.
+    ``save_student`` is False), the tutor (when it learned), the run's record (``run.json``) and TensorBoard logs
+    under ``run_dir / "tensorboard"``. Every tutored epoch start overwrites ``checkpoint.pt``, removed once the run
+    has finished. With ``resume``, a finished run is read back from its ``run.json`` and an unfinished one continues
+    from its checkpoint (if it has none, it starts again). A stop signal or a diverging loss raises
+    :class:`RunStopped`, whose message names the checkpoint kept and the command that resumes.
     """
     name = tutor or config.tutor
     label = f"{name}-checkpoint" if tutor_checkpoint else name
     out = run_dir / label
-    run = StudentRun(label)
-    start = time.perf_counter()
+    record_path = out / "run.json"
+    if resume and record_path.is_file():
+        return StudentRun.from_dict(json.loads(record_path.read_text()))
+    checkpoint_path = out / CHECKPOINT_NAME
+    checkpoint = read_checkpoint(checkpoint_path, config, label) if resume and checkpoint_path.is_file() else None
+    out.mkdir(parents=True, exist_ok=True)
     env = DeepfakeCurriculumEnv(config.env)
     logger = configure(str(run_dir / "tensorboard" / label), ["tensorboard"])
-    recorder = CurriculumRecorder(run, env, logger)
-    if tutor_spec(name).learns and tutor_checkpoint is None:
-        agent = make_tutor(name, single_episode_view(name, env), seed=config.seed, **config.tutor_kwargs)
-        agent.set_logger(logger)
-        total = config.env.epochs * env.steps_per_epoch * agent.get_env().num_envs
-        agent.learn(total_timesteps=total, callback=_RecorderCallback(recorder), progress_bar=progress)
-        out.mkdir(parents=True, exist_ok=True)
-        agent.save(out / "tutor.zip")
-    else:
-        if tutor_checkpoint is not None:
-            agent = load_tutor_checkpoint(name, tutor_checkpoint, env)
-        else:
-            agent = make_tutor(name, env, seed=config.seed, **config.tutor_kwargs)
-        _act(env, agent, recorder, config.seed, label, progress)
-    run.wall_time_s = time.perf_counter() - start
+    recorder = CurriculumRecorder(StudentRun(label), env, logger)
+    checkpointer = EpochCheckpointer(checkpoint_path, config, label, env, recorder)
+    if checkpoint is not None:
+        recorder.load_state_dict(checkpoint["recorder"])
+        checkpointer.resume_from(checkpoint)
+    learns = tutor_spec(name).learns and tutor_checkpoint is None
+    try:
+        with interrupt_on_stop_signals():
+            if learns:
+                agent = _learn(name, config, env, recorder, checkpointer, logger, checkpoint, progress)
+            else:
+                if tutor_checkpoint is not None:
+                    agent = load_tutor_checkpoint(name, tutor_checkpoint, env)
+                else:
+                    agent = make_tutor(name, env, seed=config.seed, **config.tutor_kwargs)
+                _act(env, agent, recorder, checkpointer, config.seed, checkpoint, label, progress)
+    except (RunInterrupted, FloatingPointError) as error:
+        raise checkpointer.stopped(error) from error
+    finally:
+        logger.close()
+        env.close()
+    run = recorder.run
+    run.wall_time_s = checkpointer.wall_time_s
     if env.finished_student is None:
         raise RuntimeError("the episode did not finish, so there is no trained Student")
+    if learns:
+        agent.save(out / "tutor.zip")
     if save_student:
-        out.mkdir(parents=True, exist_ok=True)
         torch.save(env.finished_student.state_dict(), out / "student.pt")
-    logger.close()
+    _write_text_atomically(record_path, json.dumps(asdict(run), indent=2))
+    checkpoint_path.unlink(missing_ok=True)
     return run
+
+
+def _learn(
+    name: str,
+    config: RunConfig,
+    env: DeepfakeCurriculumEnv,
+    recorder: CurriculumRecorder,
+    checkpointer: EpochCheckpointer,
+    logger: Logger,
+    checkpoint: dict[str, Any] | None,
+    progress: bool,
+) -> Any:
+    """A learned tutor teaching one episode while it learns, from the start or from ``checkpoint``."""
+    view = single_episode_view(name, env)
+    if checkpoint is None:
+        agent = make_tutor(name, view, seed=config.seed, **config.tutor_kwargs)
+    else:
+        agent = restore_tutor(name, checkpoint["tutor"], view)
+        # SB3's load reseeded the global RNGs; the run continues from the ones it was checkpointed with.
+        set_global_rng_states(checkpoint["rng"])
+        # SB3 resets its env before learning: that reset restores the epoch start (a loaded model has no _last_obs).
+        agent.get_env().set_options({"restore": checkpoint["env"]})
+    agent.set_logger(logger)
+    total = config.env.epochs * env.steps_per_epoch * agent.get_env().num_envs
+    agent.learn(
+        total_timesteps=total - agent.num_timesteps,
+        callback=_RecorderCallback(recorder, checkpointer),
+        reset_num_timesteps=checkpoint is None,
+        progress_bar=progress,
+    )
+    return agent
 
 
 def load_tutor_checkpoint(name: str, path: Path, env: DeepfakeCurriculumEnv) -> Any:
@@ -128,19 +265,42 @@ def check_tutor_checkpoint(config: RunConfig, path: Path) -> None:
     env.close()
 
 
-def _act(env: DeepfakeCurriculumEnv, agent, recorder: CurriculumRecorder, seed: int, label: str, progress: bool) -> None:
-    """Drive one episode with the tutor's deterministic weights, learning nothing."""
-    states, info = env.reset(seed=seed)
-    recorder.warmup(info)
-    for _ in tqdm(range(env.config.epochs * env.steps_per_epoch), desc=label, disable=not progress):
+def _act(
+    env: DeepfakeCurriculumEnv,
+    agent: Any,
+    recorder: CurriculumRecorder,
+    checkpointer: EpochCheckpointer,
+    seed: int,
+    checkpoint: dict[str, Any] | None,
+    label: str,
+    progress: bool,
+) -> None:
+    """Drive one episode (from the start or from ``checkpoint``) with the tutor's deterministic weights, learning nothing."""
+    if checkpoint is None:
+        states, info = env.reset(seed=seed)
+        recorder.warmup(info)
+    else:
+        states, _ = env.reset(options={"restore": checkpoint["env"]})
+        restore_tutor_state(agent, checkpoint["tutor"])
+        set_global_rng_states(checkpoint["rng"])
+    checkpointer.save_if_new_epoch(agent, states)
+    remaining = (env.config.epochs - env.epoch) * env.steps_per_epoch
+    for _ in tqdm(range(remaining), desc=label, disable=not progress):
         actions, _ = agent.predict(states, deterministic=True)
         next_states, _, terminated, _, info = env.step(np.asarray(actions, np.float32).reshape(env.action_space.shape))
         recorder.step(states, info)
         states = next_states
         if terminated:
             break
+        if "val" in info:
+            checkpointer.save_if_new_epoch(agent, states)
 
 
-def save_results(runs: list[StudentRun], config: RunConfig, run_dir: Path) -> None:
-    config.save(run_dir / "config.yaml")
+def _write_text_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+def save_results(runs: list[StudentRun], run_dir: Path) -> None:
     (run_dir / "results.json").write_text(json.dumps([asdict(run) for run in runs], indent=2))

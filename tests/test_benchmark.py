@@ -90,6 +90,21 @@ def test_bad_benchmark_configs_are_refused(tiny_benchmark, tmp_path):
         load_benchmark_config("no_such_benchmark")
 
 
+def test_a_tutor_entry_can_name_the_reward_it_learns_from(tiny_benchmark, tmp_path):
+    config = load_benchmark_config(tiny_benchmark, tutors=["ppo@val_alignment", "ppo", "uniform"], seeds=[0])
+    assert config.run_config("noisy", "ppo@val_alignment", 0).env.reward == "val_alignment"
+    assert config.run_config("noisy", "ppo@val_alignment", 0).tutor == "ppo"
+    assert config.run_config("noisy", "ppo", 0).env.reward == "tsrl", "a plain entry keeps the environment's reward"
+    with pytest.raises(ValueError, match=r"unknown reward\(s\) \['val_alignmnt'\].*accepted: .*val_alignment"):
+        load_benchmark_config(tiny_benchmark, tutors=["ppo@val_alignmnt"])
+    config = load_benchmark_config(tiny_benchmark, tutors=["ppo@next_visit", "uniform"], seeds=[0])
+    out = tmp_path / "out"
+    run_benchmark(config, out, workers=1, progress=False)
+    cell = cell_dir(out, "noisy", "ppo@next_visit", 0)
+    assert yaml.safe_load((cell / "config.yaml").read_text())["env"]["reward"] == "next_visit"
+    assert "| ppo@next_visit | learned | 1 |" in write_summary(config, out)
+
+
 def test_mean_interval_is_a_student_t_interval():
     mean, half = mean_interval([1.0, 2.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(4.302653 * 1.0 / 3**0.5, rel=1e-5)

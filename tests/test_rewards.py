@@ -45,9 +45,9 @@ def test_next_visit_reward_has_tsrl_branches():
     assert reward.tolist() == pytest.approx([1.0, -1.0, 0.5 * 0.3, 0.5 * 0.2])
 
 
-def test_only_next_visit_skips_the_after_update_pass():
+def test_next_visit_and_val_alignment_skip_the_after_update_pass():
     assert needs_after_update_pass("tsrl") and needs_after_update_pass("tsrl_reference")
-    assert not needs_after_update_pass("next_visit")
+    assert not needs_after_update_pass("next_visit") and not needs_after_update_pass("val_alignment")
     with pytest.raises(ValueError, match="unknown reward"):
         needs_after_update_pass("flip")
 

@@ -9,7 +9,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
-from tsrl_env.rewards import REWARDS
+from tsrl_env.rewards import REWARD_NAMES
 from tsrl_env.state import COUNTERS
 
 
@@ -59,6 +59,28 @@ def _is_number_text(value: Any) -> bool:
     return True
 
 
+def setting_differences(saved: dict[str, Any], current: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+    """``"name: saved -> current"`` for every setting that differs between two nested settings mappings.
+
+    Nested mappings are compared key by key under dotted names (``env.lr``, ``env.dataset_options.label_noise``);
+    names in ``ignore`` are skipped, and a tuple equals the list with the same items (YAML and ``torch.save`` differ).
+    """
+    flat_saved, flat_current = _flattened(saved), _flattened(current)
+    names = [name for name in dict.fromkeys([*flat_saved, *flat_current]) if name not in ignore]
+    changed = [name for name in names if flat_saved.get(name) != flat_current.get(name)]
+    return [f"{name}: {flat_saved.get(name)!r} -> {flat_current.get(name)!r}" for name in changed]
+
+
+def _flattened(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flattened(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
 def check_dataset_options(dataset: str, options: Any) -> None:
     """Refuse an unknown data source, or options its loader would refuse, without loading any data."""
     # Imported here: the data sources import this module.
@@ -92,9 +114,12 @@ class EnvConfig:
         image_size: side of the square images fed to the Student; the dataset's own size when None.
         batch_size: samples per Student mini-batch, i.e. per environment step.
         epochs: tutored epochs per episode, after ``warmup_epochs`` epochs with uniform weights.
-        reward: tutor reward name (see ``tsrl_env.rewards.REWARDS``): ``tsrl`` (default), ``tsrl_reference``, or
+        reward: tutor reward name (see ``tsrl_env.rewards.REWARD_NAMES``): ``tsrl`` (default), ``tsrl_reference``,
             ``next_visit``, a cheaper variant that is not the paper's reward (no forward after the update; each
-            sample's reward arrives at its next visit, see ``DeepfakeCurriculumEnv``).
+            sample's reward arrives at its next visit, see ``DeepfakeCurriculumEnv``), or ``val_alignment``, another
+            variant: each sample's weighted head gradient against a trusted validation batch's, before the update.
+        trusted_batch_size: validation images drawn at every step for ``reward="val_alignment"`` (ignored by the
+            other rewards); at most the validation split's size, which the env checks once the data is loaded.
         state_feature_dim: width the Student features are projected to in the state; None keeps the backbone's.
         state_counters: which transition counters enter the state (see ``tsrl_env.state.COUNTERS``).
         ema_alpha: smoothing of each sample's EMA loss.
@@ -118,6 +143,7 @@ class EnvConfig:
     epochs: int = 6
     warmup_epochs: int = 2
     reward: str = "tsrl"
+    trusted_batch_size: int = 32
     state_feature_dim: int | None = None
     state_counters: tuple[str, ...] = ("learned",)
     ema_alpha: float = 0.1
@@ -136,15 +162,16 @@ class EnvConfig:
             raise TypeError(f"pretrained must be True, False or a checkpoint path, got {shown(self.pretrained)}")
         if not isinstance(self.augment, bool):
             raise TypeError(f"augment must be true or false, got {shown(self.augment)}")
-        for name, minimum in (("batch_size", 1), ("epochs", 1), ("warmup_epochs", 0), ("num_workers", 0), ("seed", 0)):
+        integers = {"batch_size": 1, "epochs": 1, "warmup_epochs": 0, "trusted_batch_size": 1, "num_workers": 0, "seed": 0}
+        for name, minimum in integers.items():
             object.__setattr__(self, name, integer_setting(name, getattr(self, name), minimum))
         for name, minimum in (("image_size", 8), ("state_feature_dim", 1)):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, integer_setting(name, getattr(self, name), minimum, or_none=True))
         for name in ("ema_alpha", "lr", "weight_decay"):
             object.__setattr__(self, name, real_setting(name, getattr(self, name)))
-        if self.reward not in REWARDS:
-            raise ValueError(f"unknown reward {self.reward!r}; accepted: {', '.join(REWARDS)}")
+        if self.reward not in REWARD_NAMES:
+            raise ValueError(f"unknown reward {self.reward!r}; accepted: {', '.join(REWARD_NAMES)}")
         if isinstance(self.state_counters, str) or not isinstance(self.state_counters, (list, tuple)):
             accepted = ", ".join(COUNTERS)
             raise TypeError(f"state_counters must be a list of counter names ({accepted}), got {shown(self.state_counters)}")

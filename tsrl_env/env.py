@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,16 +12,37 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
+from gymnasium.utils import seeding
 from torch.utils.data import DataLoader, Sampler
 
-from tsrl_env.config import EnvConfig
+from tsrl_env.config import EnvConfig, setting_differences
 from tsrl_env.data import FrameStore, Split, make_dataset
 from tsrl_env.metrics import VideoScoreAccumulator, detection_metrics, per_family_auc
-from tsrl_env.rewards import NextVisitLedger, get_reward, needs_after_update_pass
+from tsrl_env.rewards import (
+    NEXT_VISIT_REWARDS,
+    NextVisitLedger,
+    cross_entropy_errors,
+    get_reward,
+    head_gradient,
+    needs_trusted_batch,
+)
 from tsrl_env.state import SampleHistory, StateBuilder
 from tsrl_env.student import FAKE_CLASS, Student, resolve_device
 
 EVAL_BATCH_SIZE = 256
+RESTORE_MAY_CHANGE = ("lr", "device", "num_workers")
+"""Env settings an epoch-start state may be restored under with another value than it was taken with."""
+_EPOCH_START_KEYS = (
+    "config",
+    "epoch",
+    "student",
+    "optimizer",
+    "history",
+    "ledger",
+    "data_generator",
+    "trusted_generator",
+    "np_random",
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +57,8 @@ class _PendingBatch:
     losses: torch.Tensor  # per-sample CE, still attached to the autograd graph
     p_true: torch.Tensor
     correct: torch.Tensor
+    probabilities: torch.Tensor  # detached, (batch, classes)
+    features: torch.Tensor  # detached head inputs, (batch, features)
 
 
 class DeepfakeCurriculumEnv(gym.Env):
@@ -59,6 +83,11 @@ class DeepfakeCurriculumEnv(gym.Env):
     gets 0, so the first tutored epoch pays nothing, and the last epoch's actions are never paid. A tutor that credits
     a step's rewards to that step's actions (as SB3's algorithms on the per-sample view do) learns from rewards its
     current action did not cause; see :class:`~tsrl_env.rewards.NextVisitLedger`.
+
+    ``reward="val_alignment"`` is another variant, not the paper's reward: before the update, ``step`` forwards
+    ``trusted_batch_size`` validation images drawn afresh (no gradients, BatchNorm statistics frozen) for the mean
+    gradient of the Student's linear head on them, and pays each sample its weight times the cosine between its own head
+    gradient and that one (:func:`~tsrl_env.rewards.val_alignment_reward`); it runs no forward after the update.
 
     Datasets held in memory (the embedded benchmark) are indexed directly; datasets whose frames stay on disk
     (``deepfakebench``, ``folder``) are decoded by ``DataLoader`` workers (``num_workers``), following the same
@@ -100,6 +129,15 @@ class DeepfakeCurriculumEnv(gym.Env):
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.batch_size, self.state_builder.state_dim), np.float32)
         self.action_space = gym.spaces.Box(0.0, 1.0, (self.batch_size,), np.float32)
         self.reward_function = get_reward(self.config.reward)
+        self._uses_trusted_batch = needs_trusted_batch(self.config.reward)
+        if self._uses_trusted_batch:
+            val_size = len(self.splits["val"])
+            if val_size < self.config.trusted_batch_size:
+                raise ValueError(
+                    f"trusted_batch_size {self.config.trusted_batch_size} exceeds the {val_size} validation samples of "
+                    f"{self.config.dataset!r}; set it to at most {val_size}"
+                )
+            self.student.classifier  # noqa: B018 -- raises now, before any training, if the head is not linear
         self._ledger: NextVisitLedger | None = None  # the next_visit reward's per-sample memory, rebuilt by reset()
 
         self.state_layout = self.state_builder.layout
@@ -109,6 +147,9 @@ class DeepfakeCurriculumEnv(gym.Env):
         self._pending: _PendingBatch | None = None
         self._observation = np.zeros(self.observation_space.shape, np.float32)
         self._data_generator = torch.Generator()
+        # val_alignment's trusted batches come from a generator of their own, so that a run's data order and
+        # augmentation are those of a run with the same seed under any other reward.
+        self._trusted_generator = torch.Generator()
         self._order = torch.arange(train_size)
         self._epoch_batches = _EpochBatches(self.batch_size, self.steps_per_epoch)
         self._train_loader: DataLoader | None = None  # made at the first epoch of a dataset whose frames are on disk
@@ -117,6 +158,7 @@ class DeepfakeCurriculumEnv(gym.Env):
         self._step_in_epoch = 0
         self._warming_up = False
         self._seeded = False
+        self._epoch_start: dict[str, Any] | None = None
 
     @property
     def epoch(self) -> int:
@@ -124,6 +166,16 @@ class DeepfakeCurriculumEnv(gym.Env):
         return self._epoch
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Build and warm up a new Student, or with ``options={"restore": state}`` continue from an epoch-start state.
+
+        Seeding follows Gymnasium: ``seed`` reseeds the episode RNG, ``None`` continues it (the first reset without a
+        seed uses ``config.seed``). A restore ignores ``seed``: the state carries the RNG states it was taken with.
+        """
+        unknown = set(options or {}) - {"restore"}
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; accepted: 'restore' (a state from epoch_start_state())")
+        if options and "restore" in options:
+            return self._restore(options["restore"])
         if seed is None and not self._seeded:
             seed = self.config.seed
         super().reset(seed=seed)
@@ -132,9 +184,11 @@ class DeepfakeCurriculumEnv(gym.Env):
         self.student = self._build_student(student_seed)
         self._optimizer = torch.optim.Adam(self.student.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
         self.history = SampleHistory(len(self.splits["train"]), self.config.ema_alpha, self.device)
-        if not needs_after_update_pass(self.config.reward):
+        if self.config.reward in NEXT_VISIT_REWARDS:
             self._ledger = NextVisitLedger(len(self.splits["train"]), self.device, self.reward_function)
         self._data_generator.manual_seed(data_seed)
+        if self._uses_trusted_batch:
+            self._trusted_generator.manual_seed(int(self.np_random.integers(0, 2**31 - 1)))
         self._pending = None
 
         warmup = []
@@ -149,6 +203,7 @@ class DeepfakeCurriculumEnv(gym.Env):
 
         self._warming_up = False
         self._epoch = 0
+        self._epoch_start = self._snapshot()
         self._start_epoch()
         self._observation = self._forward_next_batch()
         return self._observation, {"warmup": warmup, "epoch": 0, "bad_frames": dict(self.dataset.bad_frames)}
@@ -160,10 +215,15 @@ class DeepfakeCurriculumEnv(gym.Env):
         batch = self._pending
         device_weights = weights.to(self.device, non_blocking=True)  # from pageable memory: safe, no wait for the device
         step_index = self._epoch * self.steps_per_epoch + self._step_in_epoch - 1
+        # Before the update: the batch's head gradients are those of the network its training forward ran.
+        trusted_gradient = self._trusted_head_gradient() if self._uses_trusted_batch else None
         loss = self._update(device_weights)
 
         paid_for = None
-        if self._ledger is None:
+        if trusted_gradient is not None:
+            errors = cross_entropy_errors(batch.probabilities, batch.labels)
+            sample_rewards = self.reward_function(errors, batch.features, trusted_gradient, device_weights)
+        elif self._ledger is None:
             with torch.no_grad(), self.student.frozen_batch_statistics():
                 logits_after, _ = self.student(batch.images)
             p_after = logits_after.softmax(dim=1).gather(1, batch.labels.unsqueeze(1)).squeeze(1)
@@ -191,6 +251,7 @@ class DeepfakeCurriculumEnv(gym.Env):
                 self.finished_student = self.student
                 self._pending = None
             else:
+                self._epoch_start = self._snapshot()
                 self._start_epoch()
         if not terminated:
             self._observation = self._forward_next_batch()
@@ -221,6 +282,77 @@ class DeepfakeCurriculumEnv(gym.Env):
             "slot": np.where(paid, slot, -1),
             "weight": weights.cpu().numpy(),
         }
+
+    def epoch_start_state(self) -> dict[str, Any]:
+        """Everything this environment needs to continue from the start of the current tutored epoch.
+
+        The state is taken before the epoch's first training forward: the Student's weights and BatchNorm statistics,
+        the optimiser, the per-sample history, the ``next_visit`` ledger, the data-order generator, the episode RNG
+        and the epoch index. ``reset(options={"restore": state})`` (on an environment with the same settings; ``lr``,
+        ``device`` and ``num_workers`` may differ) continues exactly where the episode was at that point. The tensors
+        are the environment's own copies: save them (``torch.save``) or clone them, do not modify them.
+        """
+        if self._epoch_start is None:
+            raise RuntimeError("no tutored epoch has started yet; call reset() first")
+        return self._epoch_start
+
+    def _snapshot(self) -> dict[str, Any]:
+        """The epoch-start state; refuses to take one from a Student whose weights are no longer finite."""
+        assert self._optimizer is not None
+        if not bool(torch.stack([torch.isfinite(p).all() for p in self.student.parameters()]).all()):  # one sync
+            during = f"tutored epoch {self._epoch - 1}" if self._epoch else "the warm-up"
+            raise FloatingPointError(
+                f"the Student's weights stopped being finite during {during}; rerun with a lower learning rate: the env "
+                f"setting lr is {self.config.lr:g}, try {self.config.lr / 10:g}"
+            )
+        return {
+            "config": self.config.to_dict(),
+            "epoch": self._epoch,
+            "student": {name: value.detach().clone() for name, value in self.student.state_dict().items()},
+            "optimizer": copy.deepcopy(self._optimizer.state_dict()),
+            "history": self.history.state_dict(),
+            "ledger": None if self._ledger is None else self._ledger.state_dict(),
+            "data_generator": self._data_generator.get_state(),
+            "trusted_generator": self._trusted_generator.get_state(),
+            "np_random": copy.deepcopy(self.np_random.bit_generator.state),
+        }
+
+    def _restore(self, state: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        missing = set(_EPOCH_START_KEYS) - set(state)
+        if missing:
+            raise ValueError(f"not a state from epoch_start_state(): it lacks {sorted(missing)}")
+        differences = setting_differences(state["config"], self.config.to_dict(), ignore=RESTORE_MAY_CHANGE)
+        if differences:
+            raise ValueError(
+                f"the state was taken with other env settings ({'; '.join(differences)}); restore it on an environment "
+                f"with the settings it was taken with (only {', '.join(RESTORE_MAY_CHANGE)} may change)"
+            )
+        self._np_random, _ = seeding.np_random()
+        self._np_random.bit_generator.state = copy.deepcopy(state["np_random"])
+        self._seeded = True
+        self.student = self._build_student(self.config.seed)
+        self.student.load_state_dict(state["student"])
+        self._optimizer = torch.optim.Adam(self.student.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+        self._optimizer.load_state_dict(state["optimizer"])
+        for group in self._optimizer.param_groups:  # a resume may lower the learning rate
+            group["lr"] = self.config.lr
+        self.history = SampleHistory(len(self.splits["train"]), self.config.ema_alpha, self.device)
+        self.history.load_state_dict(state["history"])
+        self._ledger = None
+        if state["ledger"] is not None:
+            self._ledger = NextVisitLedger(len(self.splits["train"]), self.device, self.reward_function)
+            self._ledger.load_state_dict(state["ledger"])
+        self._data_generator.set_state(state["data_generator"])
+        self._trusted_generator.set_state(state["trusted_generator"])
+        self.finished_student = None
+        self._pending = None
+        self._warming_up = False
+        self._epoch = int(state["epoch"])
+        self._epoch_start = state
+        self._start_epoch()
+        self._observation = self._forward_next_batch()
+        info = {"warmup": [], "epoch": self._epoch, "bad_frames": dict(self.dataset.bad_frames), "restored": True}
+        return self._observation, info
 
     @torch.no_grad()
     def evaluate(self, split: str) -> dict[str, Any]:
@@ -314,11 +446,29 @@ class DeepfakeCurriculumEnv(gym.Env):
         probabilities = logits.detach().softmax(dim=1)
         correct = probabilities.argmax(dim=1) == labels
         self.history.observe(ids, losses.detach(), correct)
-        self._pending = _PendingBatch(
-            ids, images, labels, losses, probabilities.gather(1, labels.unsqueeze(1)).squeeze(1), correct
-        )
-        states = self.state_builder.build(features.detach(), ids, self.history, probabilities[:, FAKE_CLASS], correct)
+        features = features.detach()
+        p_true = probabilities.gather(1, labels.unsqueeze(1)).squeeze(1)
+        self._pending = _PendingBatch(ids, images, labels, losses, p_true, correct, probabilities, features)
+        states = self.state_builder.build(features, ids, self.history, probabilities[:, FAKE_CLASS], correct)
         return states.cpu().numpy().astype(np.float32, copy=False)
+
+    def _trusted_head_gradient(self) -> torch.Tensor:
+        """The mean head gradient of ``trusted_batch_size`` validation images drawn afresh (``val_alignment`` reward).
+
+        Drawn with the env's trusted-batch generator (seeded by reset, kept by epoch_start_state); forwarded without gradients in
+        training mode with BatchNorm statistics frozen, the normalisation of the training forward it is compared with.
+        """
+        val = self.splits["val"]
+        ids = torch.randperm(len(val), generator=self._trusted_generator)[: self.config.trusted_batch_size]
+        device_ids = ids.to(self.device)
+        if val.in_memory:
+            images = val.images[device_ids]
+        else:
+            images = torch.stack([val.images[i] for i in ids.tolist()]).to(self.device, non_blocking=True)
+        with torch.no_grad(), self.student.frozen_batch_statistics():
+            logits, features = self.student(_normalise(images))
+        errors = cross_entropy_errors(logits.softmax(dim=1), val.labels[device_ids])
+        return head_gradient(errors, features, bias=self.student.classifier.bias is not None)
 
     def _update(self, weights: torch.Tensor) -> torch.Tensor:
         """The weighted backward and optimiser step; returns the detached loss, left on the device (no wait for it)."""

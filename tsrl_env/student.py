@@ -35,6 +35,8 @@ class Student(nn.Module):
         self.model = model
         self._captured: torch.Tensor | None = None
         self._uses_timm_head = classifier_layer is None
+        # The name, not the module: a second reference would register the layer twice (duplicate state_dict keys).
+        self._classifier_layer = classifier_layer
         if self._uses_timm_head:
             if not (hasattr(model, "forward_features") and hasattr(model, "forward_head")):
                 raise TypeError(
@@ -75,6 +77,23 @@ class Student(nn.Module):
         else:
             kwargs["pretrained"] = bool(pretrained)
         return cls(timm.create_model(name, **kwargs))
+
+    @property
+    def classifier(self) -> nn.Linear:
+        """The final nn.Linear, mapping the features to the logits: timm's ``get_classifier()``, or ``classifier_layer``.
+
+        Raises a TypeError when it is not one ``nn.Linear`` (some timm models have none, a convolution, or two heads):
+        what needs it (the ``val_alignment`` reward) relies on the head being linear.
+        """
+        if self._uses_timm_head:
+            head = self.model.get_classifier()
+            fix = "pick a backbone whose timm head is linear, or wrap the model with classifier_layer= naming its final nn.Linear"
+        else:
+            head = self.model.get_submodule(self._classifier_layer)
+            fix = f"layer {self._classifier_layer!r} was replaced since the Student was built; put an nn.Linear back"
+        if not isinstance(head, nn.Linear):
+            raise TypeError(f"the classifier of {type(self.model).__name__} ({type(head).__name__}) is not an nn.Linear; {fix}")
+        return head
 
     def _capture_input(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         self._captured = inputs[0]

@@ -1,0 +1,147 @@
+"""Credit assignment for the ``next_visit`` reward, whose rewards arrive one Student epoch after their actions.
+
+Under ``reward="next_visit"`` a step pays the current batch's samples for the weights given to them at their previous
+visit, one epoch earlier; each sub-env's ``info["batch"]["reward_for"]`` names the action each reward belongs to.
+SB3's algorithms credit a step's rewards to that step's actions, which is wrong here. :class:`NextVisitStep` reads what
+one step pays, :class:`NextVisitReplayBuffer` credits it for the off-policy tutors (SAC, TD3, DDPG), and
+:class:`agents.ppo.TutorPPO` trains one rollout late (see there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.type_aliases import ReplayBufferSamples
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+
+from tsrl_env.rewards import NEXT_VISIT_REWARDS
+
+
+def pays_next_visit(env: VecEnv) -> bool:
+    """Whether ``env`` pays rewards at the next visit (a curriculum environment with ``reward="next_visit"``).
+
+    Environments without a curriculum ``config`` (toy environments, other tasks) pay each step's own actions.
+    """
+    try:
+        config = env.get_attr("config")[0]
+    except AttributeError:
+        return False
+    return getattr(config, "reward", None) in NEXT_VISIT_REWARDS
+
+
+@dataclass(frozen=True)
+class NextVisitStep:
+    """One step of a ``next_visit`` environment as a tutor needs it: which Student step it is, and what it pays.
+
+    ``epoch`` and ``step`` place the step in the episode; the ``paid_*`` arrays hold one entry per row of the batch
+    that was paid, naming the earlier action (``paid_epoch``, ``paid_step``, ``paid_slot``) and its reward. Rows with
+    no earlier action (a sample's first tutored visit) are left out.
+    """
+
+    epoch: int
+    step: int
+    paid_epoch: np.ndarray
+    paid_step: np.ndarray
+    paid_slot: np.ndarray
+    paid_reward: np.ndarray
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> NextVisitStep:
+        """Read one sub-env's info of the per-sample view (:class:`agents.vec_env.PerSampleVecEnv`)."""
+        batch = info.get("batch", {})
+        if "reward_for" not in batch:
+            raise ValueError(
+                "the environment's step info has no batch['reward_for'], so its rewards cannot be credited to the "
+                "earlier actions they belong to: next_visit credit needs DeepfakeCurriculumEnv with reward='next_visit' "
+                "under the per-sample view; for other rewards build the tutor without it (PPO: next_visit=False)"
+            )
+        reward_for = batch["reward_for"]
+        paid = reward_for["transition"] >= 0
+        return cls(
+            epoch=int(batch["epoch"]),
+            step=int(batch["step"]),
+            paid_epoch=reward_for["epoch"][paid],
+            paid_step=reward_for["step"][paid],
+            paid_slot=reward_for["slot"][paid],
+            paid_reward=np.asarray(batch["sample_rewards"])[paid],
+        )
+
+
+class NextVisitReplayBuffer(ReplayBuffer):
+    """Replay buffer of an off-policy tutor under the ``next_visit`` reward: it samples a transition only once paid.
+
+    Transitions are stored as usual but unpaid, with reward 0: the rewards SB3 hands over with a step belong to actions
+    of an earlier epoch. Each of those is written at the stored position of the action it pays (the Student step picks
+    the position, the batch slot is the buffer's env axis, as in the per-sample view) and marks it paid; ``sample``
+    draws from paid transitions only. A reward whose action has left the buffer is dropped and counted in
+    ``stale_rewards``. The last epoch's actions are never paid, so never sampled.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.optimize_memory_usage:
+            raise ValueError("NextVisitReplayBuffer does not support optimize_memory_usage=True; leave it False")
+        self.paid = np.zeros((self.buffer_size, self.n_envs), dtype=bool)
+        self.stale_rewards = 0
+        # The Student step (epoch, step) stored at each position, and where each stored step is, for the payments.
+        self._step_at: list[tuple[int, int] | None] = [None] * self.buffer_size
+        self._position_of: dict[tuple[int, int], int] = {}
+
+    def add(
+        self,
+        obs: np.ndarray,
+        next_obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        done: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        step = NextVisitStep.from_info(infos[0])
+        position = self.pos
+        super().add(obs, next_obs, action, np.zeros_like(reward), done, infos)
+        overwritten = self._step_at[position]
+        # After an episode restarts, a (epoch, step) key may already point at a newer position: keep that one.
+        if overwritten is not None and self._position_of.get(overwritten) == position:
+            del self._position_of[overwritten]
+        key = (step.epoch, step.step)
+        self._step_at[position] = key
+        self._position_of[key] = position
+        self.paid[position] = False
+        self._pay(step)
+
+    def _pay(self, step: NextVisitStep) -> None:
+        positions = np.array(
+            [self._position_of.get(key, -1) for key in zip(step.paid_epoch.tolist(), step.paid_step.tolist(), strict=True)],
+            dtype=np.int64,
+        )
+        kept = positions >= 0
+        self.rewards[positions[kept], step.paid_slot[kept]] = step.paid_reward[kept]
+        self.paid[positions[kept], step.paid_slot[kept]] = True
+        self.stale_rewards += int((~kept).sum())
+
+    def sample(self, batch_size: int, env: VecNormalize | None = None) -> ReplayBufferSamples:
+        """``batch_size`` paid transitions drawn uniformly with replacement, as SB3 draws from all of them."""
+        paid = np.flatnonzero(self.paid)
+        if paid.size == 0:
+            raise RuntimeError(
+                "no paid transition to learn from yet: under the next_visit reward an action is paid one Student epoch "
+                "later, so learning must start after the first tutored epoch; give learning_starts of at least "
+                "steps_per_epoch * batch_size (the default of agents.zoo's tutors) and an episode of two epochs or more"
+            )
+        positions, slots = np.divmod(paid[np.random.randint(paid.size, size=batch_size)], self.n_envs)
+        return self.samples_at(positions, slots, env)
+
+    def samples_at(self, positions: np.ndarray, slots: np.ndarray, env: VecNormalize | None = None) -> ReplayBufferSamples:
+        """The transitions stored at ``(positions, slots)``; SB3's ``_get_samples`` would draw the slots at random."""
+        data = (
+            self._normalize_obs(self.observations[positions, slots, :], env),
+            self.actions[positions, slots, :],
+            self._normalize_obs(self.next_observations[positions, slots, :], env),
+            # As in SB3: a done due to a time limit is not a terminal state.
+            (self.dones[positions, slots] * (1 - self.timeouts[positions, slots])).reshape(-1, 1),
+            self._normalize_reward(self.rewards[positions, slots].reshape(-1, 1), env),
+        )
+        return ReplayBufferSamples(*tuple(map(self.to_torch, data)))
