@@ -80,9 +80,8 @@ class DeepfakeCurriculumEnv(gym.Env):
     visit (one epoch earlier, where the tutor weighted them) to this visit's training forward, with ``tsrl``'s
     branches; ``info["reward_for"]`` says which earlier action each belongs to (``transition``, ``epoch``, ``step``,
     ``slot``, ``weight``; -1 and NaN where there is none). A sample's first tutored visit has no earlier action and
-    gets 0, so the first tutored epoch pays nothing, and the last epoch's actions are never paid. A tutor that credits
-    a step's rewards to that step's actions (as SB3's algorithms on the per-sample view do) learns from rewards its
-    current action did not cause; see :class:`~tsrl_env.rewards.NextVisitLedger`.
+    gets 0, so the first tutored epoch pays nothing, and the last epoch's actions are never paid. A tutor must credit
+    each reward to the action it names (:mod:`agents.next_visit`); see :class:`~tsrl_env.rewards.NextVisitLedger`.
 
     ``reward="val_alignment"`` is another variant, not the paper's reward: before the update, ``step`` forwards
     ``trusted_batch_size`` validation images drawn afresh (no gradients, BatchNorm statistics frozen) for the mean
