@@ -18,11 +18,14 @@ import yaml
 
 from experiments.benchmark import BACKENDS, load_benchmark_config, run_benchmark, write_summary
 from experiments.calibrate import calibrate
+from experiments.checkpoint import RunInterrupted, interrupt_on_stop_signals
 from experiments.config import RunConfig, load_run_config
 from experiments.report import epoch_table, final_table
-from experiments.train import RunStopped, check_tutor_checkpoint, save_results, train_student
+from experiments.train import RunStopped, check_tutor_checkpoint, follow_student, save_results, train_student
 from tsrl_env.data import save_family_grid
 from tsrl_env.data.preprocess import preprocess_videos
+from tsrl_env.distributed import DistributedGroupView, ProcessGroupView
+from tsrl_env.student import resolve_device
 
 RESUME_FIXED = ("config", "seed", "tutor", "tutor_checkpoint", "epochs", "warmup_epochs", "backbone")
 """``tsrl train`` options that set what a run is: ``--resume`` refuses them."""
@@ -47,33 +50,84 @@ def _writable_directory(path: Path) -> Path:
 def _train(args: argparse.Namespace) -> None:
     if args.deterministic:
         _use_deterministic_algorithms()
-    if args.resume:
-        run_dir, config = _resumed_run(args)
-    else:
-        config = load_run_config(
-            args.config or "demo",
-            seed=args.seed,
-            tutor=args.tutor,
-            tutor_checkpoint=args.tutor_checkpoint,
-            epochs=args.epochs,
-            warmup_epochs=args.warmup_epochs,
-            backbone=args.backbone,
-            device=args.device,
-            lr=args.lr,
+    config = _resumed_config(args) if args.resume else _new_config(args)
+    group = _process_group(config) if args.ddp else ProcessGroupView()
+    tutor_checkpoint = Path(config.tutor_checkpoint) if config.tutor_checkpoint else None
+    # The Students of the run, in order: (tutor, tutor checkpoint); with --ddp every rank trains each of them.
+    students = [("uniform", None), (None, tutor_checkpoint)]
+    try:
+        if group.rank == 0:
+            _lead(args, config, group, students)
+        else:
+            _follow(config, group, len(students))
+    finally:
+        group.close()
+
+
+def _new_config(args: argparse.Namespace) -> RunConfig:
+    return load_run_config(
+        args.config or "demo",
+        seed=args.seed,
+        tutor=args.tutor,
+        tutor_checkpoint=args.tutor_checkpoint,
+        epochs=args.epochs,
+        warmup_epochs=args.warmup_epochs,
+        backbone=args.backbone,
+        device=args.device,
+        lr=args.lr,
+    )
+
+
+def _resumed_config(args: argparse.Namespace) -> RunConfig:
+    """The config of the run given to ``--resume``, with the learning rate or device a resume may change."""
+    fixed = [f"--{name.replace('_', '-')}" for name in RESUME_FIXED if getattr(args, name) is not None]
+    if fixed:
+        raise SystemExit(
+            f"tsrl train: --resume continues a run with its own config (RUN_DIR/config.yaml); {', '.join(fixed)} cannot "
+            "change it (only --lr, --device, --ddp, --deterministic and --no-progress can be given with --resume)"
         )
-        out = _writable_directory(Path(args.out))
-        if config.tutor_checkpoint is not None:
-            check_tutor_checkpoint(config, Path(config.tutor_checkpoint))
-        run_dir = out / datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config.save(run_dir / "config.yaml")
+    saved = Path(args.resume) / "config.yaml"
+    if not saved.is_file():
+        raise SystemExit(f"tsrl train: {args.resume!r} is not a run directory (it has no config.yaml); give one tsrl train made")
+    return load_run_config(saved, lr=args.lr, device=args.device)
+
+
+def _process_group(config: RunConfig) -> DistributedGroupView:
+    """This process's place in the group torchrun started: NCCL on the GPU of its LOCAL_RANK, or gloo on the CPU."""
+    try:
+        return DistributedGroupView.from_torchrun(resolve_device(config.env.device))
+    except (RuntimeError, ValueError) as error:
+        raise SystemExit(f"tsrl train --ddp: {error}") from error
+
+
+def _run_directory(args: argparse.Namespace, config: RunConfig) -> Path:
+    """The run directory, made (a new run) or given (``--resume``), once it is writable; holds the run's config."""
+    if args.resume:
+        run_dir = _writable_directory(Path(args.resume))
+        config.save(run_dir / "config.yaml")  # a later resume continues with the learning rate and device given now
+        return run_dir
+    out = _writable_directory(Path(args.out))
+    if config.tutor_checkpoint is not None:
+        check_tutor_checkpoint(config, Path(config.tutor_checkpoint))
+    run_dir = out / datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.save(run_dir / "config.yaml")
+    return run_dir
+
+
+def _lead(
+    args: argparse.Namespace, config: RunConfig, group: ProcessGroupView, students: list[tuple[str | None, Path | None]]
+) -> None:
+    """Rank 0, or the only process: trains the Students with their tutors, writes the run directory, prints the tables."""
+    run_dir = _run_directory(args, config)
     print(f"run directory: {run_dir}")
     start = time.perf_counter()
-    tutor_checkpoint = Path(config.tutor_checkpoint) if config.tutor_checkpoint else None
     resume = args.resume is not None
     try:
-        baseline = train_student(config, run_dir, "uniform", progress=not args.no_progress, resume=resume)
-        tutored = train_student(config, run_dir, tutor_checkpoint=tutor_checkpoint, progress=not args.no_progress, resume=resume)
+        baseline, tutored = [
+            train_student(config, run_dir, tutor, checkpoint, progress=not args.no_progress, resume=resume, group=group)
+            for tutor, checkpoint in students
+        ]
     except RunStopped as stopped:
         print(f"\n{stopped}", file=sys.stderr)
         sys.exit(stopped.exit_code)
@@ -85,21 +139,16 @@ def _train(args: argparse.Namespace) -> None:
     print(f"\ntotal wall time {time.perf_counter() - start:.0f} s; TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}")
 
 
-def _resumed_run(args: argparse.Namespace) -> tuple[Path, RunConfig]:
-    """The run directory given to ``--resume`` and its config, with the learning rate or device a resume may change."""
-    fixed = [f"--{name.replace('_', '-')}" for name in RESUME_FIXED if getattr(args, name) is not None]
-    if fixed:
-        raise SystemExit(
-            f"tsrl train: --resume continues a run with its own config (RUN_DIR/config.yaml); {', '.join(fixed)} cannot "
-            "change it (only --lr, --device, --deterministic and --no-progress can be given with --resume)"
-        )
-    run_dir = _writable_directory(Path(args.resume))
-    saved = run_dir / "config.yaml"
-    if not saved.is_file():
-        raise SystemExit(f"tsrl train: {str(run_dir)!r} is not a run directory (it has no config.yaml); give one tsrl train made")
-    config = load_run_config(saved, lr=args.lr, device=args.device)
-    config.save(saved)  # a later resume continues with the learning rate and device given now
-    return run_dir, config
+def _follow(config: RunConfig, group: ProcessGroupView, students: int) -> None:
+    """A rank other than 0: its shard of every Student's training, in lockstep with rank 0; it writes nothing."""
+    try:
+        with interrupt_on_stop_signals():
+            for _ in range(students):
+                follow_student(config, group)
+    except RunInterrupted as error:
+        sys.exit(128 + error.signal_number)  # rank 0 says what is kept and how to resume
+    except FloatingPointError:
+        sys.exit(1)  # rank 0 stopped on the same loss and says so
 
 
 def _use_deterministic_algorithms() -> None:
@@ -177,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default="runs", help="parent folder of the run directory (default: runs)")
     train.add_argument(
         "--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoints (finished Students are kept)"
+    )
+    train.add_argument(
+        "--ddp",
+        action="store_true",
+        help="train each Student with DistributedDataParallel across the processes torchrun starts "
+        "(torchrun --nproc_per_node=N -m experiments.cli train --ddp ...); batch_size must divide by their number",
     )
     train.add_argument("--deterministic", action="store_true", help="use deterministic torch algorithms only")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bars")

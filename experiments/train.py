@@ -3,6 +3,11 @@
 Learned tutors learn while they teach (their ``learn`` drives the environment); heuristics, and learned tutors
 loaded from a checkpoint, only act (a predict loop drives it). Both paths start the Student from the run's seed,
 so two runs with the same config differ only by their tutor.
+
+A Student trained with DistributedDataParallel across a process group has one tutor, on rank 0, acting on the
+whole batch that the ranks' environments gather: rank 0 runs :func:`train_student` (the tutor, its learning, the
+records, checkpoints and every file), every other rank :func:`follow_student`, which steps its environment in lockstep
+with rank 0's, whose reset arguments and weights it receives.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from experiments.checkpoint import (
 from experiments.config import RunConfig
 from experiments.record import CurriculumRecorder, StudentRun
 from tsrl_env import DeepfakeCurriculumEnv
+from tsrl_env.distributed import ProcessGroupView
 
 
 class _RecorderCallback(BaseCallback):
@@ -142,6 +148,7 @@ def train_student(
     progress: bool = True,
     save_student: bool = True,
     resume: bool = False,
+    group: ProcessGroupView | None = None,
 ) -> StudentRun:
     """Train one Student taught by ``tutor`` (default ``config.tutor``) and save it under ``run_dir / label``.
 
@@ -151,17 +158,26 @@ def train_student(
     has finished. With ``resume``, a finished run is read back from its ``run.json`` and an unfinished one continues
     from its checkpoint (if it has none, it starts again). A stop signal or a diverging loss raises
     :class:`RunStopped`, whose message names the checkpoint kept and the command that resumes.
+
+    With a process group (``group``, a :class:`~tsrl_env.distributed.DistributedGroupView`), this is rank 0's part of
+    a Student trained with DDP; every other rank runs :func:`follow_student` at the same time. A resume's checkpoint is
+    read here and its epoch-start state reaches the other ranks through the environment's reset.
     """
+    group = ProcessGroupView() if group is None else group
+    if group.rank != 0:
+        raise ValueError(f"train_student runs on rank 0 of a process group; rank {group.rank} runs follow_student")
     name = tutor or config.tutor
     label = f"{name}-checkpoint" if tutor_checkpoint else name
     out = run_dir / label
     record_path = out / "run.json"
-    if resume and record_path.is_file():
+    finished = resume and record_path.is_file()
+    group.broadcast_object(finished, kind="setup")  # the other ranks follow only a Student that trains
+    if finished:
         return StudentRun.from_dict(json.loads(record_path.read_text()))
     checkpoint_path = out / CHECKPOINT_NAME
     checkpoint = read_checkpoint(checkpoint_path, config, label) if resume and checkpoint_path.is_file() else None
     out.mkdir(parents=True, exist_ok=True)
-    env = DeepfakeCurriculumEnv(config.env)
+    env = DeepfakeCurriculumEnv(config.env, group=group)
     logger = configure(str(run_dir / "tensorboard" / label), ["tensorboard"])
     recorder = CurriculumRecorder(StudentRun(label), env, logger)
     checkpointer = EpochCheckpointer(checkpoint_path, config, label, env, recorder)
@@ -195,6 +211,27 @@ def train_student(
     _write_text_atomically(record_path, json.dumps(asdict(run), indent=2))
     checkpoint_path.unlink(missing_ok=True)
     return run
+
+
+def follow_student(config: RunConfig, group: ProcessGroupView) -> None:
+    """A rank's part, other than rank 0's, of a Student that rank 0 trains with :func:`train_student` (DDP).
+
+    It builds the same environment and steps it until the episode ends, writing nothing: rank 0's environment
+    broadcasts its reset arguments (the seed, or a resume's epoch-start state) and its tutor's weights, so this rank
+    trains its shard of every batch with the weights rank 0's tutor chose, and runs the warm-up, the reward passes and
+    the evaluations in lockstep with it. A Student that rank 0 reads back from a finished run is skipped here too.
+    """
+    if group.broadcast_object(None, kind="setup"):
+        return
+    env = DeepfakeCurriculumEnv(config.env, group=group)
+    try:
+        env.reset()
+        placeholder = np.ones(env.action_space.shape, np.float32)  # the env steps with rank 0's weights instead
+        terminated = False
+        while not terminated:
+            terminated = env.step(placeholder)[2]
+    finally:
+        env.close()
 
 
 def _learn(

@@ -13,10 +13,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from gymnasium.utils import seeding
-from torch.utils.data import DataLoader, Sampler
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from tsrl_env.config import EnvConfig, setting_differences
 from tsrl_env.data import FrameStore, Split, make_dataset
+from tsrl_env.distributed import ProcessGroupView
 from tsrl_env.metrics import VideoScoreAccumulator, detection_metrics, per_family_auc
 from tsrl_env.rewards import (
     NEXT_VISIT_REWARDS,
@@ -49,7 +51,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class _PendingBatch:
-    """The current batch after its training forward, waiting for the tutor's weights."""
+    """The current batch after its training forward, waiting for the tutor's weights.
+
+    ``ids`` and the ``batch_`` fields cover the whole batch; the others this process's shard of it (all of it when
+    nothing is distributed).
+    """
 
     ids: torch.Tensor
     images: torch.Tensor
@@ -57,8 +63,10 @@ class _PendingBatch:
     losses: torch.Tensor  # per-sample CE, still attached to the autograd graph
     p_true: torch.Tensor
     correct: torch.Tensor
-    probabilities: torch.Tensor  # detached, (batch, classes)
-    features: torch.Tensor  # detached head inputs, (batch, features)
+    probabilities: torch.Tensor  # detached, (shard, classes)
+    features: torch.Tensor  # detached head inputs, (shard, features)
+    batch_p_true: torch.Tensor
+    batch_correct: torch.Tensor
 
 
 class DeepfakeCurriculumEnv(gym.Env):
@@ -94,14 +102,45 @@ class DeepfakeCurriculumEnv(gym.Env):
     counted in the reset info's ``bad_frames``.
 
     Settings are those of :class:`~tsrl_env.config.EnvConfig`, given as a config, keywords, or both.
+
+    ``group`` (a :class:`~tsrl_env.distributed.DistributedGroupView`) trains the Student with DistributedDataParallel
+    across the processes of a torch.distributed group, one env per process, each built with the same settings: every
+    rank draws the same data order and augmentation, forwards its contiguous shard of each batch (``batch_size`` must
+    divide by the world size), backpropagates its shard's weighted loss as the mean over the shard (DDP averages the
+    gradients over the ranks, so the update is that of the whole batch's mean), runs the reward pass on its shard and
+    evaluates its shard of each split. Observations, rewards and infos are the whole batch's, the same on every rank:
+    the state rows, per-sample rewards and scores are all-gathered. ``step`` uses rank 0's action and ``reset`` rank
+    0's seed and options (a restore's state arrives by broadcast); the other ranks' are ignored, and every rank must
+    call ``reset``, ``step`` and ``evaluate`` the same number of times, in the same order.
+
+    The per-sample history (and ``next_visit``'s ledger) is replicated: every rank updates its own copy from the whole
+    batch's gathered losses, correctness and probabilities, a few numbers per sample, where owning each sample on one
+    rank would need a map from ids to owners and a second exchange to build the states of a batch that mixes them. The
+    sample ids need not travel: every rank draws the same order. The states of ``epoch_start_state`` are therefore the
+    same on every rank, and a checkpoint of a distributed run restores as well in one process as in a group.
+
+    Equivalence with one process at the same global batch: exact in arithmetic, equal up to floating-point summation
+    order for a Student without BatchNorm, or on CUDA, where BatchNorm layers become SyncBatchNorm (statistics of the
+    whole batch). torch has no CPU SyncBatchNorm: on the CPU each rank normalises with its shard's statistics (standard
+    DDP) and a BatchNorm Student trains differently; its running statistics are rank 0's (given to every rank before
+    each evaluation). Dropout masks come from each rank's global torch RNG, so a Student with dropout is not equivalent.
     """
 
     metadata = {"render_modes": []}
 
-    def __init__(self, config: EnvConfig | None = None, render_mode: str | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        config: EnvConfig | None = None,
+        render_mode: str | None = None,
+        group: ProcessGroupView | None = None,
+        **settings: Any,
+    ) -> None:
         if render_mode is not None:
             raise ValueError(f"DeepfakeCurriculumEnv has no render modes, got render_mode={render_mode!r}")
         self.config = EnvConfig.from_dict(settings) if config is None else config.replace(**settings)
+        self.group = ProcessGroupView() if group is None else group
+        # This process's rows of every training batch; refused before any data is loaded if the shards would differ.
+        self._shard = self.group.equal_shard(self.config.batch_size, "batch_size")
         self.device = resolve_device(self.config.device)
         self.dataset = make_dataset(self.config.dataset, **self.config.dataset_options)
         if self.dataset.bad_frames:
@@ -118,6 +157,7 @@ class DeepfakeCurriculumEnv(gym.Env):
         self.steps_per_epoch = train_size // self.batch_size
 
         self.student = self._build_student(self.config.seed)
+        self._network: nn.Module | None = None  # what the training forward goes through, made by reset()
         self.state_builder = StateBuilder(
             self.student.num_features,
             self.config.state_feature_dim,
@@ -150,7 +190,7 @@ class DeepfakeCurriculumEnv(gym.Env):
         # augmentation are those of a run with the same seed under any other reward.
         self._trusted_generator = torch.Generator()
         self._order = torch.arange(train_size)
-        self._epoch_batches = _EpochBatches(self.batch_size, self.steps_per_epoch)
+        self._epoch_batches = _EpochBatches(self.batch_size, self.steps_per_epoch, self._shard)
         self._train_loader: DataLoader | None = None  # made at the first epoch of a dataset whose frames are on disk
         self._train_batches: Iterator[torch.Tensor] | None = None
         self._epoch = 0
@@ -168,8 +208,10 @@ class DeepfakeCurriculumEnv(gym.Env):
         """Build and warm up a new Student, or with ``options={"restore": state}`` continue from an epoch-start state.
 
         Seeding follows Gymnasium: ``seed`` reseeds the episode RNG, ``None`` continues it (the first reset without a
-        seed uses ``config.seed``). A restore ignores ``seed``: the state carries the RNG states it was taken with.
+        seed uses ``config.seed``). A restore ignores ``seed``: the state carries the RNG states it was taken with. In
+        a process group, rank 0's ``seed`` and ``options`` are used on every rank.
         """
+        seed, options = self.group.broadcast_object((seed, options), kind="setup")
         unknown = set(options or {}) - {"restore"}
         if unknown:
             raise ValueError(f"unknown reset option(s) {sorted(unknown)}; accepted: 'restore' (a state from epoch_start_state())")
@@ -181,6 +223,7 @@ class DeepfakeCurriculumEnv(gym.Env):
         self._seeded = True
         student_seed, data_seed = (int(s) for s in self.np_random.integers(0, 2**31 - 1, size=2))
         self.student = self._build_student(student_seed)
+        self._network = self.group.wrap(self.student)
         self._optimizer = torch.optim.Adam(self.student.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
         self.history = SampleHistory(len(self.splits["train"]), self.config.ema_alpha, self.device)
         if self.config.reward in NEXT_VISIT_REWARDS:
@@ -211,8 +254,12 @@ class DeepfakeCurriculumEnv(gym.Env):
         if self._pending is None:
             raise RuntimeError("call reset() before step(), and again after the episode terminated")
         weights, clipped = self._validate_action(action)
+        # Rank 0's action is the one every rank applies: its weights and how many of them it clipped, in one broadcast.
+        # From pageable memory to the device: safe, no wait for the device.
+        chosen = torch.cat([weights, torch.tensor([float(clipped)])]).to(self.device, non_blocking=True)
+        chosen = self.group.broadcast(chosen, kind="weights")
+        device_weights = chosen[: self.batch_size]
         batch = self._pending
-        device_weights = weights.to(self.device, non_blocking=True)  # from pageable memory: safe, no wait for the device
         step_index = self._epoch * self.steps_per_epoch + self._step_in_epoch - 1
         # Before the update: the batch's head gradients are those of the network its training forward ran.
         trusted_gradient = self._trusted_head_gradient() if self._uses_trusted_batch else None
@@ -221,25 +268,24 @@ class DeepfakeCurriculumEnv(gym.Env):
         paid_for = None
         if trusted_gradient is not None:
             errors = cross_entropy_errors(batch.probabilities, batch.labels)
-            sample_rewards = self.reward_function(errors, batch.features, trusted_gradient, device_weights)
+            shard_rewards = self.reward_function(errors, batch.features, trusted_gradient, device_weights[self._shard])
+            (sample_rewards,) = self.group.all_gather_rows(shard_rewards, total=self.batch_size, kind="rewards")
         elif self._ledger is None:
             with torch.no_grad(), self.student.frozen_batch_statistics():
                 logits_after, _ = self.student(batch.images)
             p_after = logits_after.softmax(dim=1).gather(1, batch.labels.unsqueeze(1)).squeeze(1)
             correct_after = logits_after.argmax(dim=1) == batch.labels
-            sample_rewards = self.reward_function(batch.p_true, p_after, batch.correct, correct_after)
+            shard_rewards = self.reward_function(batch.p_true, p_after, batch.correct, correct_after)
+            (sample_rewards,) = self.group.all_gather_rows(shard_rewards, total=self.batch_size, kind="rewards")
         else:
-            # next_visit: this visit's training forward closes each sample's transition from its previous visit.
+            # next_visit: this visit's training forward closes each sample's transition from its previous visit. The
+            # ledger is replicated, so every rank pays the whole batch without exchanging anything.
             transitions = step_index * self.batch_size + torch.arange(self.batch_size, device=self.device)
-            sample_rewards, *paid_for = self._ledger.visit(batch.ids, batch.p_true, batch.correct, device_weights, transitions)
+            sample_rewards, *paid_for = self._ledger.visit(
+                batch.ids, batch.batch_p_true, batch.batch_correct, device_weights, transitions
+            )
 
-        info: dict[str, Any] = {
-            "mean_weight": float(weights.mean()),
-            "weights": weights.numpy(),
-            "clipped_actions": clipped,
-            "epoch": self._epoch,
-            "step": self._step_in_epoch - 1,
-        }
+        info: dict[str, Any] = {"epoch": self._epoch, "step": self._step_in_epoch - 1}
         terminated = False
         if self._step_in_epoch == self.steps_per_epoch:
             info["val"] = self.evaluate("val")
@@ -256,10 +302,14 @@ class DeepfakeCurriculumEnv(gym.Env):
             self._observation = self._forward_next_batch()
         # Read back only now, after the next batch's forward (whose states have to come back anyway): on a GPU the
         # reward path then adds no wait for the device of its own between the update and the next forward.
+        host_weights = chosen.cpu()
+        info["mean_weight"] = float(host_weights[: self.batch_size].mean())
+        info["weights"] = host_weights[: self.batch_size].numpy()
+        info["clipped_actions"] = int(host_weights[self.batch_size])
         info["sample_rewards"] = sample_rewards.float().cpu().numpy()
         info["sample_ids"] = batch.ids.cpu().numpy()
         info["loss"] = float(loss)
-        info["accuracy"] = float(batch.correct.float().mean())
+        info["accuracy"] = float(batch.batch_correct.float().mean())
         if paid_for is not None:
             info["reward_for"] = self._reward_for_info(*paid_for)
         return self._observation, float(info["sample_rewards"].mean()), terminated, False, info
@@ -331,6 +381,7 @@ class DeepfakeCurriculumEnv(gym.Env):
         self._seeded = True
         self.student = self._build_student(self.config.seed)
         self.student.load_state_dict(state["student"])
+        self._network = self.group.wrap(self.student)
         self._optimizer = torch.optim.Adam(self.student.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
         self._optimizer.load_state_dict(state["optimizer"])
         for group in self._optimizer.param_groups:  # a resume may lower the learning rate
@@ -357,25 +408,31 @@ class DeepfakeCurriculumEnv(gym.Env):
     def evaluate(self, split: str) -> dict[str, Any]:
         """Metrics of the current Student on ``split``, plus each manipulation family's AUC against the reals.
 
-        The frames stream through in batches: memory holds one score per frame plus a running sum and count per
-        video, whatever the split's size.
+        The frames stream through in batches: memory holds one score per frame plus a sum and count per video,
+        whatever the split's size. In a process group each rank scores its shard of the split and the scores are
+        all-gathered, so every rank returns the same metrics.
         """
         if split not in self.splits:
             raise ValueError(f"unknown split {split!r}; accepted: {', '.join(self.splits)}")
         data = self.splits[split]
         labels = data.labels.cpu().numpy()
-        scores = np.empty(len(data), dtype=np.float32)
-        videos = VideoScoreAccumulator(labels, data.groups.cpu().numpy())
+        # Ranks whose BatchNorm layers normalised their own shards (no SyncBatchNorm on the CPU) hold running
+        # statistics of their own: every rank scores with rank 0's, the ones its checkpoints and saved Student hold.
+        self.group.broadcast_buffers(self.student)
+        positions = self.group.shard(len(data))
+        shard_scores = torch.empty(positions.stop - positions.start, device=self.device)
         was_training = self.student.training
         self.student.eval()
         start = 0
-        for images in self._evaluation_batches(data):
-            batch_scores = self.student(_normalise(images.to(self.device, non_blocking=True)))[0].softmax(dim=1)[:, FAKE_CLASS]
-            positions = slice(start, start + len(images))
-            scores[positions] = batch_scores.cpu().numpy()
-            videos.add(positions, scores[positions])
+        for images in self._evaluation_batches(data, positions):
+            logits = self.student(_normalise(images.to(self.device, non_blocking=True)))[0]
+            shard_scores[start : start + len(images)] = logits.softmax(dim=1)[:, FAKE_CLASS]
             start += len(images)
         self.student.train(was_training)
+        (scores,) = self.group.all_gather_rows(shard_scores, total=len(data), kind="evaluation")
+        scores = scores.cpu().numpy()
+        videos = VideoScoreAccumulator(labels, data.groups.cpu().numpy())
+        videos.add(slice(None), scores)  # in frame order: the sums of adding them batch by batch
         metrics: dict[str, Any] = detection_metrics(labels, scores)
         metrics["video_auc"] = videos.auc()
         metrics["family_auc"] = per_family_auc(labels, scores, data.families.cpu().numpy(), self.dataset.family_names)
@@ -386,15 +443,15 @@ class DeepfakeCurriculumEnv(gym.Env):
         self._train_batches = None
         self._train_loader = None
 
-    def _evaluation_batches(self, data: Split) -> Iterator[torch.Tensor]:
-        """uint8 image batches of ``data`` in sample order, sliced from memory or decoded by a DataLoader."""
+    def _evaluation_batches(self, data: Split, positions: slice) -> Iterator[torch.Tensor]:
+        """uint8 image batches of ``data[positions]`` in sample order, sliced from memory or decoded by a DataLoader."""
         if isinstance(data.images, FrameStore):
-            yield from self._frame_loader(data.images, batch_size=EVAL_BATCH_SIZE)
+            yield from self._frame_loader(Subset(data.images, range(positions.start, positions.stop)), batch_size=EVAL_BATCH_SIZE)
         else:
-            for start in range(0, len(data), EVAL_BATCH_SIZE):
-                yield data.images[start : start + EVAL_BATCH_SIZE]
+            for start in range(positions.start, positions.stop, EVAL_BATCH_SIZE):
+                yield data.images[start : min(start + EVAL_BATCH_SIZE, positions.stop)]
 
-    def _frame_loader(self, frames: FrameStore, persistent: bool = False, **batching: Any) -> DataLoader:
+    def _frame_loader(self, frames: Dataset, persistent: bool = False, **batching: Any) -> DataLoader:
         """A DataLoader decoding frame files in ``num_workers`` processes (kept between epochs when ``persistent``)."""
         workers = self.config.num_workers
         return DataLoader(
@@ -425,30 +482,39 @@ class DeepfakeCurriculumEnv(gym.Env):
     def _forward_next_batch(self) -> np.ndarray:
         """Training forward on the next batch; returns its states and keeps the graph for the weighted update."""
         start = self._step_in_epoch * self.batch_size
-        ids = self._order[start : start + self.batch_size].to(self.device)
+        ids = self._order[start : start + self.batch_size].to(self.device)  # the whole batch: the same on every rank
         self._step_in_epoch += 1
+        shard_ids = ids[self._shard]
         train = self.splits["train"]
         if train.in_memory:
-            images = train.images[ids]
+            images = train.images[shard_ids]
         else:
             assert self._train_batches is not None
             images = next(self._train_batches).to(self.device, non_blocking=True)
         if self.config.augment:
-            flip = (torch.rand(len(ids), generator=self._data_generator) < 0.5).to(self.device)
+            # Drawn for the whole batch on every rank, so that the generator stays where one process would have it.
+            flip = (torch.rand(len(ids), generator=self._data_generator) < 0.5)[self._shard].to(self.device)
             images = torch.where(flip[:, None, None, None], images.flip(-1), images)
         images = _normalise(images)
-        labels = train.labels[ids]
+        labels = train.labels[shard_ids]
 
-        self.student.train()
-        logits, features = self.student(images)
+        assert self._network is not None
+        self._network.train()
+        logits, features = self._network(images)
         losses = F.cross_entropy(logits, labels, reduction="none")
         probabilities = logits.detach().softmax(dim=1)
         correct = probabilities.argmax(dim=1) == labels
-        self.history.observe(ids, losses.detach(), correct)
-        features = features.detach()
         p_true = probabilities.gather(1, labels.unsqueeze(1)).squeeze(1)
-        self._pending = _PendingBatch(ids, images, labels, losses, p_true, correct, probabilities, features)
-        states = self.state_builder.build(features, ids, self.history, probabilities[:, FAKE_CLASS], correct)
+        batch_losses, batch_correct, batch_p_true = self.group.all_gather_rows(
+            losses.detach(), correct, p_true, total=self.batch_size, kind="states"
+        )
+        self.history.observe(ids, batch_losses, batch_correct)
+        features = features.detach()
+        self._pending = _PendingBatch(
+            ids, images, labels, losses, p_true, correct, probabilities, features, batch_p_true, batch_correct
+        )
+        states = self.state_builder.build(features, shard_ids, self.history, probabilities[:, FAKE_CLASS], correct)
+        (states,) = self.group.all_gather_rows(states, total=self.batch_size, kind="states")
         return states.cpu().numpy().astype(np.float32, copy=False)
 
     def _trusted_head_gradient(self) -> torch.Tensor:
@@ -458,7 +524,8 @@ class DeepfakeCurriculumEnv(gym.Env):
         training mode with BatchNorm statistics frozen, the normalisation of the training forward it is compared with.
         """
         val = self.splits["val"]
-        ids = torch.randperm(len(val), generator=self._trusted_generator)[: self.config.trusted_batch_size]
+        size = self.config.trusted_batch_size
+        ids = torch.randperm(len(val), generator=self._trusted_generator)[:size][self.group.shard(size)]
         device_ids = ids.to(self.device)
         if val.in_memory:
             images = val.images[device_ids]
@@ -467,12 +534,19 @@ class DeepfakeCurriculumEnv(gym.Env):
         with torch.no_grad(), self.student.frozen_batch_statistics():
             logits, features = self.student(_normalise(images))
         errors = cross_entropy_errors(logits.softmax(dim=1), val.labels[device_ids])
+        errors, features = self.group.all_gather_rows(errors, features, total=size, kind="rewards")
         return head_gradient(errors, features, bias=self.student.classifier.bias is not None)
 
     def _update(self, weights: torch.Tensor) -> torch.Tensor:
-        """The weighted backward and optimiser step; returns the detached loss, left on the device (no wait for it)."""
+        """The weighted backward and optimiser step; returns the whole batch's detached loss, left on the device.
+
+        The backward is that of the mean over this rank's shard: DDP averages the gradients over the ranks' equal
+        shards, which makes them those of the whole batch's mean. The loss checked and returned is the ranks' average,
+        the same on every rank, so all of them stop together on a loss that is not finite.
+        """
         assert self._pending is not None and self._optimizer is not None
-        loss = (weights * self._pending.losses).mean()
+        shard_loss = (weights[self._shard] * self._pending.losses).mean()
+        loss = self.group.average(shard_loss.detach(), kind="loss")
         if not torch.isfinite(loss):
             phase = "warm-up" if self._warming_up else "tutored"
             raise FloatingPointError(
@@ -481,9 +555,9 @@ class DeepfakeCurriculumEnv(gym.Env):
                 f"try {self.config.lr / 10:g}"
             )
         self._optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        shard_loss.backward()
         self._optimizer.step()
-        return loss.detach()
+        return loss
 
     def _validate_action(self, action: Any) -> tuple[torch.Tensor, int]:
         """The weights clipped to [0, 1] as float32, and how many were clipped; a bad action raises and changes nothing."""
@@ -536,21 +610,24 @@ def _to_device(split: Split, device: torch.device, image_size: int | None) -> Sp
 
 
 class _EpochBatches(Sampler[list[int]]):
-    """The training batches of one epoch in the env's own order, for a DataLoader that decodes frame files.
+    """This process's shard of the training batches of one epoch in the env's own order, for a DataLoader that decodes
+    frame files.
 
     The env sets ``order`` at each epoch start; the ragged last batch is dropped, as in the in-memory path, so
-    batch ``k`` holds exactly the sample ids the env's step ``k`` uses.
+    batch ``k`` holds exactly the sample ids the env's step ``k`` uses in its ``shard`` of the batch (rows of it).
     """
 
-    def __init__(self, batch_size: int, steps_per_epoch: int) -> None:
+    def __init__(self, batch_size: int, steps_per_epoch: int, shard: slice) -> None:
         self.batch_size = batch_size
         self.steps_per_epoch = steps_per_epoch
+        self.shard = shard
         self.order = torch.arange(batch_size * steps_per_epoch)
 
     def __iter__(self) -> Iterator[list[int]]:
         order = self.order
         for step in range(self.steps_per_epoch):
-            yield order[step * self.batch_size : (step + 1) * self.batch_size].tolist()
+            start = step * self.batch_size
+            yield order[start + self.shard.start : start + self.shard.stop].tolist()
 
     def __len__(self) -> int:
         return self.steps_per_epoch

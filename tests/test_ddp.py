@@ -1,0 +1,191 @@
+"""One Student trained with DistributedDataParallel: a real 2-process gloo run on the CPU, launched by torchrun, against
+one process with the same global batch and seed; a run resumed across two processes; the bytes per step by kind; and
+the clear errors.
+
+Equivalence tolerances (2 processes vs 1, Student ``test_convnext``, which has LayerNorms and no BatchNorm, so that the
+CPU's per-shard normalisation cannot differ): the ranks' gradients are averaged by an all-reduce and each shard's
+forward runs at half the batch, so floating-point sums differ in order and the runs agree up to rounding, which the
+training then carries along. Observed on the 2-core build machine (torch 2.14.1): Students' weights 2.8e-7 apart at
+most (tolerance 1e-5), per-epoch mean rewards, mean weights and losses 1.5e-8 (tolerance 1e-6), the weight tallies'
+sums 1.8e-7 (tolerance 1e-4), validation AUCs and every test metric identical (tolerance 1/64: one of a split's 64
+frames crossing a threshold or swapping ranks with a neighbour).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from experiments.bench import ddp_comm
+from experiments.checkpoint import CHECKPOINT_NAME, write_checkpoint
+from experiments.cli import main
+from experiments.config import load_run_config
+from experiments.train import train_student
+from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv
+from tsrl_env.distributed import TORCHRUN_VARIABLES, DistributedGroupView
+
+ROOT = Path(__file__).resolve().parent.parent
+BATCHNORM_FREE = "test_convnext"
+WEIGHT_TOLERANCE = 1e-5
+CURVE_TOLERANCE = 1e-6
+TALLY_TOLERANCE = 1e-4
+METRIC_TOLERANCE = 1 / 64
+CPU = torch.device("cpu")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _train(out: Path, config: Path, launcher: list[str], *extra: str) -> Path:
+    """Run ``tsrl train`` through ``launcher`` (python, or torchrun) and return its run directory."""
+    command = [*launcher, "-m", "experiments.cli", "train", "--config", str(config), "--out", str(out), "--no-progress", *extra]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    finished = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    (run_dir,) = out.iterdir()  # torchrun's rank 1 wrote nothing of its own
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def one_and_two_processes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Run directories of ``tsrl train`` in one process and with ``--ddp`` across two, on the same config."""
+    root = tmp_path_factory.mktemp("ddp")
+    config = yaml.safe_load((ROOT / "experiments" / "configs" / "tiny.yaml").read_text())
+    config["env"].update(backbone=BATCHNORM_FREE, device="cpu")
+    config_path = root / "tiny_batchnorm_free.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    single = _train(root / "one", config_path, [sys.executable])
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"]
+    distributed = _train(root / "two", config_path, torchrun, "--ddp")
+    return single, distributed
+
+
+def _max_difference(first: object, second: object, path: str = "") -> dict[str, float]:
+    """Largest absolute difference of the numbers of two records, by dotted field path (list items pooled); the other
+    values must be equal."""
+    if isinstance(first, dict):
+        assert isinstance(second, dict) and first.keys() == second.keys(), path
+        found: dict[str, float] = {}
+        for key in first:
+            for name, difference in _max_difference(first[key], second[key], f"{path}.{key}" if path else key).items():
+                found[name] = max(found.get(name, 0.0), difference)
+        return found
+    if isinstance(first, list):
+        assert isinstance(second, list) and len(first) == len(second), path
+        found = {}
+        for a, b in zip(first, second, strict=True):
+            for name, difference in _max_difference(a, b, path).items():
+                found[name] = max(found.get(name, 0.0), difference)
+        return found
+    if isinstance(first, bool) or not isinstance(first, (int, float)):
+        assert first == second, path
+        return {}
+    both_nan = math.isnan(first) and math.isnan(second)
+    return {path: 0.0 if both_nan else abs(first - second)}
+
+
+def _assert_same_student(single: Path, distributed: Path, label: str) -> None:
+    """The Student ``label`` of two run directories: records and weights equal within the module's tolerances."""
+    one = json.loads((single / label / "run.json").read_text())
+    two = json.loads((distributed / label / "run.json").read_text())
+    for record in (one, two):
+        record.pop("wall_time_s")
+    epochs = _max_difference(one.pop("epochs"), two.pop("epochs"))
+    assert epochs.pop("val_auc") <= METRIC_TOLERANCE
+    assert epochs.pop("weight_histogram") == 0 and epochs.pop("epoch") == 0
+    assert all(difference <= CURVE_TOLERANCE for difference in epochs.values()), epochs  # reward, weight, loss
+    assert all(difference <= METRIC_TOLERANCE for difference in _max_difference(one.pop("test"), two.pop("test")).values())
+    tallies = _max_difference(one, two)  # the weights' sums and counts by group
+    assert all(difference == 0 for name, difference in tallies.items() if name.endswith(".counts")), tallies
+    assert all(difference <= TALLY_TOLERANCE for difference in tallies.values()), tallies
+
+    first = torch.load(single / label / "student.pt", weights_only=True)
+    second = torch.load(distributed / label / "student.pt", weights_only=True)
+    assert first.keys() == second.keys()
+    assert max(float((first[name] - second[name]).abs().max()) for name in first) <= WEIGHT_TOLERANCE
+
+
+def test_two_processes_train_the_students_one_process_trains(one_and_two_processes):
+    single, distributed = one_and_two_processes
+    for label in ("uniform", "ppo"):
+        _assert_same_student(single, distributed, label)
+    assert (distributed / "ppo" / "tutor.zip").is_file() and not (distributed / "ppo" / CHECKPOINT_NAME).exists()
+
+
+def test_a_run_resumed_with_ddp_ends_as_the_uninterrupted_run(one_and_two_processes, tmp_path, monkeypatch, one_torch_thread):
+    """A checkpoint written by one process, resumed across two: rank 0 reads it (and reads back the finished Student),
+    the other rank gets the epoch-start state from rank 0."""
+    single, _ = one_and_two_processes
+    config = load_run_config(single / "config.yaml")
+    copies = {}
+
+    def keep_copies(path: Path, payload: dict) -> None:
+        write_checkpoint(path, payload)
+        copies[payload["env"]["epoch"]] = path.read_bytes()
+
+    monkeypatch.setattr("experiments.train.write_checkpoint", keep_copies)
+    train_student(config, tmp_path / "checkpointed", progress=False)  # the PPO Student, in this process
+    monkeypatch.undo()
+    run_dir = tmp_path / "interrupted"
+    shutil.copytree(single / "uniform", run_dir / "uniform")  # finished before the interruption
+    shutil.copy(single / "config.yaml", run_dir / "config.yaml")
+    (run_dir / "ppo").mkdir()
+    (run_dir / "ppo" / CHECKPOINT_NAME).write_bytes(copies[1])  # stopped during tutored epoch 1
+    uniform_record = (run_dir / "uniform" / "run.json").read_bytes()
+
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"]
+    command = [*torchrun, "-m", "experiments.cli", "train", "--ddp", "--resume", str(run_dir), "--no-progress"]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    finished = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert (run_dir / "uniform" / "run.json").read_bytes() == uniform_record, "a finished Student is read back"
+    _assert_same_student(single, run_dir, "ppo")
+    assert (run_dir / "results.json").is_file() and not (run_dir / "ppo" / CHECKPOINT_NAME).exists()
+
+
+def test_the_bytes_per_step_are_those_of_the_shapes():
+    tiny = ["--backbone", BATCHNORM_FREE, "--image-size", "32", "--train-size", "128", "--batch-size", "32"]
+    measured = ddp_comm.main([*tiny, "--reward", "val_alignment"])
+    shard, state_width, parameters, features = 16, 64 + 5, 207_258, 64
+    assert measured["parameters"] == parameters and measured["state_dim"] == state_width
+    assert measured["step"] == {
+        "gradients": 4 * parameters,  # every parameter's float32 gradient, once per update
+        "states": shard * (4 + 1 + 4 + 4 * state_width),  # loss, correct, p(true class), state row
+        "weights": 4 * (32 + 1),  # the batch's weights and the clipped count
+        "loss": 4,
+        "rewards": 4 * shard + 16 * 4 * (2 + features),  # the rewards; the trusted batch's errors and head inputs
+    }
+    assert measured["evaluation"] == {"evaluation": 4 * 128}, "256 validation scores, half from each rank"
+    assert measured["reset"]["setup"] > 4 * parameters, "DDP's initial copy of the Student, and the reset arguments"
+
+
+def test_a_batch_that_does_not_divide_by_the_world_size_is_refused_before_any_data_is_loaded():
+    view = DistributedGroupView(rank=1, world_size=3, device=CPU)
+    message = r"batch_size 64 does not divide by the 3 processes training the Student.* multiple of 3 \(e\.g\. 63\)"
+    with pytest.raises(ValueError, match=message):
+        view.equal_shard(64, "batch_size")
+    with pytest.raises(ValueError, match="batch_size 32 does not divide by the 3 processes"):
+        DeepfakeCurriculumEnv(**TINY_SETTINGS, group=view)
+    assert view.equal_shard(63, "batch_size") == slice(21, 42)
+    assert [DistributedGroupView(rank, 3, CPU).shard(10) for rank in range(3)] == [slice(0, 4), slice(4, 7), slice(7, 10)]
+
+
+def test_ddp_without_torchrun_says_how_to_launch_and_writes_nothing(tmp_path, monkeypatch):
+    for name in TORCHRUN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(SystemExit, match=r"tsrl train --ddp: .*\(RANK, LOCAL_RANK, .* not set\).*torchrun --nproc_per_node=2"):
+        main(["train", "--ddp", "--config", "tiny", "--out", str(tmp_path / "runs"), "--no-progress"])
+    assert not (tmp_path / "runs").exists()
