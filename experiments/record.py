@@ -17,6 +17,7 @@ from tsrl_env import DeepfakeCurriculumEnv
 from tsrl_env.data import REAL_FAMILY
 
 WEIGHT_BINS = 20
+TALLY_PREFIXES = ("weight_by_", "reward_by_")
 # Edges of the EMA-loss bins: fine where a binary classifier's losses crowd (below ln 2), coarse above.
 EMA_LOSS_EDGES = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0, 1.5, 2.5, float("inf"))
 
@@ -36,7 +37,8 @@ class EpochRecord:
 
 @dataclass
 class WeightTally:
-    """Sum and count of the weights given to each group of samples, so means can be pooled over runs."""
+    """Sum and count of a per-sample value (the weights given, the rewards paid) per group of samples, so means can be
+    pooled over runs."""
 
     groups: list[str]
     sums: list[float]
@@ -67,12 +69,13 @@ class StudentRun:
     weight_by_correct: WeightTally | None = None
     weight_by_label_noise: WeightTally | None = None
     weight_by_family: WeightTally | None = None
+    reward_by_label_noise: WeightTally | None = None  # the tutor's per-sample rewards, clean vs flipped labels
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudentRun:
-        tallies = {key: WeightTally(**value) for key, value in data.items() if key.startswith("weight_by_") and value}
+        tallies = {key: WeightTally(**value) for key, value in data.items() if key.startswith(TALLY_PREFIXES) and value}
         epochs = [EpochRecord(**record) for record in data.get("epochs", [])]
-        rest = {k: v for k, v in data.items() if k != "epochs" and not k.startswith("weight_by_")}
+        rest = {k: v for k, v in data.items() if k != "epochs" and not k.startswith(TALLY_PREFIXES)}
         return cls(epochs=epochs, **rest, **tallies)
 
 
@@ -98,6 +101,7 @@ class CurriculumRecorder:
         run.weight_by_correct = WeightTally.empty(["wrong", "right"])
         run.weight_by_label_noise = WeightTally.empty(["clean", "flipped"])
         run.weight_by_family = WeightTally.empty([*env.dataset.family_names, "real"])
+        run.reward_by_label_noise = WeightTally.empty(["clean", "flipped"])
         self._samples_seen = 0
         self._reset_epoch()
 
@@ -129,6 +133,7 @@ class CurriculumRecorder:
         self.run.weight_by_correct.add(self.layout.correct_of(states).astype(np.int64), weights)
         self.run.weight_by_label_noise.add(self._flipped[ids], weights)
         self.run.weight_by_family.add(self._family_index[ids], weights)
+        self.run.reward_by_label_noise.add(self._flipped[ids], info["sample_rewards"])
         if "val" in info:
             self._finish(
                 EpochRecord(

@@ -25,6 +25,8 @@ TABLE_COLUMNS = (
     ("unseen EER", "test_unseen_eer", False),
     ("mean weight flipped", "weight_flipped", None),
     ("mean weight clean", "weight_clean", None),
+    ("mean reward flipped", "reward_flipped", None),
+    ("mean reward clean", "reward_clean", None),
     ("overhead vs uniform", "overhead_vs_uniform", None),
 )
 
@@ -48,6 +50,9 @@ def result_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         noise = run.weight_by_label_noise.means()
         row["weight_clean"], row["weight_flipped"] = noise["clean"], noise["flipped"]
         row["weight_flipped_over_clean"] = row["weight_flipped"] / row["weight_clean"] if row["weight_clean"] else float("nan")
+        # Records written before rewards were tallied have none.
+        rewards = run.reward_by_label_noise.means() if run.reward_by_label_noise else {}
+        row["reward_clean"], row["reward_flipped"] = rewards.get("clean", float("nan")), rewards.get("flipped", float("nan"))
         row["wall_time_s"] = run.wall_time_s
         baseline = uniform_time.get((record["variant"], record["seed"]))
         row["overhead_vs_uniform"] = run.wall_time_s / baseline - 1.0 if baseline else float("nan")
@@ -93,16 +98,18 @@ def markdown_tables(rows: list[dict[str, Any]]) -> str:
             for tutor, runs in by_tutor.items()
         }
         order = sorted(summary, key=lambda t: -np.nan_to_num(summary[t]["test_unseen_auc"][0], nan=-1.0))
+        # A column no run of the table measured (flipped samples without label noise, rewards in older records) is left out.
+        columns = [c for c in TABLE_COLUMNS if any(not math.isnan(summary[t][c[1]][0]) for t in order)]
         best = {}
-        for _, column, higher in TABLE_COLUMNS:
+        for _, column, higher in columns:
             means = {t: summary[t][column][0] for t in order if not math.isnan(summary[t][column][0])}
             if higher is not None and means:
                 best[column] = (max if higher else min)(means, key=means.get)
-        header = ["tutor", "kind", "seeds", *(name for name, _, _ in TABLE_COLUMNS)]
+        header = ["tutor", "kind", "seeds", *(name for name, _, _ in columns)]
         lines = [f"### {variant}", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         for tutor in order:
             cells = []
-            for _, column, _ in TABLE_COLUMNS:
+            for _, column, _ in columns:
                 text = _cell(*summary[tutor][column], percent=column == "overhead_vs_uniform")
                 cells.append(f"**{text}**" if best.get(column) == tutor else text)
             kind = "learned" if learns(tutor) else "heuristic"

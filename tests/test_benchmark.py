@@ -53,6 +53,10 @@ def test_grid_runs_every_cell_once_and_summarises(tiny_benchmark, tmp_path):
     assert all(float(row["overhead_vs_uniform"]) == 0.0 for row in rows if row["tutor"] == "uniform")
     assert all(float(row["weight_flipped"]) == 1.0 for row in rows if row["tutor"] == "uniform" and row["variant"] == "noisy")
     assert all(math.isnan(float(row["weight_flipped"])) for row in rows if row["variant"] == "clean")
+    assert all(-1.0 <= float(row["reward_clean"]) <= 1.0 for row in rows)
+    clean_table, noisy_table = markdown.split("### noisy")
+    assert "mean weight flipped" not in clean_table, "a column no run measured is left out"
+    assert "mean weight flipped" in noisy_table and "mean reward flipped" in noisy_table
     for name in ("val_auc.png", "weights_clean.png", "weights_noisy.png", "weighting_clean.png", "weighting_noisy.png"):
         assert (out / "plots" / name).stat().st_size > 10_000
     assert yaml.safe_load((out / "config.yaml").read_text())["tutors"] == ["uniform", "random", "ppo"]

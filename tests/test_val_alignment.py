@@ -223,3 +223,19 @@ def test_val_alignment_draws_its_trusted_batch_from_frame_files(tmp_path: Path):
     passes, info = _passes_of_one_step(env, np.ones(env.batch_size, np.float32))
     assert passes == [(False, 8), "update", (True, env.batch_size)]
     assert np.all(np.isfinite(info["sample_rewards"])) and np.all(np.abs(info["sample_rewards"]) <= 1.0)
+
+
+def test_reward_breakdown_groups_every_paid_reward_by_epoch_label_and_noise(one_torch_thread):
+    from experiments.reward_breakdown import reward_breakdown
+
+    options = {**TINY_SETTINGS["dataset_options"], "label_noise": 0.3}
+    env = DeepfakeCurriculumEnv(**{**TINY_SETTINGS, "dataset_options": options, "reward": "val_alignment"})
+    rows = reward_breakdown(env, seed=0)
+    assert [row[:3] for row in rows[:4]] == [
+        ["0", "real", "clean"],
+        ["0", "real", "flipped"],
+        ["0", "fake", "clean"],
+        ["0", "fake", "flipped"],
+    ]
+    assert sum(int(row[3]) for row in rows) == env.config.epochs * env.steps_per_epoch * env.batch_size
+    assert all(-1.0 <= float(row[4]) <= 1.0 for row in rows if row[4] != "-")

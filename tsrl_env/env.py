@@ -256,7 +256,7 @@ class DeepfakeCurriculumEnv(gym.Env):
         weights, clipped = self._validate_action(action)
         # Rank 0's action is the one every rank applies: its weights and how many of them it clipped, in one broadcast.
         # From pageable memory to the device: safe, no wait for the device.
-        chosen = torch.cat([weights, torch.tensor([float(clipped)])]).to(self.device, non_blocking=True)
+        chosen = torch.cat([weights, torch.full((1,), clipped, dtype=weights.dtype)]).to(self.device, non_blocking=True)
         chosen = self.group.broadcast(chosen, kind="weights")
         device_weights = chosen[: self.batch_size]
         batch = self._pending

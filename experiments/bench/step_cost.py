@@ -9,10 +9,11 @@ Variants, all on the same data (the embedded benchmark, ``--train-size`` images)
   :class:`ReferencePattern`): an eval forward for predictions, another eval forward for features, the weighted training
   forward and backward, an eval forward after the update, a Python loop over the batch for the rewards, and every state
   of the epoch kept at full feature width;
-- ``tsrl``, ``tsrl_reference``, ``next_visit``: this project's fused ``env.step`` with that reward, fixed random
-  weights (no tutor): one training forward (the state comes from it), the weighted backward, and for the first two one
-  no-grad forward after the update;
-- ``ppo_tsrl``, ``ppo_next_visit``: the PPO tutor acting on the per-sample view and learning, its update at the end of
+- ``tsrl``, ``tsrl_reference``, ``next_visit``, ``val_alignment``: this project's fused ``env.step`` with that reward,
+  fixed random weights (no tutor): one training forward (the state comes from it), the weighted backward, and for the
+  first two one no-grad forward after the update, for ``val_alignment`` one no-grad forward of a trusted batch of
+  validation images (``trusted_batch_size``, default 32) before it;
+- ``ppo_tsrl``, ``ppo_next_visit``, ``ppo_val_alignment``: the PPO tutor acting on the per-sample view and learning, its update at the end of
   each epoch included (SB3 rollout of one Student epoch, 8 PPO epochs over its transitions).
 
 Method: see :mod:`experiments.bench.common` (whole epochs timed with ``time.perf_counter``, one untimed warm-up epoch per
@@ -53,8 +54,10 @@ VARIANTS = {
     "tsrl": "1 fwd + 1 bwd + 1 no-grad fwd",
     "tsrl_reference": "1 fwd + 1 bwd + 1 no-grad fwd",
     "next_visit": "1 fwd + 1 bwd",
+    "val_alignment": "1 fwd + 1 bwd + 1 no-grad fwd of 32 val images",
     "ppo_tsrl": "1 fwd + 1 bwd + 1 no-grad fwd, PPO acts and learns",
     "ppo_next_visit": "1 fwd + 1 bwd, PPO acts and learns",
+    "ppo_val_alignment": "1 fwd + 1 bwd + 1 no-grad fwd of 32 val images, PPO acts and learns",
 }
 
 
