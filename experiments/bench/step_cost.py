@@ -13,8 +13,8 @@ Variants, all on the same data (the embedded benchmark, ``--train-size`` images)
   fixed random weights (no tutor): one training forward (the state comes from it), the weighted backward, and for the
   first two one no-grad forward after the update, for ``val_alignment`` one no-grad forward of a trusted batch of
   validation images (``trusted_batch_size``, default 32) before it;
-- ``ppo_tsrl``, ``ppo_next_visit``, ``ppo_val_alignment``: the PPO tutor acting on the per-sample view and learning, its update at the end of
-  each epoch included (SB3 rollout of one Student epoch, 8 PPO epochs over its transitions).
+- ``ppo_tsrl``, ``ppo_next_visit``, ``ppo_val_alignment``: the PPO tutor acting on the per-sample view and learning,
+  its update at the end of each epoch included (SB3 rollout of one Student epoch, 8 PPO epochs over its transitions).
 
 Method: see :mod:`experiments.bench.common` (whole epochs timed with ``time.perf_counter``, one untimed warm-up epoch per
 variant, variants interleaved round by round, medians; the ratio is the median of per-round ratios to ``plain``). The
