@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -30,6 +29,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from agents import TUTORS
+from experiments.checkpoint import write_atomically
 from experiments.config import RunConfig, plain, read_yaml_config, run_config_from_dict, split_tutor_entry
 from experiments.plots import plot_validation_curves, plot_weight_distributions, plot_weighting
 from experiments.record import StudentRun
@@ -109,17 +109,19 @@ def cell_dir(out: Path, variant: str, tutor: str, seed: int) -> Path:
 
 
 def _run_cell(run_config: dict[str, Any], directory: str, threads: int) -> str:
-    """Worker: train one Student and write its record atomically. Returns the record's path."""
+    """Worker: train one Student and write its record atomically. Returns the record's path.
+
+    A cell interrupted earlier continues from its Student's last epoch checkpoint.
+    """
     torch.set_num_threads(threads)
     config = run_config_from_dict(run_config)
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
     config.save(path / "config.yaml")
-    run = train_student(config, path, progress=False, save_student=False)
+    resume_command = "the same tsrl benchmark command (finished cells are kept, this one continues)"
+    run = train_student(config, path, progress=False, save_student=False, resume=True, resume_command=resume_command)
     record = {"tutor": config.tutor, "seed": config.seed, "torch_threads": threads, "run": asdict(run)}
-    with tempfile.NamedTemporaryFile("w", dir=path, suffix=".tmp", delete=False) as handle:
-        json.dump(record, handle)
-    os.replace(handle.name, path / "record.json")
+    write_atomically(path / "record.json", json.dumps(record))
     return str(path / "record.json")
 
 

@@ -21,6 +21,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -40,8 +41,11 @@ RESUME_MAY_CHANGE = RESTORE_MAY_CHANGE
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class RunInterrupted(Exception):
-    """A stop signal (SIGINT or SIGTERM) arrived during a run; the last checkpoint is kept."""
+class RunInterrupted(BaseException):
+    """A stop signal (SIGINT or SIGTERM) arrived during a run; the last checkpoint is kept.
+
+    A ``BaseException``, as ``KeyboardInterrupt`` is, so that code catching ``Exception`` does not swallow it.
+    """
 
     def __init__(self, signal_number: int) -> None:
         self.signal_number = signal_number
@@ -70,30 +74,40 @@ def set_global_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def write_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` atomically: a temporary file, synced, then renamed over the previous checkpoint.
+def write_atomically(path: Path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary file beside it, synced, then renamed over the old file.
 
-    Stop signals wait until the rename is done. Serialising to memory first means a full disk surfaces as an
-    OSError of the plain file write; the previous checkpoint is then left as it was.
+    A crash or a kill at any point leaves the old file or the new one, never a mix; a failed write (a full disk)
+    removes its temporary file and raises an OSError, the old file left as it was.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as file:
+            file.write(data.encode() if isinstance(data, str) else data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _sync_directory(path.parent)
+
+
+def write_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` with :func:`write_atomically`; a failed write keeps the previous checkpoint.
+
+    Serialising to memory first means a full disk surfaces as an OSError of the plain file write.
     """
     buffer = io.BytesIO()
     torch.save({"format": CHECKPOINT_FORMAT, **payload}, buffer)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with _stop_signals_deferred():
-        try:
-            with open(temporary, "wb") as file:
-                file.write(buffer.getbuffer())
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except OSError as error:
-            temporary.unlink(missing_ok=True)
-            raise OSError(
-                error.errno,
-                f"cannot write the checkpoint {str(path)!r} ({error.strerror or error}); the previous checkpoint there is "
-                "kept: free space on its disk (or fix its permissions) and resume with tsrl train --resume RUN_DIR",
-            ) from error
-        _sync_directory(path.parent)
+    try:
+        write_atomically(path, buffer.getvalue())
+    except OSError as error:
+        raise OSError(
+            error.errno,
+            f"cannot write the checkpoint {str(path)!r} ({error.strerror or error}); the previous checkpoint there is "
+            "kept: free space on its disk (or fix its permissions) and resume with tsrl train --resume RUN_DIR",
+        ) from error
 
 
 def read_checkpoint(path: Path, config: RunConfig, label: str) -> dict[str, Any]:
@@ -128,9 +142,15 @@ def read_checkpoint(path: Path, config: RunConfig, label: str) -> dict[str, Any]
 
 @contextmanager
 def interrupt_on_stop_signals() -> Iterator[None]:
-    """Turn SIGINT and SIGTERM into :class:`RunInterrupted` within the block (main thread only; elsewhere a no-op)."""
+    """Turn SIGINT and SIGTERM into :class:`RunInterrupted` within the block (main thread only; elsewhere a no-op).
+
+    Inside :func:`stop_signals_deferred` a signal is held and raised when that block ends.
+    """
 
     def interrupt(signal_number: int, frame: Any) -> None:
+        if _deferral.depth:
+            _deferral.pending = _deferral.pending or signal_number
+            return
         raise RunInterrupted(signal_number)
 
     try:
@@ -146,15 +166,24 @@ def interrupt_on_stop_signals() -> Iterator[None]:
 
 
 @contextmanager
-def _stop_signals_deferred() -> Iterator[None]:
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+def stop_signals_deferred() -> Iterator[None]:
+    """Hold stop signals until the block has run (a checkpoint written and recorded), then raise the first one.
+
+    CPython runs signal handlers in the main thread whichever thread received the signal, so a flag the handler
+    reads is enough, where blocking the signal in one thread would not be.
+    """
+    _deferral.depth += 1
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        _deferral.depth -= 1
+    if _deferral.depth == 0 and _deferral.pending:
+        signal_number, _deferral.pending = _deferral.pending, 0
+        raise RunInterrupted(signal_number)
+
+
+# Whether stop signals are being held (nesting depth of stop_signals_deferred) and the first one held.
+_deferral = SimpleNamespace(depth=0, pending=0)
 
 
 def _sync_directory(directory: Path) -> None:
@@ -172,24 +201,21 @@ def _sync_directory(directory: Path) -> None:
 
 
 def tutor_state(agent: Any) -> dict[str, Any]:
-    """What a checkpoint keeps of a tutor: an SB3 model whole (with its replay buffer and action-space RNG), a heuristic's RNG.
+    """What a checkpoint keeps of a learning SB3 tutor: the model whole, its replay buffer if any, its action-space RNG."""
+    model = io.BytesIO()
+    agent.save(model)
+    state = {"model": model.getvalue(), "action_space_rng": agent.action_space.np_random.bit_generator.state}
+    if getattr(agent, "replay_buffer", None) is not None:
+        replay = io.BytesIO()
+        agent.save_replay_buffer(replay)
+        state["replay_buffer"] = replay.getvalue()
+    return state
 
-    A tutor loaded from a saved file that only acts keeps nothing here: a resume loads it from that file again.
-    """
-    if isinstance(agent, BaseAlgorithm):
-        if agent.get_env() is None:
-            return {}
-        model = io.BytesIO()
-        agent.save(model)
-        state = {"model": model.getvalue(), "action_space_rng": agent.action_space.np_random.bit_generator.state}
-        if getattr(agent, "replay_buffer", None) is not None:
-            replay = io.BytesIO()
-            agent.save_replay_buffer(replay)
-            state["replay_buffer"] = replay.getvalue()
-        return state
-    if isinstance(agent, HeuristicTutor):
-        return {"rng": agent.rng_state()}
-    return {}
+
+def acting_tutor_state(agent: Any) -> dict[str, Any]:
+    """What a checkpoint keeps of a tutor that only acts: a heuristic's RNG; nothing of a loaded SB3 tutor, which acts
+    deterministically and is loaded from its file again on resume."""
+    return {"rng": agent.rng_state()} if isinstance(agent, HeuristicTutor) else {}
 
 
 def restore_tutor(name: str, state: dict[str, Any], env: Any) -> BaseAlgorithm:

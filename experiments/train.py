@@ -28,13 +28,16 @@ from agents import load_tutor, make_tutor, single_episode_view, tutor_spec
 from experiments.checkpoint import (
     CHECKPOINT_NAME,
     RunInterrupted,
+    acting_tutor_state,
     global_rng_states,
     interrupt_on_stop_signals,
     read_checkpoint,
     restore_tutor,
     restore_tutor_state,
     set_global_rng_states,
+    stop_signals_deferred,
     tutor_state,
+    write_atomically,
     write_checkpoint,
 )
 from experiments.config import RunConfig
@@ -46,18 +49,25 @@ from tsrl_env.distributed import ProcessGroupView
 class _RecorderCallback(BaseCallback):
     """Feeds every step a learning tutor takes to a :class:`CurriculumRecorder`, and checkpoints each epoch start."""
 
-    def __init__(self, recorder: CurriculumRecorder, checkpointer: EpochCheckpointer) -> None:
+    def __init__(
+        self, recorder: CurriculumRecorder, checkpointer: EpochCheckpointer, rng_states: dict[str, Any] | None = None
+    ) -> None:
         super().__init__()
         self.recorder = recorder
         self.checkpointer = checkpointer
+        self.rng_states = rng_states
 
     def _on_training_start(self) -> None:
+        # After SB3's reset, which on a resume restored the environment (building a Student reseeds CUDA's RNG, a
+        # frame DataLoader draws a seed): from here on the global RNGs are those the run was checkpointed with.
+        if self.rng_states is not None:
+            set_global_rng_states(self.rng_states)
         self.recorder.warmup(_batch_info(self.training_env.reset_infos[0]))
 
     def _on_rollout_start(self) -> None:
         # The tutor has learned from everything before this point, and the environment's latest epoch-start state
         # (taken before that epoch's first forward) is what a resume rebuilds ``_last_obs`` from.
-        self.checkpointer.save_if_new_epoch(self.model, self.model._last_obs)
+        self.checkpointer.save_if_new_epoch(self.model)
 
     def _on_step(self) -> bool:
         # SB3 updates ``_last_obs`` after the callback, so it still holds the states this step's actions came from.
@@ -80,16 +90,30 @@ class RunStopped(RuntimeError):
 
 
 class EpochCheckpointer:
-    """Writes ``checkpoint.pt`` of one Student run at every tutored epoch start (see :mod:`experiments.checkpoint`)."""
+    """Writes ``checkpoint.pt`` of one Student run at every tutored epoch start (see :mod:`experiments.checkpoint`).
+
+    ``resume_command`` is what the messages of a stopped run tell the user to run (by default ``tsrl train --resume``
+    on the run directory). A tutor whose rollouts do not begin at epoch starts (an ``n_steps`` or ``train_freq`` that
+    does not divide the epoch) is checkpointed only at the epoch starts where one begins.
+    """
 
     def __init__(
-        self, path: Path, config: RunConfig, label: str, env: DeepfakeCurriculumEnv, recorder: CurriculumRecorder
+        self,
+        path: Path,
+        config: RunConfig,
+        label: str,
+        env: DeepfakeCurriculumEnv,
+        recorder: CurriculumRecorder,
+        tutor_learns: bool,
+        resume_command: str,
     ) -> None:
         self.path = path
         self.config = config
         self.label = label
         self.env = env
         self.recorder = recorder
+        self.tutor_learns = tutor_learns
+        self.resume_command = resume_command
         self.saved_epoch: int | None = None
         self.started = time.perf_counter()
 
@@ -102,23 +126,24 @@ class EpochCheckpointer:
         """Seconds this run has computed, over every resume."""
         return time.perf_counter() - self.started
 
-    def save_if_new_epoch(self, agent: Any, observation: np.ndarray) -> None:
-        """Checkpoint the environment's latest epoch start, unless it is the one written last."""
+    def save_if_new_epoch(self, agent: Any) -> None:
+        """Checkpoint the environment's latest epoch start, unless it is the one written last or a step was taken since."""
         state = self.env.epoch_start_state()
-        if state["epoch"] == self.saved_epoch:
+        if state["epoch"] == self.saved_epoch or not self.env.at_epoch_start:
             return
         payload = {
             "label": self.label,
             "config": self.config.to_dict(),
             "env": state,
-            "observation": np.array(observation, dtype=np.float32),
-            "tutor": tutor_state(agent),
+            "tutor": tutor_state(agent) if self.tutor_learns else acting_tutor_state(agent),
             "rng": global_rng_states(),
             "recorder": self.recorder.state_dict(),
             "wall_time_s": self.wall_time_s,
         }
-        write_checkpoint(self.path, payload)
-        self.saved_epoch = state["epoch"]
+        # A signal waits until the checkpoint is written and recorded, so the message names the one on disk.
+        with stop_signals_deferred():
+            write_checkpoint(self.path, payload)
+            self.saved_epoch = state["epoch"]
 
     def stopped(self, error: BaseException) -> RunStopped:
         """The :class:`RunStopped` to raise for ``error``, naming the checkpoint kept and the command that resumes."""
@@ -128,16 +153,26 @@ class EpochCheckpointer:
             kept = f"its checkpoint of the start of tutored epoch {self.saved_epoch} is kept ({self.path})"
         if isinstance(error, RunInterrupted):
             return RunStopped(
-                f"{self.label}: {error} during tutored epoch {self.env.epoch}; {kept}. Continue with: "
-                f"tsrl train --resume {self.path.parent.parent}",
+                f"{self.label}: {error} during {self._phase()}; {kept}. Continue with: {self.resume_command}",
                 128 + error.signal_number,
             )
-        lower = self.config.env.lr / 10
+        lower = f"{self.config.env.lr / 10:g}"
+        with_lower_lr = (
+            f"{self.resume_command} --lr {lower}"
+            if self.resume_command.startswith("tsrl train")
+            else f"{self.resume_command}, with the env setting lr at {lower}"
+        )
         return RunStopped(
-            f"{self.label}: {error}. {kept[0].upper()}{kept[1:]}; continue from it with a lower learning rate: "
-            f"tsrl train --resume {self.path.parent.parent} --lr {lower:g}",
+            f"{self.label}: {error}. {kept[0].upper()}{kept[1:]}; continue from it with a lower learning rate: {with_lower_lr}",
             1,
         )
+
+    def _phase(self) -> str:
+        if self.env.warming_up:
+            return "the warm-up"
+        if self.env.epoch >= self.config.env.epochs:
+            return "the final test evaluation"
+        return f"tutored epoch {self.env.epoch}"
 
 
 def train_student(
@@ -149,6 +184,7 @@ def train_student(
     save_student: bool = True,
     resume: bool = False,
     group: ProcessGroupView | None = None,
+    resume_command: str | None = None,
 ) -> StudentRun:
     """Train one Student taught by ``tutor`` (default ``config.tutor``) and save it under ``run_dir / label``.
 
@@ -157,7 +193,8 @@ def train_student(
     under ``run_dir / "tensorboard"``. Every tutored epoch start overwrites ``checkpoint.pt``, removed once the run
     has finished. With ``resume``, a finished run is read back from its ``run.json`` and an unfinished one continues
     from its checkpoint (if it has none, it starts again). A stop signal or a diverging loss raises
-    :class:`RunStopped`, whose message names the checkpoint kept and the command that resumes.
+    :class:`RunStopped`, whose message names the checkpoint kept and ``resume_command`` (default: ``tsrl train
+    --resume`` on ``run_dir``).
 
     With a process group (``group``, a :class:`~tsrl_env.distributed.DistributedGroupView`), this is rank 0's part of
     a Student trained with DDP; every other rank runs :func:`follow_student` at the same time. A resume's checkpoint is
@@ -180,11 +217,12 @@ def train_student(
     env = DeepfakeCurriculumEnv(config.env, group=group)
     logger = configure(str(run_dir / "tensorboard" / label), ["tensorboard"])
     recorder = CurriculumRecorder(StudentRun(label), env, logger)
-    checkpointer = EpochCheckpointer(checkpoint_path, config, label, env, recorder)
+    learns = tutor_spec(name).learns and tutor_checkpoint is None
+    resume_command = resume_command or f"tsrl train --resume {run_dir}"
+    checkpointer = EpochCheckpointer(checkpoint_path, config, label, env, recorder, learns, resume_command)
     if checkpoint is not None:
         recorder.load_state_dict(checkpoint["recorder"])
         checkpointer.resume_from(checkpoint)
-    learns = tutor_spec(name).learns and tutor_checkpoint is None
     try:
         with interrupt_on_stop_signals():
             if learns:
@@ -208,7 +246,7 @@ def train_student(
         agent.save(out / "tutor.zip")
     if save_student:
         torch.save(env.finished_student.state_dict(), out / "student.pt")
-    _write_text_atomically(record_path, json.dumps(asdict(run), indent=2))
+    write_atomically(record_path, json.dumps(asdict(run), indent=2))
     checkpoint_path.unlink(missing_ok=True)
     return run
 
@@ -250,15 +288,13 @@ def _learn(
         agent = make_tutor(name, view, seed=config.seed, **config.tutor_kwargs)
     else:
         agent = restore_tutor(name, checkpoint["tutor"], view)
-        # SB3's load reseeded the global RNGs; the run continues from the ones it was checkpointed with.
-        set_global_rng_states(checkpoint["rng"])
         # SB3 resets its env before learning: that reset restores the epoch start (a loaded model has no _last_obs).
         agent.get_env().set_options({"restore": checkpoint["env"]})
     agent.set_logger(logger)
     total = config.env.epochs * env.steps_per_epoch * agent.get_env().num_envs
     agent.learn(
         total_timesteps=total - agent.num_timesteps,
-        callback=_RecorderCallback(recorder, checkpointer),
+        callback=_RecorderCallback(recorder, checkpointer, checkpoint["rng"] if checkpoint else None),
         reset_num_timesteps=checkpoint is None,
         progress_bar=progress,
     )
@@ -320,7 +356,7 @@ def _act(
         states, _ = env.reset(options={"restore": checkpoint["env"]})
         restore_tutor_state(agent, checkpoint["tutor"])
         set_global_rng_states(checkpoint["rng"])
-    checkpointer.save_if_new_epoch(agent, states)
+    checkpointer.save_if_new_epoch(agent)
     remaining = (env.config.epochs - env.epoch) * env.steps_per_epoch
     for _ in tqdm(range(remaining), desc=label, disable=not progress):
         actions, _ = agent.predict(states, deterministic=True)
@@ -330,13 +366,7 @@ def _act(
         if terminated:
             break
         if "val" in info:
-            checkpointer.save_if_new_epoch(agent, states)
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
+            checkpointer.save_if_new_epoch(agent)
 
 
 def save_results(runs: list[StudentRun], run_dir: Path) -> None:

@@ -204,6 +204,16 @@ class DeepfakeCurriculumEnv(gym.Env):
         """Index of the current tutored epoch (0-based)."""
         return self._epoch
 
+    @property
+    def warming_up(self) -> bool:
+        """Whether ``reset`` is running the uniform-weight warm-up epochs."""
+        return self._warming_up
+
+    @property
+    def at_epoch_start(self) -> bool:
+        """Whether the current tutored epoch has taken no step yet: its first batch is forwarded, not yet updated."""
+        return self._pending is not None and not self._warming_up and self._step_in_epoch == 1
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """Build and warm up a new Student, or with ``options={"restore": state}`` continue from an epoch-start state.
 
