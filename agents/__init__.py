@@ -27,8 +27,8 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.attention import AttentionPPO, load_attention_tutor, make_attention_tutor
 from agents.heuristics import HEURISTICS, HeuristicTutor
-from agents.next_visit import NextVisitReplayBuffer, pays_next_visit
-from agents.ppo import PendingRollout, SigmoidGaussianPolicy, TutorPPO, loss_rank_targets
+from agents.next_visit import NextVisitReplayBuffer
+from agents.ppo import SigmoidGaussianPolicy, TutorPPO, loss_rank_targets
 from agents.vec_env import PerSampleVecEnv, as_per_sample_vec_env
 from agents.zoo import make_a2c, make_ddpg, make_sac, make_td3
 from tsrl_env import PerSampleVectorEnv
@@ -105,7 +105,6 @@ __all__ = [
     "TUTORS",
     "HeuristicTutor",
     "NextVisitReplayBuffer",
-    "PendingRollout",
     "PerSampleVecEnv",
     "SigmoidGaussianPolicy",
     "TutorPPO",
@@ -118,7 +117,6 @@ __all__ = [
     "make_sac",
     "make_td3",
     "make_tutor",
-    "pays_next_visit",
     "single_episode_view",
     "tutor_spec",
 ]

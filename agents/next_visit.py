@@ -113,10 +113,10 @@ class NextVisitReplayBuffer(ReplayBuffer):
         self._pay(step)
 
     def _pay(self, step: NextVisitStep) -> None:
-        positions = np.array(
-            [self._position_of.get(key, -1) for key in zip(step.paid_epoch.tolist(), step.paid_step.tolist(), strict=True)],
-            dtype=np.int64,
-        )
+        # A batch's rows point back to a few Student steps: look each step up once, not once per row.
+        steps, row_step = np.unique(np.stack([step.paid_epoch, step.paid_step], axis=1), axis=0, return_inverse=True)
+        step_positions = np.array([self._position_of.get((int(e), int(s)), -1) for e, s in steps], dtype=np.int64)
+        positions = step_positions[row_step.reshape(-1)]
         kept = positions >= 0
         self.rewards[positions[kept], step.paid_slot[kept]] = step.paid_reward[kept]
         self.paid[positions[kept], step.paid_slot[kept]] = True

@@ -20,6 +20,7 @@ import multiprocessing
 import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,19 +163,17 @@ def run_benchmark(
     threads = cpus_per_cell or max(1, (os.cpu_count() or 1) // workers)
     total = len(list(config.cells()))
     bar = tqdm(total=total, initial=total - len(todo), desc="benchmark", disable=not progress)
-    if backend == "ray":
-        cells = [(config.run_config(*cell).to_dict(), cell_dir(out, *cell)) for cell in todo]
-        for record in run_cells_on_ray(_run_cell, cells, threads, local_cells=workers, address=address):
+    cells = [(config.run_config(*cell).to_dict(), cell_dir(out, *cell)) for cell in todo]
+    with ExitStack() as stack:
+        if backend == "ray":
+            finished = run_cells_on_ray(_run_cell, cells, threads, local_cells=workers, address=address)
+        else:
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")))
+            futures = [pool.submit(_run_cell, run_config, str(directory), threads) for run_config, directory in cells]
+            finished = (future.result() for future in as_completed(futures))
+        for record in finished:
             bar.set_postfix_str(Path(record).parent.relative_to(out / "cells").as_posix())
             bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [
-                pool.submit(_run_cell, config.run_config(*cell).to_dict(), str(cell_dir(out, *cell)), threads) for cell in todo
-            ]
-            for future in as_completed(futures):
-                bar.set_postfix_str(Path(future.result()).parent.relative_to(out / "cells").as_posix())
-                bar.update()
     bar.close()
     return load_records(config, out)
 

@@ -35,8 +35,6 @@ from tsrl_env.env import RESTORE_MAY_CHANGE
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
-RESUME_MAY_CHANGE = RESTORE_MAY_CHANGE
-"""Env settings a resume may give another value (a lower learning rate after a divergence, another device)."""
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -113,7 +111,7 @@ def write_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 def read_checkpoint(path: Path, config: RunConfig, label: str) -> dict[str, Any]:
     """The checkpoint at ``path`` if it was written by the run ``label`` of ``config``; anything else is refused whole.
 
-    ``config`` may differ from the checkpoint's only in the env settings of :data:`RESUME_MAY_CHANGE`.
+    ``config`` may differ from the checkpoint's only in the env settings of :data:`RESTORE_MAY_CHANGE`.
     """
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
@@ -130,12 +128,12 @@ def read_checkpoint(path: Path, config: RunConfig, label: str) -> dict[str, Any]
         )
     if payload.get("label") != label:
         raise CheckpointError(f"checkpoint {str(path)!r} belongs to the run {payload.get('label')!r}, not {label!r}")
-    may_change = tuple(f"env.{name}" for name in RESUME_MAY_CHANGE)
+    may_change = tuple(f"env.{name}" for name in RESTORE_MAY_CHANGE)
     differences = setting_differences(payload["config"], config.to_dict(), ignore=may_change)
     if differences:
         raise CheckpointError(
             f"checkpoint {str(path)!r} was written with another config ({'; '.join(differences)}); resume with the "
-            f"config it was written with (only the env settings {', '.join(RESUME_MAY_CHANGE)} may change)"
+            f"config it was written with (only the env settings {', '.join(RESTORE_MAY_CHANGE)} may change)"
         )
     return payload
 

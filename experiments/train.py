@@ -334,8 +334,10 @@ def load_tutor_checkpoint(name: str, path: Path, env: DeepfakeCurriculumEnv) -> 
 def check_tutor_checkpoint(config: RunConfig, path: Path) -> None:
     """Load the checkpoint on an environment of ``config`` and drop it: refuses one that does not fit before any work."""
     env = DeepfakeCurriculumEnv(config.env)
-    load_tutor_checkpoint(config.tutor, path, env)
-    env.close()
+    try:
+        load_tutor_checkpoint(config.tutor, path, env)
+    finally:
+        env.close()
 
 
 def _act(

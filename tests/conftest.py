@@ -23,3 +23,18 @@ def one_torch_thread() -> None:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def written_checkpoints(monkeypatch: pytest.MonkeyPatch) -> list[tuple[dict, bytes]]:
+    """Every run checkpoint the trainer writes during the test, in order: its payload and the file's bytes."""
+    from experiments.checkpoint import write_checkpoint
+
+    written = []
+
+    def keep(path, payload: dict) -> None:
+        write_checkpoint(path, payload)
+        written.append((payload, path.read_bytes()))
+
+    monkeypatch.setattr("experiments.train.write_checkpoint", keep)
+    return written

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 import stat
 from collections.abc import Iterator
@@ -268,9 +269,13 @@ def _refuses_writes(directory: Path) -> bool:
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda command: command[0])
-def test_a_read_only_output_directory_is_refused(command, read_only_directory):
+def test_a_read_only_output_directory_is_refused(command, read_only_directory, monkeypatch):
     if not _refuses_writes(read_only_directory):
-        pytest.skip("this user writes into read-only directories (root, with CAP_DAC_OVERRIDE)")
+        # Root writes into read-only directories: the probe file's refusal is what the kernel would say to anyone else.
+        def refused(*args: Any, **kwargs: Any) -> None:
+            raise PermissionError(errno.EACCES, "Permission denied")
+
+        monkeypatch.setattr("experiments.cli.tempfile.TemporaryFile", refused)
     message = rf"cannot write to the output directory '{re.escape(str(read_only_directory))}' \(Permission denied\)"
     with pytest.raises(OSError, match=message):
         main([*command, "--out", str(read_only_directory), "--no-progress"])

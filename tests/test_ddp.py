@@ -27,7 +27,7 @@ import torch
 import yaml
 
 from experiments.bench import ddp_comm
-from experiments.checkpoint import CHECKPOINT_NAME, write_checkpoint
+from experiments.checkpoint import CHECKPOINT_NAME
 from experiments.cli import main
 from experiments.config import load_run_config
 from experiments.train import train_student
@@ -125,20 +125,16 @@ def test_two_processes_train_the_students_one_process_trains(one_and_two_process
     assert (distributed / "ppo" / "tutor.zip").is_file() and not (distributed / "ppo" / CHECKPOINT_NAME).exists()
 
 
-def test_a_run_resumed_with_ddp_ends_as_the_uninterrupted_run(one_and_two_processes, tmp_path, monkeypatch, one_torch_thread):
+def test_a_run_resumed_with_ddp_ends_as_the_uninterrupted_run(
+    one_and_two_processes, tmp_path, monkeypatch, written_checkpoints, one_torch_thread
+):
     """A checkpoint written by one process, resumed across two: rank 0 reads it (and reads back the finished Student),
     the other rank gets the epoch-start state from rank 0."""
     single, _ = one_and_two_processes
     config = load_run_config(single / "config.yaml")
-    copies = {}
-
-    def keep_copies(path: Path, payload: dict) -> None:
-        write_checkpoint(path, payload)
-        copies[payload["env"]["epoch"]] = path.read_bytes()
-
-    monkeypatch.setattr("experiments.train.write_checkpoint", keep_copies)
     train_student(config, tmp_path / "checkpointed", progress=False)  # the PPO Student, in this process
     monkeypatch.undo()
+    copies = {payload["env"]["epoch"]: data for payload, data in written_checkpoints}
     run_dir = tmp_path / "interrupted"
     shutil.copytree(single / "uniform", run_dir / "uniform")  # finished before the interruption
     shutil.copy(single / "config.yaml", run_dir / "config.yaml")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -15,7 +14,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 
 from agents import NextVisitReplayBuffer, TutorPPO, make_tutor, single_episode_view
-from experiments.checkpoint import CHECKPOINT_NAME, write_checkpoint
+from experiments.checkpoint import CHECKPOINT_NAME
 from experiments.config import RunConfig
 from experiments.record import StudentRun
 from experiments.train import train_student
@@ -226,19 +225,15 @@ def _records(run: StudentRun) -> str:
 
 
 @pytest.mark.parametrize("tutor", ["ppo", "sac"])
-def test_next_visit_runs_learn_and_resume_exactly_through_train_student(tutor, tmp_path, monkeypatch, one_torch_thread):
+def test_next_visit_runs_learn_and_resume_exactly_through_train_student(
+    tutor, tmp_path, monkeypatch, written_checkpoints, one_torch_thread
+):
     # Three epochs: the third pays some actions of the first (stale for PPO), and a checkpoint at an epoch start holds
     # PPO's rollout still awaiting its rewards.
     config = RunConfig(env=EnvConfig(**{**SETTINGS, "epochs": 3}, reward="next_visit"), tutor=tutor)
-    copies = {}
-
-    def keep_copies(path: Path, payload: dict[str, Any]) -> None:
-        write_checkpoint(path, payload)
-        copies[payload["env"]["epoch"]] = path.read_bytes()
-
-    monkeypatch.setattr("experiments.train.write_checkpoint", keep_copies)
     whole = train_student(config, tmp_path / "whole", progress=False)
     monkeypatch.undo()
+    copies = {payload["env"]["epoch"]: data for payload, data in written_checkpoints}
     assert sum(record.phase == "tutored" for record in whole.epochs) == 3
     for epoch in (1, 2):
         run_dir = tmp_path / f"from_{epoch}"

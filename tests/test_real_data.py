@@ -25,7 +25,7 @@ from tsrl_env.data import REAL_FAMILY, Dataset, FrameStore, Split, make_dataset
 from tsrl_env.data.deepfakebench import sample_frames
 from tsrl_env.data.embedded import EmbeddedConfig, generate_embedded
 from tsrl_env.env import _normalise
-from tsrl_env.metrics import VideoScoreAccumulator, detection_metrics, per_family_auc, video_scores
+from tsrl_env.metrics import detection_metrics, per_family_auc
 from tsrl_env.student import FAKE_CLASS
 
 TINY = {
@@ -412,20 +412,6 @@ def test_in_memory_evaluation_still_gives_the_metrics_of_all_scores_at_once():
     assert env.evaluate("test_seen") == expected
 
 
-def test_video_scores_accumulated_in_batches_equal_those_of_all_scores():
-    rng = np.random.default_rng(0)
-    groups = rng.integers(0, 50, 1000) * 7
-    labels = (groups % 2).astype(int)
-    scores = rng.random(1000).astype(np.float32)
-    accumulator = VideoScoreAccumulator(labels, groups)
-    for start in range(0, 1000, 64):
-        accumulator.add(slice(start, start + 64), scores[start : start + 64])
-    video_labels, video_means = video_scores(labels, scores.astype(np.float64), groups)
-    np.testing.assert_array_equal(accumulator.labels, video_labels)
-    np.testing.assert_array_equal(accumulator.mean_scores(), video_means)
-    assert accumulator.auc() == detection_metrics(labels, scores, groups)["video_auc"]
-
-
 def write_folder(root: Path, embedded: Dataset, split: str) -> None:
     """real/<video>/<frame>.png and fake/<family>/<video>/<frame>.jpg (fakes as JPEG, reals as PNG)."""
     for k, (family, frames) in enumerate(videos_of(embedded, split)):
@@ -514,10 +500,10 @@ def test_preprocess_crops_faces_skips_frames_without_one_and_feeds_the_deepfakeb
     assert dataset.splits["train"].image_size == 64
 
 
-def test_a_run_on_frame_files_resumes_exactly(bench, tmp_path, monkeypatch):
+def test_a_run_on_frame_files_resumes_exactly(bench, tmp_path, monkeypatch, written_checkpoints):
     # A DataLoader draws its seed from the global torch RNG at every epoch start, the restore's included: the
     # checkpointed RNG states must be set after that, or the tutor's actions after a resume would differ.
-    from test_resume import keep_checkpoint_copies
+    from test_resume import _comparable, _students_equal
 
     from experiments.checkpoint import CHECKPOINT_NAME
     from experiments.config import load_run_config
@@ -526,11 +512,14 @@ def test_a_run_on_frame_files_resumes_exactly(bench, tmp_path, monkeypatch):
     root, _ = bench
     env_settings = {"dataset": "deepfakebench", "dataset_options": options(root), "batch_size": 16, "num_workers": 0}
     config = load_run_config("tiny", epochs=3, **env_settings)
-    copies = keep_checkpoint_copies(monkeypatch)
     whole = train_student(config, tmp_path / "whole", progress=False)
     monkeypatch.undo()
+    copies = {payload["env"]["epoch"]: data for payload, data in written_checkpoints}
     (tmp_path / "resumed" / "ppo").mkdir(parents=True)
     (tmp_path / "resumed" / "ppo" / CHECKPOINT_NAME).write_bytes(copies[1])
     resumed = train_student(config, tmp_path / "resumed", progress=False, resume=True)
     assert [e.mean_weight for e in resumed.epochs] == [e.mean_weight for e in whole.epochs]
     assert resumed.test == whole.test
+    records = [_comparable(json.loads((tmp_path / d / "ppo" / "run.json").read_text())) for d in ("whole", "resumed")]
+    assert records[0] == records[1]
+    assert _students_equal(tmp_path / "whole" / "ppo" / "student.pt", tmp_path / "resumed" / "ppo" / "student.pt")

@@ -42,18 +42,6 @@ def _students_equal(first: Path, second: Path) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
 
 
-def keep_checkpoint_copies(monkeypatch: pytest.MonkeyPatch) -> dict[int, bytes]:
-    """Make the trainer keep a copy of every checkpoint it writes; returns the copies by tutored epoch."""
-    copies = {}
-
-    def keep_copies(path: Path, payload: dict) -> None:
-        write_checkpoint(path, payload)
-        copies[payload["env"]["epoch"]] = path.read_bytes()
-
-    monkeypatch.setattr("experiments.train.write_checkpoint", keep_copies)
-    return copies
-
-
 # ---------------------------------------------------------------- the environment's epoch-start state
 
 
@@ -130,11 +118,13 @@ def test_same_seed_same_run_different_seed_different_run(tutor, tmp_path, one_to
 
 
 @pytest.mark.parametrize("tutor", ["ppo", "sac", "attention", "random"])
-def test_a_run_resumed_from_any_epoch_checkpoint_ends_as_the_uninterrupted_run(tutor, tmp_path, monkeypatch, one_torch_thread):
+def test_a_run_resumed_from_any_epoch_checkpoint_ends_as_the_uninterrupted_run(
+    tutor, tmp_path, monkeypatch, written_checkpoints, one_torch_thread
+):
     config = load_run_config("tiny", tutor=tutor, epochs=3)
-    copies = keep_checkpoint_copies(monkeypatch)
     uninterrupted = train_student(config, tmp_path / "whole", progress=False)
     monkeypatch.undo()
+    copies = {payload["env"]["epoch"]: data for payload, data in written_checkpoints}
     assert sorted(copies) == [0, 1, 2], "one checkpoint per tutored epoch start"
     for epoch, data in copies.items():
         run_dir = tmp_path / f"from_{epoch}"
@@ -339,29 +329,20 @@ def test_a_stop_signal_during_a_checkpoint_write_waits_for_it(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_NAME]
 
 
-def test_rollouts_that_do_not_start_at_epoch_starts_are_checkpointed_where_they_do(tmp_path, monkeypatch, one_torch_thread):
+def test_rollouts_that_do_not_start_at_epoch_starts_are_checkpointed_where_they_do(
+    tmp_path, written_checkpoints, one_torch_thread
+):
     config = load_run_config("tiny", tutor="ppo", epochs=3, tutor_kwargs={"n_steps": 3})  # 8 steps per epoch
-    written = []
-
-    def record(path: Path, payload: dict) -> None:
-        written.append(payload["env"]["epoch"])
-        write_checkpoint(path, payload)
-
-    monkeypatch.setattr("experiments.train.write_checkpoint", record)
     run = train_student(config, tmp_path, progress=False)
     assert [e.phase for e in run.epochs] == ["warm-up", "tutored", "tutored", "tutored"]
+    written = [payload["env"]["epoch"] for payload, _ in written_checkpoints]
     assert written == [0], "rollouts start at steps 0, 3, 6, 9, ...: only epoch 0 starts with one"
 
 
-def test_a_tutor_loaded_to_act_is_not_saved_in_its_checkpoints(tmp_path, monkeypatch, one_torch_thread):
+def test_a_tutor_loaded_to_act_is_not_saved_in_its_checkpoints(tmp_path, written_checkpoints, one_torch_thread):
     train_student(load_run_config("tiny", tutor="sac"), tmp_path / "first", progress=False)
-    tutors = []
-
-    def record(path: Path, payload: dict) -> None:
-        tutors.append(payload["tutor"])
-        write_checkpoint(path, payload)
-
-    monkeypatch.setattr("experiments.train.write_checkpoint", record)
+    first_run = len(written_checkpoints)
     config = load_run_config("tiny", tutor="sac", seed=1)
     train_student(config, tmp_path / "second", tutor_checkpoint=tmp_path / "first" / "sac" / "tutor.zip", progress=False)
+    tutors = [payload["tutor"] for payload, _ in written_checkpoints[first_run:]]
     assert tutors == [{}, {}], "a loaded tutor acts deterministically and is loaded from its file again on resume"

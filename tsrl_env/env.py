@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from tsrl_env.config import EnvConfig, setting_differences
 from tsrl_env.data import FrameStore, Split, make_dataset
 from tsrl_env.distributed import ProcessGroupView
-from tsrl_env.metrics import VideoScoreAccumulator, detection_metrics, per_family_auc
+from tsrl_env.metrics import detection_metrics, per_family_auc
 from tsrl_env.rewards import (
     NEXT_VISIT_REWARDS,
     NextVisitLedger,
@@ -156,7 +156,7 @@ class DeepfakeCurriculumEnv(gym.Env):
         # The ragged last batch is dropped: every step has the same shape.
         self.steps_per_epoch = train_size // self.batch_size
 
-        self.student = self._build_student(self.config.seed)
+        self.student = self.build_student(self.config.seed)
         self._network: nn.Module | None = None  # what the training forward goes through, made by reset()
         self.state_builder = StateBuilder(
             self.student.num_features,
@@ -176,7 +176,8 @@ class DeepfakeCurriculumEnv(gym.Env):
                     f"trusted_batch_size {self.config.trusted_batch_size} exceeds the {val_size} validation samples of "
                     f"{self.config.dataset!r}; set it to at most {val_size}"
                 )
-            self.student.classifier  # noqa: B018 -- raises now, before any training, if the head is not linear
+            # Raises now, before any training, if the head is not linear.
+            self._head_has_bias = self.student.classifier.bias is not None
         self._ledger: NextVisitLedger | None = None  # the next_visit reward's per-sample memory, rebuilt by reset()
 
         self.state_layout = self.state_builder.layout
@@ -232,9 +233,9 @@ class DeepfakeCurriculumEnv(gym.Env):
         super().reset(seed=seed)
         self._seeded = True
         student_seed, data_seed = (int(s) for s in self.np_random.integers(0, 2**31 - 1, size=2))
-        self.student = self._build_student(student_seed)
+        self.student = self.build_student(student_seed)
         self._network = self.group.wrap(self.student)
-        self._optimizer = torch.optim.Adam(self.student.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+        self._optimizer = self.build_optimizer(self.student)
         self.history = SampleHistory(len(self.splits["train"]), self.config.ema_alpha, self.device)
         if self.config.reward in NEXT_VISIT_REWARDS:
             self._ledger = NextVisitLedger(len(self.splits["train"]), self.device, self.reward_function)
@@ -389,10 +390,10 @@ class DeepfakeCurriculumEnv(gym.Env):
         self._np_random, _ = seeding.np_random()
         self._np_random.bit_generator.state = copy.deepcopy(state["np_random"])
         self._seeded = True
-        self.student = self._build_student(self.config.seed)
+        self.student = self.build_student(self.config.seed)
         self.student.load_state_dict(state["student"])
         self._network = self.group.wrap(self.student)
-        self._optimizer = torch.optim.Adam(self.student.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+        self._optimizer = self.build_optimizer(self.student)
         self._optimizer.load_state_dict(state["optimizer"])
         for group in self._optimizer.param_groups:  # a resume may lower the learning rate
             group["lr"] = self.config.lr
@@ -418,9 +419,9 @@ class DeepfakeCurriculumEnv(gym.Env):
     def evaluate(self, split: str) -> dict[str, Any]:
         """Metrics of the current Student on ``split``, plus each manipulation family's AUC against the reals.
 
-        The frames stream through in batches: memory holds one score per frame plus a sum and count per video,
-        whatever the split's size. In a process group each rank scores its shard of the split and the scores are
-        all-gathered, so every rank returns the same metrics.
+        The frames stream through in batches: memory holds one score per frame, whatever the split's size. In a
+        process group each rank scores its shard of the split and the scores are all-gathered, so every rank returns
+        the same metrics.
         """
         if split not in self.splits:
             raise ValueError(f"unknown split {split!r}; accepted: {', '.join(self.splits)}")
@@ -441,10 +442,7 @@ class DeepfakeCurriculumEnv(gym.Env):
         self.student.train(was_training)
         (scores,) = self.group.all_gather_rows(shard_scores, total=len(data), kind="evaluation")
         scores = scores.cpu().numpy()
-        videos = VideoScoreAccumulator(labels, data.groups.cpu().numpy())
-        videos.add(slice(None), scores)  # in frame order: the sums of adding them batch by batch
-        metrics: dict[str, Any] = detection_metrics(labels, scores)
-        metrics["video_auc"] = videos.auc()
+        metrics: dict[str, Any] = detection_metrics(labels, scores, data.groups.cpu().numpy())
         metrics["family_auc"] = per_family_auc(labels, scores, data.families.cpu().numpy(), self.dataset.family_names)
         return metrics
 
@@ -472,11 +470,16 @@ class DeepfakeCurriculumEnv(gym.Env):
             **batching,
         )
 
-    def _build_student(self, seed: int) -> Student:
+    def build_student(self, seed: int) -> Student:
+        """A new Student of this env's backbone, initialised from ``seed`` (the global RNG untouched), on its device."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             student = Student.from_timm(self.config.backbone, self.config.pretrained)
         return student.to(self.device, memory_format=torch.channels_last)
+
+    def build_optimizer(self, student: Student) -> torch.optim.Optimizer:
+        """The optimiser this env trains ``student`` with (Adam at the env's ``lr`` and ``weight_decay``)."""
+        return torch.optim.Adam(student.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
 
     def _start_epoch(self) -> None:
         self._order = torch.randperm(len(self.splits["train"]), generator=self._data_generator)
@@ -545,7 +548,7 @@ class DeepfakeCurriculumEnv(gym.Env):
             logits, features = self.student(_normalise(images))
         errors = cross_entropy_errors(logits.softmax(dim=1), val.labels[device_ids])
         errors, features = self.group.all_gather_rows(errors, features, total=size, kind="rewards")
-        return head_gradient(errors, features, bias=self.student.classifier.bias is not None)
+        return head_gradient(errors, features, bias=self._head_has_bias)
 
     def _update(self, weights: torch.Tensor) -> torch.Tensor:
         """The weighted backward and optimiser step; returns the whole batch's detached loss, left on the device.

@@ -32,37 +32,6 @@ def video_auc(video_labels: np.ndarray, video_mean_scores: np.ndarray) -> float:
     return float(roc_auc_score(video_labels, video_mean_scores)) if _both_classes(video_labels) else float("nan")
 
 
-class VideoScoreAccumulator:
-    """Mean score per group ("video"), accumulated batch by batch as frame scores stream by.
-
-    It keeps a running sum and count per group, so an evaluation never needs more than its frames' scores; the
-    means are exactly those :func:`video_scores` computes from all the scores at once (same additions, same order,
-    as long as batches come in frame order).
-    """
-
-    def __init__(self, labels: np.ndarray, groups: np.ndarray) -> None:
-        unique_groups, self._index = np.unique(np.asarray(groups), return_inverse=True)
-        counts = np.bincount(self._index, minlength=len(unique_groups))
-        self.labels = np.rint(np.bincount(self._index, weights=np.asarray(labels)) / counts).astype(int)
-        self._sums = np.zeros(len(unique_groups))
-        self._counts = np.zeros(len(unique_groups), dtype=np.int64)
-
-    def add(self, positions: slice | np.ndarray, scores: np.ndarray) -> None:
-        """Add the scores of the frames at ``positions`` (of the ``groups`` given at construction)."""
-        index = self._index[positions]
-        np.add.at(self._sums, index, np.asarray(scores, dtype=np.float64))
-        np.add.at(self._counts, index, 1)
-
-    def mean_scores(self) -> np.ndarray:
-        """Mean score per group, in sorted group order (NaN for a group with no score yet)."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return self._sums / self._counts
-
-    def auc(self) -> float:
-        """Video-level AUC of the scores added so far."""
-        return video_auc(self.labels, self.mean_scores())
-
-
 def detection_metrics(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = None) -> dict[str, float]:
     """AUC, ACC (threshold 0.5), EER and AP on frames, plus video AUC when ``groups`` is given.
 

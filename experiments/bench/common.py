@@ -59,16 +59,16 @@ def setup(args: argparse.Namespace) -> torch.device:
     return resolve_device(args.device)
 
 
-def env_settings(args: argparse.Namespace, reward: str = "tsrl", epochs: int = 1, held_out_size: int = HELD_OUT_SIZE) -> dict:
+def env_settings(args: argparse.Namespace, reward: str = "tsrl", epochs: int = 1) -> dict:
     """Settings of a benchmark environment: the embedded benchmark generated at ``--image-size``, no Student warm-up."""
     return {
         "dataset": "embedded",
         "dataset_options": {
             "image_size": args.image_size,
             "train_size": args.train_size,
-            "val_size": held_out_size,
-            "test_seen_size": held_out_size,
-            "test_unseen_size": held_out_size,
+            "val_size": HELD_OUT_SIZE,
+            "test_seen_size": HELD_OUT_SIZE,
+            "test_unseen_size": HELD_OUT_SIZE,
             "seed": args.seed,
         },
         "backbone": args.backbone,
@@ -124,13 +124,9 @@ def batches(env: DeepfakeCurriculumEnv, generator: torch.Generator) -> Iterator[
 
 
 def build_student(env: DeepfakeCurriculumEnv, seed: int) -> tuple[Student, torch.optim.Optimizer]:
-    """A Student and optimiser built as the env builds its own (same backbone, layout and Adam settings)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        student = Student.from_timm(env.config.backbone, env.config.pretrained)
-    student = student.to(env.device, memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(student.parameters(), lr=env.config.lr, weight_decay=env.config.weight_decay)
-    return student, optimizer
+    """A Student and optimiser built as the env builds its own."""
+    student = env.build_student(seed)
+    return student, env.build_optimizer(student)
 
 
 class PlainSupervised:
@@ -221,10 +217,6 @@ def interleaved_times(epochs: dict[str, Callable[[], None]], repeats: int, devic
         for name in names[shift:] + names[:shift]:
             times[name].append(time_epoch(epochs[name], device))
     return times
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
 
 
 def paired_ratio(times: list[float], baseline: list[float]) -> float:

@@ -148,17 +148,9 @@ def run_child(args: argparse.Namespace) -> dict:
     return result
 
 
-def _child_argv(args: argparse.Namespace, tutor: str, train_size: int) -> list[str]:
-    argv = [sys.executable, "-m", "experiments.bench.memory", "--child", "--tutor", tutor, "--train-size", str(train_size)]
-    argv += ["--backbone", args.backbone, "--image-size", str(args.image_size), "--batch-size", str(args.batch_size)]
-    argv += ["--device", args.device, "--seed", str(args.seed), "--reward", args.reward, "--epochs", str(args.epochs)]
-    if args.threads is not None:
-        argv += ["--threads", str(args.threads)]
-    if args.state_feature_dim is not None:
-        argv += ["--state-feature-dim", str(args.state_feature_dim)]
-    if not args.tracemalloc:
-        argv.append("--no-tracemalloc")
-    return argv
+def _this_script(argv: list[str], *extra: str) -> list[str]:
+    """The command running this script again with ``argv`` and ``extra`` (argparse keeps an option's last value)."""
+    return [sys.executable, "-m", "experiments.bench.memory", *argv, *extra]
 
 
 def _megabytes(value: float | None) -> str:
@@ -181,8 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
 
     if args.prepare:
         make_dataset("embedded", **env_settings(args)["dataset_options"])
@@ -194,12 +186,12 @@ def main(argv: list[str] | None = None) -> None:
     # Generate (or find) each dataset in a process of its own first: generating inside a measured process would
     # leave freed memory in its RSS, which the run would then reuse unseen.
     for size in args.train_sizes:
-        prepare = [sys.executable, "-m", "experiments.bench.memory", "--prepare", "--train-size", str(size)]
-        subprocess.run(prepare + ["--image-size", str(args.image_size), "--seed", str(args.seed)], check=True)
+        subprocess.run(_this_script(argv, "--prepare", "--train-size", str(size)), check=True)
     results = []
     for tutor in args.tutors:
         for size in sorted(args.train_sizes):
-            completed = subprocess.run(_child_argv(args, tutor, size), capture_output=True, text=True)
+            child = _this_script(argv, "--child", "--tutor", tutor, "--train-size", str(size))
+            completed = subprocess.run(child, capture_output=True, text=True)
             lines = [line for line in completed.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
             if completed.returncode != 0 or not lines:
                 sys.stderr.write(completed.stdout + completed.stderr)

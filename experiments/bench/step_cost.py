@@ -24,6 +24,7 @@ env's epoch-end evaluations are no-ops and the Student's warm-up epochs are skip
 from __future__ import annotations
 
 import argparse
+from statistics import median
 
 import numpy as np
 import torch
@@ -39,7 +40,6 @@ from experiments.bench.common import (
     describe,
     interleaved_times,
     make_env,
-    median,
     paired_ratio,
     setup,
 )

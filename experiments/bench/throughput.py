@@ -15,6 +15,7 @@ per row, rows interleaved round by round, medians). The env's epoch-end evaluati
 from __future__ import annotations
 
 import argparse
+from statistics import median
 
 from experiments.bench.common import (
     FixedWeightEpochs,
@@ -23,7 +24,6 @@ from experiments.bench.common import (
     describe,
     interleaved_times,
     make_env,
-    median,
     paired_ratio,
     setup,
 )
