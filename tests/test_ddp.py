@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import socket
 import subprocess
@@ -25,6 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_resume import _subprocess_env
 
 from experiments.bench import ddp_comm
 from experiments.checkpoint import CHECKPOINT_NAME
@@ -49,12 +49,21 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _train(out: Path, config: Path, launcher: list[str], *extra: str) -> Path:
-    """Run ``tsrl train`` through ``launcher`` (python, or torchrun) and return its run directory."""
-    command = [*launcher, "-m", "experiments.cli", "train", "--config", str(config), "--out", str(out), "--no-progress", *extra]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    finished = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300)
+def _torchrun() -> list[str]:
+    """torchrun starting two processes, on a free port."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"]
+
+
+def _run_cli(launcher: list[str], *arguments: str) -> None:
+    """Run the ``tsrl`` command line through ``launcher`` (python, or torchrun) and check that it succeeded."""
+    command = [*launcher, "-m", "experiments.cli", *arguments]
+    finished = subprocess.run(command, cwd=ROOT, env=_subprocess_env(), capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
+
+
+def _train(out: Path, config: Path, launcher: list[str], *extra: str) -> Path:
+    """Run ``tsrl train`` through ``launcher`` and return its run directory."""
+    _run_cli(launcher, "train", "--config", str(config), "--out", str(out), "--no-progress", *extra)
     (run_dir,) = out.iterdir()  # torchrun's rank 1 wrote nothing of its own
     return run_dir
 
@@ -68,8 +77,7 @@ def one_and_two_processes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
     config_path = root / "tiny_batchnorm_free.yaml"
     config_path.write_text(yaml.safe_dump(config))
     single = _train(root / "one", config_path, [sys.executable])
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"]
-    distributed = _train(root / "two", config_path, torchrun, "--ddp")
+    distributed = _train(root / "two", config_path, _torchrun(), "--ddp")
     return single, distributed
 
 
@@ -142,11 +150,7 @@ def test_a_run_resumed_with_ddp_ends_as_the_uninterrupted_run(
     (run_dir / "ppo" / CHECKPOINT_NAME).write_bytes(copies[1])  # stopped during tutored epoch 1
     uniform_record = (run_dir / "uniform" / "run.json").read_bytes()
 
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"]
-    command = [*torchrun, "-m", "experiments.cli", "train", "--ddp", "--resume", str(run_dir), "--no-progress"]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    finished = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300)
-    assert finished.returncode == 0, finished.stderr[-3000:]
+    _run_cli(_torchrun(), "train", "--ddp", "--resume", str(run_dir), "--no-progress")
     assert (run_dir / "uniform" / "run.json").read_bytes() == uniform_record, "a finished Student is read back"
     _assert_same_student(single, run_dir, "ppo")
     assert (run_dir / "results.json").is_file() and not (run_dir / "ppo" / CHECKPOINT_NAME).exists()

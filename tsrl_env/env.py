@@ -238,7 +238,7 @@ class DeepfakeCurriculumEnv(gym.Env):
         self._optimizer = self.build_optimizer(self.student)
         self.history = SampleHistory(len(self.splits["train"]), self.config.ema_alpha, self.device)
         if self.config.reward in NEXT_VISIT_REWARDS:
-            self._ledger = NextVisitLedger(len(self.splits["train"]), self.device, self.reward_function)
+            self._ledger = NextVisitLedger(len(self.splits["train"]), self.device)
         self._data_generator.manual_seed(data_seed)
         if self._uses_trusted_batch:
             self._trusted_generator.manual_seed(int(self.np_random.integers(0, 2**31 - 1)))
@@ -401,7 +401,7 @@ class DeepfakeCurriculumEnv(gym.Env):
         self.history.load_state_dict(state["history"])
         self._ledger = None
         if state["ledger"] is not None:
-            self._ledger = NextVisitLedger(len(self.splits["train"]), self.device, self.reward_function)
+            self._ledger = NextVisitLedger(len(self.splits["train"]), self.device)
             self._ledger.load_state_dict(state["ledger"])
         self._data_generator.set_state(state["data_generator"])
         self._trusted_generator.set_state(state["trusted_generator"])

@@ -68,7 +68,7 @@ def next_visit_reward(
     measures includes every update between the two visits, not only the weighted one, and the reward arrives an
     epoch after the action it belongs to; see :class:`NextVisitLedger`.
     """
-    return _flip_reward(p_before, p_after, correct_before, correct_after, still_wrong_sign=1.0)
+    return tsrl_reward(p_before, p_after, correct_before, correct_after)
 
 
 def cross_entropy_errors(probabilities: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -178,13 +178,10 @@ class NextVisitLedger:
 
     NO_TRANSITION = -1
 
-    def __init__(
-        self, num_samples: int, device: torch.device | str = "cpu", reward_function: RewardFunction = next_visit_reward
-    ) -> None:
+    def __init__(self, num_samples: int, device: torch.device | str = "cpu") -> None:
         if num_samples < 1:
             raise ValueError(f"num_samples must be at least 1, got {num_samples}")
         self.num_samples = num_samples
-        self.reward_function = reward_function
         self.p_true = torch.zeros(num_samples, device=device)
         self.correct = torch.zeros(num_samples, dtype=torch.bool, device=device)
         self.transition = torch.full((num_samples,), self.NO_TRANSITION, dtype=torch.int64, device=device)
@@ -207,7 +204,7 @@ class NextVisitLedger:
         """
         paid_transition = self.transition[ids]
         paid_weight = self.weight[ids]
-        rewards = self.reward_function(self.p_true[ids], p_true, self.correct[ids], correct)
+        rewards = next_visit_reward(self.p_true[ids], p_true, self.correct[ids], correct)
         rewards = torch.where(paid_transition != self.NO_TRANSITION, rewards, torch.zeros_like(rewards))
         self.p_true[ids] = p_true.to(self.p_true.dtype)
         self.correct[ids] = correct
