@@ -211,6 +211,13 @@ class DeepfakeCurriculumEnv(gym.Env):
         return self._warming_up
 
     @property
+    def batch_sample_ids(self) -> np.ndarray:
+        """Training-set positions of the batch the next action weights, in the order of the observation's rows."""
+        if self._pending is None:
+            raise RuntimeError("no batch is waiting for weights: call reset() first, or reset() again after the episode ended")
+        return self._pending.ids.cpu().numpy()
+
+    @property
     def at_epoch_start(self) -> bool:
         """Whether the current tutored epoch has taken no step yet: its first batch is forwarded, not yet updated."""
         return self._pending is not None and not self._warming_up and self._step_in_epoch == 1

@@ -122,13 +122,16 @@ class Dataset:
     """A named set of splits: ``train`` and ``val`` always, plus one or more ``test_*`` splits.
 
     ``bad_frames`` counts, per split, the frames a source dropped because they were missing or unreadable (only
-    when told to skip them; empty otherwise).
+    when told to skip them; empty otherwise). ``knows_label_noise`` is True for a source that flipped training
+    labels itself and kept the true ones (``Split.clean_labels``); files on disk carry one label each, so a source
+    reading them cannot tell a wrong label from a right one.
     """
 
     name: str
     splits: dict[str, Split]
     family_names: tuple[str, ...]
     bad_frames: dict[str, int] = field(default_factory=dict)
+    knows_label_noise: bool = False
 
     def __post_init__(self) -> None:
         missing = {"train", "val"} - set(self.splits)

@@ -243,7 +243,7 @@ def generate_embedded(config: EmbeddedConfig | None = None, workers: int | None 
     for split in SPLIT_NAMES:
         splits[split] = _assemble_split(config, split, videos[split], group_offset)
         group_offset += counts[split]
-    return Dataset(name=DATASET_NAME, splits=splits, family_names=FAMILY_NAMES)
+    return Dataset(name=DATASET_NAME, splits=splits, family_names=FAMILY_NAMES, knows_label_noise=True)
 
 
 def _build_config(config: EmbeddedConfig | None, overrides: dict[str, Any]) -> EmbeddedConfig:
@@ -281,7 +281,7 @@ def _to_payload(dataset: Dataset, config: EmbeddedConfig) -> dict[str, Any]:
 
 def _from_payload(payload: dict[str, Any]) -> Dataset:
     splits = {name: Split(**tensors) for name, tensors in payload["splits"].items()}
-    return Dataset(name=DATASET_NAME, splits=splits, family_names=tuple(payload["family_names"]))
+    return Dataset(name=DATASET_NAME, splits=splits, family_names=tuple(payload["family_names"]), knows_label_noise=True)
 
 
 def load_embedded(
