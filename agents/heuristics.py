@@ -213,8 +213,37 @@ class AntiNoise(HeuristicTutor):
         return 1.0 - _highest(self.layout.ema_loss_of(states), dropped).astype(np.float32)
 
 
+class LabelNoiseOracle(HeuristicTutor):
+    """Weight 0 on samples whose training label was flipped, 1 elsewhere: the ceiling of any curriculum that
+    removes label noise, a reference row for every grid with label noise, never a tutor to deploy.
+
+    It reads the truth from the training split (``Split.flipped``) and the ids of the batch awaiting weights from
+    the environment (``batch_sample_ids``), never from an observation; no other tutor reads either. A dataset that
+    does not know which of its labels are wrong (files on disk, ``Dataset.knows_label_noise`` False) refuses it.
+    """
+
+    name = "oracle"
+
+    def __init__(self, env: gym.Env | VecEnv, seed: int | None = None, **params: float) -> None:
+        super().__init__(env, seed, **params)
+        dataset = _env_attr(env, "dataset")
+        if not dataset.knows_label_noise:
+            raise ValueError(
+                f"the 'oracle' tutor needs to know which training labels are wrong, and dataset {dataset.name!r} "
+                "does not (only a source that flips labels itself, like 'embedded' with label_noise, does); "
+                "drop 'oracle' from the tutors for this dataset"
+            )
+        self._flipped = dataset.splits["train"].flipped.numpy()
+
+    def weights(self, states: np.ndarray, progress: float) -> np.ndarray:
+        ids = _env_attr(self.env, "batch_sample_ids")
+        if len(ids) != len(states):
+            raise ValueError(f"the oracle weights the whole batch awaiting weights ({len(ids)} rows), got {len(states)} rows")
+        return (~self._flipped[ids]).astype(np.float32)
+
+
 HEURISTICS: dict[str, type[HeuristicTutor]] = {
-    cls.name: cls for cls in (Uniform, RandomWeights, SelfPaced, Focal, HardMining, AntiNoise)
+    cls.name: cls for cls in (Uniform, RandomWeights, SelfPaced, Focal, HardMining, AntiNoise, LabelNoiseOracle)
 }
 
 

@@ -15,7 +15,9 @@ metrics.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import multiprocessing
 import os
 from collections.abc import Iterator
@@ -31,13 +33,21 @@ from tqdm.auto import tqdm
 
 from agents import TUTORS
 from experiments.checkpoint import write_atomically
-from experiments.config import RunConfig, plain, read_yaml_config, run_config_from_dict, split_tutor_entry
+from experiments.config import CONFIG_DIR, RunConfig, plain, read_yaml_config, run_config_from_dict, split_tutor_entry
 from experiments.plots import plot_validation_curves, plot_weight_distributions, plot_weighting
 from experiments.record import StudentRun
-from experiments.summary import learns, markdown_tables, result_rows, write_csv
+from experiments.summary import (
+    learns,
+    markdown_tables,
+    paired_summary,
+    result_rows,
+    state_column_rows,
+    state_column_table,
+    write_csv,
+)
 from experiments.train import train_student
 from tsrl_env.config import EnvConfig, reject_unknown_keys
-from tsrl_env.data import make_dataset
+from tsrl_env.data import EmbeddedConfig, make_dataset
 from tsrl_env.rewards import REWARD_NAMES
 
 
@@ -103,6 +113,37 @@ def load_benchmark_config(path: str | Path, tutors: list[str] | None = None, see
     for variant in config.variants:
         config.run_config(variant, config.tutors[0], config.seeds[0])  # rejects bad overrides before any work
     return config
+
+
+# Seconds of one core per training image and epoch, everything a cell does included (forwards, weighted updates,
+# evaluations), at the image size given: the median cell of a grid run on the 2-core build machine with one torch
+# thread per cell (benchmark_noise's 108 cells, 61.6 s each for 3,000 images x 6 epochs; smoke's 6 cells, 2.0 s
+# for 256 x 3). Other machines, backbones or datasets: no estimate.
+MEASURED_COST_PER_IMAGE_EPOCH = {"regnetx_002": (64, 61.6 / (3000 * 6)), "test_resnet": (32, 2.0 / (256 * 3))}
+
+
+def estimated_wall_time_s(config: BenchmarkConfig, workers: int) -> float:
+    """The grid's wall time on the 2-core build machine with ``workers`` cells at once; NaN where not measured."""
+    total = 0.0
+    for variant, tutor, seed in config.cells():
+        env = config.run_config(variant, tutor, seed).env
+        if env.dataset != "embedded" or env.backbone not in MEASURED_COST_PER_IMAGE_EPOCH:
+            return float("nan")
+        measured_size, cost = MEASURED_COST_PER_IMAGE_EPOCH[env.backbone]
+        options = {**dataclasses.asdict(EmbeddedConfig()), **env.dataset_options}
+        size = env.image_size or options["image_size"]
+        total += cost * options["train_size"] * (env.warmup_epochs + env.epochs) * (size / measured_size) ** 2
+    return total / workers
+
+
+def available_benchmarks(workers: int = 2) -> list[tuple[str, BenchmarkConfig, float]]:
+    """Every benchmark config under ``experiments/configs`` (those listing ``tutors``) with its estimated wall time."""
+    found = []
+    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+        if "tutors" in (read_yaml_config(path) or {}):
+            config = load_benchmark_config(path)
+            found.append((path.stem, config, estimated_wall_time_s(config, workers)))
+    return sorted(found, key=lambda item: (math.isnan(item[2]), item[2]))
 
 
 def cell_dir(out: Path, variant: str, tutor: str, seed: int) -> Path:
@@ -190,15 +231,21 @@ def load_records(config: BenchmarkConfig, out: Path) -> list[dict[str, Any]]:
 
 
 def write_summary(config: BenchmarkConfig, out: Path) -> str:
-    """Rebuild ``results.csv``, ``results.md`` and the plots from every finished cell; return the Markdown."""
+    """Rebuild ``runs.csv``, ``results.csv``, ``state_columns.csv``, ``results.md`` and the plots from every finished
+    cell; return the Markdown."""
     records = load_records(config, out)
     if not records:
         raise RuntimeError(f"no finished cell under {out / 'cells'}; run the benchmark first")
     rows = result_rows(records)
-    write_csv(rows, out / "results.csv")
+    write_csv(rows, out / "runs.csv")
+    summary = paired_summary(rows)
+    write_csv(summary, out / "results.csv")
     total = len(list(config.cells()))
-    header = f"# Benchmark results\n\n{len(records)} of {total} runs finished. Mean ± 95% interval over seeds.\n\n"
-    markdown = header + markdown_tables(rows)
+    markdown = f"# Benchmark results\n\n{len(records)} of {total} runs finished.\n\n" + markdown_tables(summary)
+    columns = state_column_rows(records)
+    if columns:
+        write_csv(columns, out / "state_columns.csv")
+        markdown += "\n## What the state reveals\n\n" + state_column_table(columns)
     (out / "results.md").write_text(markdown)
     plots = out / "plots"
     plots.mkdir(exist_ok=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from experiments.benchmark import BACKENDS, load_benchmark_config, run_benchmark, write_summary
+from experiments.benchmark import BACKENDS, available_benchmarks, load_benchmark_config, run_benchmark, write_summary
 from experiments.calibrate import calibrate
 from experiments.checkpoint import RunInterrupted, interrupt_on_stop_signals
 from experiments.config import RunConfig, load_run_config
@@ -158,7 +159,26 @@ def _use_deterministic_algorithms() -> None:
     torch.backends.cudnn.benchmark = False
 
 
+def _list_benchmarks(workers: int) -> None:
+    print(f"Benchmark configs (tsrl benchmark --config NAME); wall time estimated for --workers {workers} on a 2-core CPU:")
+    for name, config, seconds in available_benchmarks(workers):
+        env = config.run_config(*next(config.cells())).env
+        size = f"{env.backbone}, {env.warmup_epochs}+{env.epochs} epochs"
+        estimate = "not measured" if math.isnan(seconds) else f"~{_duration(seconds)}"
+        cells = len(list(config.cells()))
+        grid = f"{len(config.tutors)} tutors x {len(config.seeds)} seeds x {len(config.variants)} variant(s)"
+        print(f"  {name:<18} {cells:>4} Students ({grid})  {size:<26} {estimate}")
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{max(minutes, 1)} min"
+
+
 def _benchmark(args: argparse.Namespace) -> None:
+    if args.config is None:
+        _list_benchmarks(args.workers if args.workers > 1 else 2)
+        return
     tutors = args.tutors.split(",") if args.tutors else None
     seeds = list(range(args.seeds)) if args.seeds else None
     config = load_benchmark_config(args.config, tutors=tutors, seeds=seeds)
@@ -238,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_train)
 
     bench = commands.add_parser("benchmark", help="run a tutor x seed x variant grid and write results.csv, results.md, plots")
-    bench.add_argument("--config", default="benchmark_noise", help="config name or YAML path (default: benchmark_noise)")
+    bench.add_argument("--config", help="config name or YAML path; without it, list the configs with their sizes")
     bench.add_argument("--tutors", help="comma-separated tutor names (overrides the config)")
     bench.add_argument("--seeds", type=int, help="run seeds 0..N-1 (overrides the config)")
     bench.add_argument(

@@ -7,19 +7,51 @@ It keeps small sums, never per-sample logs, so a record stays a few kilobytes wh
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 from stable_baselines3.common.logger import Logger
 
 from tsrl_env import DeepfakeCurriculumEnv
 from tsrl_env.data import REAL_FAMILY
+from tsrl_env.state import StateLayout
 
 WEIGHT_BINS = 20
 TALLY_PREFIXES = ("weight_by_", "reward_by_")
 # Edges of the EMA-loss bins: fine where a binary classifier's losses crowd (below ln 2), coarse above.
 EMA_LOSS_EDGES = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0, 1.5, 2.5, float("inf"))
+
+
+def noise_detection_auroc(suspicion: np.ndarray, flipped: np.ndarray) -> float:
+    """How well ``suspicion`` (higher = more likely a wrong label) separates flipped from clean samples: the area
+    under the ROC curve, 0.5 for no separation, 1 for perfect. Samples with a NaN score (not visited) are left out;
+    NaN when no flipped or no clean sample is left."""
+    known = ~np.isnan(suspicion)
+    labels = np.asarray(flipped, dtype=bool)[known]
+    if labels.all() or not labels.any():
+        return float("nan")
+    return float(roc_auc_score(labels, suspicion[known]))
+
+
+def state_column_suspicions(layout: StateLayout) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """Each state column read as a noise detector: a function of state rows whose value rises with suspicion.
+
+    A high EMA loss, a low probability of the training label and a wrong prediction point at a wrong label; for a
+    counter the direction is not known in advance, so it is read as "more events = more suspicious" and an AUROC
+    below 0.5 means the opposite direction separates.
+    """
+    suspicions = {
+        "ema_loss": layout.ema_loss_of,
+        "p_label": lambda states: -layout.p_label_of(states),
+        "wrong": lambda states: (~layout.correct_of(states)).astype(np.float64),
+    }
+    for name, column in layout.counters.items():
+        suspicions[f"{name}_counter"] = lambda states, column=column: states[..., column].astype(np.float64)
+    return suspicions
 
 
 @dataclass
@@ -33,6 +65,9 @@ class EpochRecord:
     mean_reward: float
     student_loss: float = float("nan")
     weight_histogram: list[int] = field(default_factory=list)  # WEIGHT_BINS counts over [0, 1]
+    # AUROC of low weight for a flipped label, and of each state column alone (tutored epochs with label noise).
+    noise_auroc: float = float("nan")
+    state_column_auroc: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,6 +105,8 @@ class StudentRun:
     weight_by_label_noise: WeightTally | None = None
     weight_by_family: WeightTally | None = None
     reward_by_label_noise: WeightTally | None = None  # the tutor's per-sample rewards, clean vs flipped labels
+    # AUROC of a sample's mean weight over the tutored epochs (low = flagged) for a flipped label.
+    noise_auroc: float = float("nan")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudentRun:
@@ -102,6 +139,9 @@ class CurriculumRecorder:
         run.weight_by_label_noise = WeightTally.empty(["clean", "flipped"])
         run.weight_by_family = WeightTally.empty([*env.dataset.family_names, "real"])
         run.reward_by_label_noise = WeightTally.empty(["clean", "flipped"])
+        self._suspicions = state_column_suspicions(self.layout)
+        self._weight_sums = np.zeros(len(train))
+        self._visits = np.zeros(len(train), dtype=np.int64)
         self._samples_seen = 0
         self._reset_epoch()
 
@@ -110,6 +150,8 @@ class CurriculumRecorder:
         self._rewards: list[float] = []
         self._losses: list[float] = []
         self._histogram = np.zeros(WEIGHT_BINS, dtype=np.int64)
+        # One value per training sample and epoch (each sample is visited at most once an epoch); NaN = not visited.
+        self._epoch_scores = {name: np.full(len(self._flipped), np.nan) for name in ("weight", *self._suspicions)}
 
     def warmup(self, reset_info: dict[str, Any]) -> None:
         """Record the uniform-weight warm-up epochs that ``reset`` ran."""
@@ -134,7 +176,14 @@ class CurriculumRecorder:
         self.run.weight_by_label_noise.add(self._flipped[ids], weights)
         self.run.weight_by_family.add(self._family_index[ids], weights)
         self.run.reward_by_label_noise.add(self._flipped[ids], info["sample_rewards"])
+        self._epoch_scores["weight"][ids] = 1.0 - weights
+        for name, suspicion in self._suspicions.items():
+            self._epoch_scores[name][ids] = suspicion(states)
+        self._weight_sums[ids] += weights
+        self._visits[ids] += 1
         if "val" in info:
+            aurocs = {name: noise_detection_auroc(scores, self._flipped) for name, scores in self._epoch_scores.items()}
+            noise_auroc = aurocs.pop("weight")
             self._finish(
                 EpochRecord(
                     len(self.run.epochs) + 1,
@@ -144,9 +193,14 @@ class CurriculumRecorder:
                     float(np.mean(self._rewards)),
                     float(np.mean(self._losses)),
                     self._histogram.tolist(),
+                    noise_auroc,
+                    aurocs,
                 )
             )
             self._reset_epoch()
+            visited = self._visits > 0
+            mean_weight = np.divide(self._weight_sums, self._visits, out=np.full(len(visited), np.nan), where=visited)
+            self.run.noise_auroc = noise_detection_auroc(1.0 - mean_weight, self._flipped)
         if "test" in info:
             self.run.test = info["test"]
 
@@ -154,11 +208,18 @@ class CurriculumRecorder:
         """The run so far, for a checkpoint; only between epochs, where no epoch is half recorded."""
         if self._weights:
             raise RuntimeError("a recorder's state is taken between epochs; this epoch has recorded steps already")
-        return {"run": asdict(self.run), "samples_seen": self._samples_seen}
+        return {
+            "run": asdict(self.run),
+            "samples_seen": self._samples_seen,
+            "weight_sums": self._weight_sums.copy(),
+            "visits": self._visits.copy(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.run = StudentRun.from_dict(state["run"])
         self._samples_seen = int(state["samples_seen"])
+        self._weight_sums = np.asarray(state["weight_sums"], dtype=np.float64).copy()
+        self._visits = np.asarray(state["visits"], dtype=np.int64).copy()
         self._reset_epoch()
 
     def _finish(self, record: EpochRecord) -> None:
@@ -171,4 +232,6 @@ class CurriculumRecorder:
         if record.phase == "tutored":
             self.logger.record("student/train_loss", record.student_loss)
             self.logger.record("tutor/mean_reward", record.mean_reward)
+            if not math.isnan(record.noise_auroc):
+                self.logger.record("tutor/noise_auroc", record.noise_auroc)
         self.logger.dump(self._samples_seen)

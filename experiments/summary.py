@@ -1,10 +1,21 @@
-"""Benchmark summaries: one CSV row per run, and per variant a Markdown table of means with 95% intervals."""
+"""Benchmark summaries, paired by seed.
+
+Every Student of one seed shares its data, initialisation, warm-up and batch order, so the measurement that tells
+tutors apart is the **paired difference** to ``uniform`` at the same seed: its mean over seeds with a 95% Student-t
+interval. A tutor is called better or worse than uniform only where that interval excludes 0. The means of
+independent Students (unpaired, with their own intervals) stay as a secondary table.
+
+Files: ``runs.csv`` (one row per Student, with its differences to the uniform Student of its seed),
+``results.csv`` (one row per variant and tutor: every paired statistic and the per-seed differences) and the
+Markdown of ``results.md``.
+"""
 
 from __future__ import annotations
 
 import csv
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +27,28 @@ from experiments.config import split_tutor_entry
 
 METRICS = ("auc", "video_auc", "acc", "eer", "ap")
 SPLITS = ("test_seen", "test_unseen")
-# Columns of the Markdown table: (header, CSV column, True if higher is better).
-TABLE_COLUMNS = (
-    ("unseen AUC", "test_unseen_auc", True),
-    ("unseen video AUC", "test_unseen_video_auc", True),
+REFERENCE = "uniform"
+ORACLE = "oracle"
+# The metrics compared between tutors: (header, CSV column, True if higher is better).
+HEADLINE = (
     ("seen AUC", "test_seen_auc", True),
+    ("unseen AUC", "test_unseen_auc", True),
     ("seen video AUC", "test_seen_video_auc", True),
+    ("unseen video AUC", "test_unseen_video_auc", True),
+    ("seen EER", "test_seen_eer", False),
     ("unseen EER", "test_unseen_eer", False),
-    ("mean weight flipped", "weight_flipped", None),
-    ("mean weight clean", "weight_clean", None),
-    ("mean reward flipped", "reward_flipped", None),
-    ("mean reward clean", "reward_clean", None),
-    ("overhead vs uniform", "overhead_vs_uniform", None),
+)
+# The oracle's gain is measured on these; a tutor's share of it is its own paired difference over the oracle's.
+SHARE_OF_ORACLE = ("test_seen_auc", "test_unseen_auc")
+# Columns of the secondary, unpaired table: (header, CSV column).
+UNPAIRED_COLUMNS = (
+    ("seen AUC", "test_seen_auc"),
+    ("unseen AUC", "test_unseen_auc"),
+    ("mean weight flipped", "weight_flipped"),
+    ("mean weight clean", "weight_clean"),
+    ("mean reward flipped", "reward_flipped"),
+    ("mean reward clean", "reward_clean"),
+    ("overhead vs uniform", "overhead_vs_uniform"),
 )
 
 
@@ -38,8 +59,8 @@ def learns(entry: str) -> bool:
 
 
 def result_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One flat row per run: identifiers, test metrics, weights on flipped vs clean samples, wall time, overhead."""
-    uniform_time = {(r["variant"], r["seed"]): r["run"].wall_time_s for r in records if r["tutor"] == "uniform"}
+    """One flat row per run: identifiers, test metrics, noise detection, weights on flipped vs clean samples, wall
+    time, and each headline metric's difference to the uniform Student of the same variant and seed."""
     rows = []
     for record in records:
         run = record["run"]
@@ -47,6 +68,7 @@ def result_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for split in SPLITS:
             for metric in METRICS:
                 row[f"{split}_{metric}"] = run.test.get(split, {}).get(metric, float("nan"))
+        row["noise_auroc"] = run.noise_auroc
         noise = run.weight_by_label_noise.means()
         row["weight_clean"], row["weight_flipped"] = noise["clean"], noise["flipped"]
         row["weight_flipped_over_clean"] = row["weight_flipped"] / row["weight_clean"] if row["weight_clean"] else float("nan")
@@ -54,9 +76,13 @@ def result_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rewards = run.reward_by_label_noise.means() if run.reward_by_label_noise else {}
         row["reward_clean"], row["reward_flipped"] = rewards.get("clean", float("nan")), rewards.get("flipped", float("nan"))
         row["wall_time_s"] = run.wall_time_s
-        baseline = uniform_time.get((record["variant"], record["seed"]))
-        row["overhead_vs_uniform"] = run.wall_time_s / baseline - 1.0 if baseline else float("nan")
         rows.append(row)
+    uniform = {(row["variant"], row["seed"]): row for row in rows if row["tutor"] == REFERENCE}
+    nothing = defaultdict(lambda: float("nan"))
+    for row in rows:
+        baseline = uniform.get((row["variant"], row["seed"]), nothing)
+        row |= {f"diff_{column}": row[column] - baseline[column] for _, column, _ in HEADLINE}
+        row["overhead_vs_uniform"] = row["wall_time_s"] / baseline["wall_time_s"] - 1.0 if baseline["wall_time_s"] else math.nan
     return rows
 
 
@@ -78,7 +104,101 @@ def mean_interval(values: list[float]) -> tuple[float, float]:
     return float(data.mean()), float(half)
 
 
-def _cell(mean: float, half: float, percent: bool = False) -> str:
+@dataclass(frozen=True)
+class PairedDifference:
+    """A tutor's difference to uniform on one metric, seed by seed, with the mean's 95% interval."""
+
+    per_seed: dict[int, float]
+    mean: float
+    half_width: float  # NaN below two pairs
+
+    @classmethod
+    def of(cls, per_seed: dict[int, float]) -> PairedDifference:
+        kept = {seed: value for seed, value in sorted(per_seed.items()) if not math.isnan(value)}
+        mean, half = mean_interval(list(kept.values()))
+        return cls(kept, mean, half)
+
+    @property
+    def pairs(self) -> int:
+        return len(self.per_seed)
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return self.mean - self.half_width, self.mean + self.half_width
+
+    @property
+    def excludes_zero(self) -> bool:
+        """True only when the 95% interval lies entirely above or below 0 (never for fewer than two pairs)."""
+        low, high = self.interval
+        return not math.isnan(self.half_width) and (low > 0 or high < 0)
+
+    def verdict(self, higher_is_better: bool) -> str:
+        """``better``, ``worse`` or ``no difference shown`` (``one seed`` where no interval exists)."""
+        if self.pairs < 2:
+            return "one seed" if self.pairs else "no pair"
+        if not self.excludes_zero:
+            return "no difference shown"
+        return "better" if (self.mean > 0) == higher_is_better else "worse"
+
+
+def paired_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per variant and tutor: for every headline metric the paired difference to uniform (mean, interval,
+    pairs, verdict, per-seed values), the share of the oracle's gain, the noise-detection AUROC and the unpaired
+    mean ± interval of each metric."""
+    by_cell: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_cell[row["variant"], row["tutor"]].append(row)
+    differences = {
+        cell: {column: PairedDifference.of({r["seed"]: r[f"diff_{column}"] for r in runs}) for _, column, _ in HEADLINE}
+        for cell, runs in by_cell.items()
+    }
+    summary = []
+    for (variant, tutor), runs in by_cell.items():
+        out: dict[str, Any] = {"variant": variant, "tutor": tutor, "kind": _kind(tutor), "seeds": len(runs)}
+        for _, column, higher in HEADLINE:
+            difference = differences[variant, tutor][column]
+            low, high = difference.interval
+            out |= {
+                f"diff_{column}": difference.mean,
+                f"diff_{column}_low": low,
+                f"diff_{column}_high": high,
+                f"diff_{column}_pairs": difference.pairs,
+                f"diff_{column}_verdict": difference.verdict(higher),
+                f"diff_{column}_per_seed": ";".join(f"{seed}:{value:+.4f}" for seed, value in difference.per_seed.items()),
+            }
+        for column in SHARE_OF_ORACLE:
+            oracle = differences.get((variant, ORACLE), {}).get(column)
+            gain = oracle.mean if oracle is not None else float("nan")
+            own = differences[variant, tutor][column].mean
+            out[f"share_of_oracle_{column}"] = own / gain if gain > 0 else float("nan")
+        out["noise_auroc"], out["noise_auroc_half"] = mean_interval([r["noise_auroc"] for r in runs])
+        for _, column in UNPAIRED_COLUMNS:
+            out[column], out[f"{column}_half"] = mean_interval([r[column] for r in runs])
+        summary.append(out)
+    return summary
+
+
+def _kind(tutor: str) -> str:
+    if tutor == ORACLE:
+        return "reference"
+    return "learned" if learns(tutor) else "heuristic"
+
+
+def _signed(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:+.3f}"
+
+
+def _difference_cell(row: dict[str, Any], column: str) -> str:
+    mean, low, high = row[f"diff_{column}"], row[f"diff_{column}_low"], row[f"diff_{column}_high"]
+    if math.isnan(mean):
+        return "-"
+    if math.isnan(low):
+        return _signed(mean)
+    text = f"{_signed(mean)} [{_signed(low)}, {_signed(high)}]"
+    return f"**{text}**" if row[f"diff_{column}_verdict"] in ("better", "worse") else text
+
+
+def _plain_cell(mean: float, half: float, percent: bool = False) -> str:
     if math.isnan(mean):
         return "-"
     if percent:
@@ -86,52 +206,98 @@ def _cell(mean: float, half: float, percent: bool = False) -> str:
     return f"{mean:.3f}" if math.isnan(half) else f"{mean:.3f} ± {half:.3f}"
 
 
-def markdown_tables(rows: list[dict[str, Any]]) -> str:
-    """Per variant, tutors sorted by mean unseen AUC, best mean of each scored column in bold, and a verdict line."""
-    by_variant: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for row in rows:
-        by_variant[row["variant"]][row["tutor"]].append(row)
+def _verdict(row: dict[str, Any]) -> str:
+    better = [name for name, column, _ in HEADLINE if row[f"diff_{column}_verdict"] == "better"]
+    worse = [name for name, column, _ in HEADLINE if row[f"diff_{column}_verdict"] == "worse"]
+    parts = [f"better on {', '.join(better)}"] if better else []
+    parts += [f"worse on {', '.join(worse)}"] if worse else []
+    return "; ".join(parts) or "no difference shown"
+
+
+def markdown_tables(summary: list[dict[str, Any]]) -> str:
+    """Per variant: the paired table (tutors sorted by their difference on unseen AUC, differences whose interval
+    excludes 0 in bold), then the unpaired means. With one seed the paired table gives the differences alone and
+    says that one seed cannot separate tutors."""
+    by_variant: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in summary:
+        by_variant[row["variant"]].append(row)
     parts = []
-    for variant, by_tutor in by_variant.items():
-        summary = {
-            tutor: {column: mean_interval([r[column] for r in runs]) for _, column, _ in TABLE_COLUMNS}
-            for tutor, runs in by_tutor.items()
-        }
-        order = sorted(summary, key=lambda t: -np.nan_to_num(summary[t]["test_unseen_auc"][0], nan=-1.0))
-        # A column no run of the table measured (flipped samples without label noise, rewards in older records) is left out.
-        columns = [c for c in TABLE_COLUMNS if any(not math.isnan(summary[t][c[1]][0]) for t in order)]
-        best = {}
-        for _, column, higher in columns:
-            means = {t: summary[t][column][0] for t in order if not math.isnan(summary[t][column][0])}
-            if higher is not None and means:
-                best[column] = (max if higher else min)(means, key=means.get)
-        header = ["tutor", "kind", "seeds", *(name for name, _, _ in columns)]
-        lines = [f"### {variant}", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-        for tutor in order:
-            cells = []
-            for _, column, _ in columns:
-                text = _cell(*summary[tutor][column], percent=column == "overhead_vs_uniform")
-                cells.append(f"**{text}**" if best.get(column) == tutor else text)
-            kind = "learned" if learns(tutor) else "heuristic"
-            lines.append(f"| {tutor} | {kind} | {len(by_tutor[tutor])} | " + " | ".join(cells) + " |")
-        lines += ["", _verdict(summary)]
+    for variant, rows in by_variant.items():
+        rows = sorted(rows, key=lambda r: (r["tutor"] != REFERENCE, -np.nan_to_num(r["diff_test_unseen_auc"], nan=-9.0)))
+        pairs = max(r["diff_test_unseen_auc_pairs"] for r in rows)
+        has_oracle = any(r["tutor"] == ORACLE for r in rows)
+        has_noise = any(not math.isnan(r["noise_auroc"]) for r in rows)
+        header = ["tutor", "kind", "pairs", *(f"Δ {name}" for name, _, _ in HEADLINE)]
+        header += ["share of oracle gain (seen / unseen AUC)"] if has_oracle else []
+        header += ["noise AUROC"] if has_noise else []
+        header += ["verdict vs uniform"] if pairs > 1 else []
+        lines = [f"### {variant}", ""]
+        if pairs < 2:
+            lines += ["One seed: the differences below are single pairs, and one seed cannot separate tutors.", ""]
+        else:
+            lines += [
+                f"Paired difference to `uniform` at the same seed: mean [95% interval] over up to {pairs} seeds; "
+                "bold where the interval excludes 0.",
+                "",
+            ]
+        lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+        for row in rows:
+            cells = [row["tutor"], row["kind"], str(row["diff_test_unseen_auc_pairs"])]
+            if row["tutor"] == REFERENCE:
+                cells += ["0"] * len(HEADLINE)
+            else:
+                cells += [_difference_cell(row, column) for _, column, _ in HEADLINE]
+            if has_oracle:
+                shares = [row[f"share_of_oracle_{column}"] for column in SHARE_OF_ORACLE]
+                cells.append(" / ".join("-" if math.isnan(s) else f"{s:+.0%}" for s in shares))
+            if has_noise:
+                cells.append(_plain_cell(row["noise_auroc"], row["noise_auroc_half"]))
+            if pairs > 1:
+                cells.append(_verdict(row) if row["tutor"] != REFERENCE else "reference")
+            lines.append("| " + " | ".join(cells) + " |")
+        columns = [c for c in UNPAIRED_COLUMNS if any(not math.isnan(r[c[1]]) for r in rows)]
+        unpaired = "mean ± 95% interval over independent Students" if pairs > 1 else "each Student's value"
+        lines += ["", f"Unpaired: {unpaired} (secondary: it hides the effects that pairing shows).", ""]
+        lines += ["| tutor | seeds | " + " | ".join(name for name, _ in columns) + " |", "|" + " --- |" * (len(columns) + 2)]
+        for row in rows:
+            cells = [
+                _plain_cell(row[column], row[f"{column}_half"] if pairs > 1 else float("nan"), column == "overhead_vs_uniform")
+                for _, column in columns
+            ]
+            lines.append(f"| {row['tutor']} | {row['seeds']} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
 
-def _verdict(summary: dict[str, dict[str, tuple[float, float]]]) -> str:
-    """A sentence saying whether the best learned tutor beats ``uniform`` and ``random`` on unseen AUC."""
-    learned = [t for t in summary if learns(t)]
-    controls = [t for t in ("uniform", "random") if t in summary]
-    if not learned or not controls:
+def state_column_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per run and tutored epoch: the AUROC with which each state column alone flags flipped labels."""
+    rows = []
+    for record in records:
+        tutored = [epoch for epoch in record["run"].epochs if epoch.phase == "tutored"]
+        for index, epoch in enumerate(tutored, start=1):
+            if epoch.state_column_auroc and not all(math.isnan(v) for v in epoch.state_column_auroc.values()):
+                row = {"variant": record["variant"], "tutor": record["tutor"], "seed": record["seed"], "tutored_epoch": index}
+                rows.append(row | {"tutor_weights": epoch.noise_auroc} | epoch.state_column_auroc)
+    return rows
+
+
+def state_column_table(rows: list[dict[str, Any]], tutor: str = REFERENCE) -> str:
+    """Markdown: per variant and tutored epoch, each column's AUROC (mean ± 95% interval over seeds) under ``tutor``."""
+    chosen = [row for row in rows if row["tutor"] == tutor]
+    if not chosen:
         return ""
-    best = max(learned, key=lambda t: np.nan_to_num(summary[t]["test_unseen_auc"][0], nan=-1.0))
-    mean, half = summary[best]["test_unseen_auc"]
-    clauses = []
-    for control in controls:
-        control_mean, control_half = summary[control]["test_unseen_auc"]
-        overlap = math.isnan(half) or math.isnan(control_half) or abs(mean - control_mean) <= half + control_half
-        relation = "above" if mean > control_mean else "below"
-        strength = "within the seed spread" if overlap else "outside the seed spread"
-        clauses.append(f"{abs(mean - control_mean):.3f} {relation} {control} ({strength})")
-    return f"Best learned tutor on unseen AUC: **{best}**, " + "; ".join(clauses) + "."
+    columns = [key for key in chosen[0] if key not in ("variant", "tutor", "seed", "tutored_epoch", "tutor_weights")]
+    lines = [
+        f"How well each state column alone flags a flipped label under `{tutor}` training (AUROC, 0.5 = not at all, "
+        "1 = perfectly; mean ± 95% interval over seeds).",
+        "",
+        "| variant | tutored epoch | seeds | " + " | ".join(columns) + " |",
+        "|" + " --- |" * (len(columns) + 3),
+    ]
+    grouped: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for row in chosen:
+        grouped[row["variant"], row["tutored_epoch"]].append(row)
+    for (variant, epoch), group in sorted(grouped.items()):
+        cells = [_plain_cell(*mean_interval([r[c] for r in group])) for c in columns]
+        lines.append(f"| {variant} | {epoch} | {len(group)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -6,7 +6,7 @@ import yaml
 
 from experiments.benchmark import cell_dir, load_benchmark_config, run_benchmark, write_summary
 from experiments.cli import main
-from experiments.summary import mean_interval
+from experiments.summary import HEADLINE, METRICS, SPLITS, markdown_tables, mean_interval, paired_summary
 
 TINY_ENV = {
     "dataset_options": {
@@ -46,9 +46,16 @@ def test_grid_runs_every_cell_once_and_summarises(tiny_benchmark, tmp_path):
     markdown = write_summary(config, out)
     for tutor in ("uniform", "random", "ppo"):
         assert f"| {tutor} |" in markdown
-    assert "### clean" in markdown and "### noisy" in markdown and "Best learned tutor on unseen AUC: **ppo**" in markdown
-    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert "### clean" in markdown and "### noisy" in markdown and "| ppo | learned | 2 |" in markdown
+    summary = list(csv.DictReader((out / "results.csv").open()))
+    assert {(row["variant"], row["tutor"]) for row in summary} == {(v, t) for v, t, _ in config.cells()}
+    assert all(row["diff_test_unseen_auc_pairs"] == "2" and row["diff_test_unseen_auc_per_seed"].startswith("0:") for row in summary)
+    rows = list(csv.DictReader((out / "runs.csv").open()))
     assert len(rows) == 12
+    assert all(float(row["diff_test_seen_auc"]) == 0.0 for row in rows if row["tutor"] == "uniform")
+    columns = list(csv.DictReader((out / "state_columns.csv").open()))
+    assert {row["variant"] for row in columns} == {"noisy"} and len(columns) == 3 * 2 * TINY_ENV["epochs"]
+    assert "## What the state reveals" in markdown
     assert all(0.0 <= float(row["test_unseen_auc"]) <= 1.0 for row in rows)
     assert all(float(row["overhead_vs_uniform"]) == 0.0 for row in rows if row["tutor"] == "uniform")
     assert all(float(row["weight_flipped"]) == 1.0 for row in rows if row["tutor"] == "uniform" and row["variant"] == "noisy")
@@ -109,6 +116,43 @@ def test_a_tutor_entry_can_name_the_reward_it_learns_from(tiny_benchmark, tmp_pa
     assert "| ppo@next_visit | learned | 1 |" in write_summary(config, out)
 
 
+def test_paired_differences_of_a_hand_computed_case():
+    # Three seeds; the tutor is 0.03, 0.04 and 0.05 above uniform in seen AUC (mean 0.04, sd 0.01) and exactly
+    # 0.01 below in unseen AUC; the oracle gains 0.08 in seen AUC at every seed.
+    def row(tutor, seed, seen, unseen):
+        values = {f"{split}_{metric}": 0.5 for split in SPLITS for metric in METRICS}
+        values |= {"test_seen_auc": seen, "test_unseen_auc": unseen}
+        return {"variant": "noise_0.30", "tutor": tutor, "seed": seed, "noise_auroc": 0.5, "wall_time_s": 1.0} | values
+
+    rows = [row("uniform", s, 0.70 + s / 100, 0.60) for s in range(3)]
+    rows += [row("focal", s, 0.73 + s / 100 + 0.01 * s, 0.59) for s in range(3)]
+    rows += [row("oracle", s, 0.78 + s / 100, 0.60) for s in range(3)]
+    for extra in ("weight_clean", "weight_flipped", "reward_clean", "reward_flipped"):
+        for r in rows:
+            r[extra] = float("nan")
+    for r in rows:
+        baseline = rows[r["seed"]]
+        r |= {f"diff_{c}": r[c] - baseline[c] for _, c, _ in HEADLINE}
+        r["overhead_vs_uniform"] = 0.0
+    summary = {r["tutor"]: r for r in paired_summary(rows)}
+    focal = summary["focal"]
+    half = 4.302653 * 0.01 / 3**0.5
+    assert focal["diff_test_seen_auc"] == pytest.approx(0.04)
+    assert focal["diff_test_seen_auc_low"] == pytest.approx(0.04 - half, rel=1e-5)
+    assert focal["diff_test_seen_auc_high"] == pytest.approx(0.04 + half, rel=1e-5)
+    assert focal["diff_test_seen_auc_pairs"] == 3 and focal["diff_test_seen_auc_verdict"] == "better"
+    assert focal["diff_test_seen_auc_per_seed"] == "0:+0.0300;1:+0.0400;2:+0.0500"
+    assert focal["diff_test_unseen_auc"] == pytest.approx(-0.01) and focal["diff_test_unseen_auc_verdict"] == "worse"
+    assert focal["share_of_oracle_test_seen_auc"] == pytest.approx(0.5)
+    assert summary["oracle"]["diff_test_seen_auc_verdict"] == "better"
+    assert summary["oracle"]["diff_test_unseen_auc_verdict"] == "no difference shown"
+    markdown = markdown_tables(list(summary.values()))
+    assert "| focal | heuristic | 3 | **+0.040 [" in markdown and "+50% / " in markdown
+
+    one_seed = markdown_tables(paired_summary([r for r in rows if r["seed"] == 0]))
+    assert "one seed cannot separate tutors" in one_seed and "[" not in one_seed and "±" not in one_seed
+
+
 def test_mean_interval_is_a_student_t_interval():
     mean, half = mean_interval([1.0, 2.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(4.302653 * 1.0 / 3**0.5, rel=1e-5)
@@ -134,3 +178,12 @@ def test_cli_benchmark_with_overrides(tiny_benchmark, tmp_path, capsys):
     )
     output = capsys.readouterr().out
     assert "| uniform |" in output and "1 of 2 runs finished" not in output and "2 of 2 runs finished" in output
+
+
+def test_benchmark_without_a_config_lists_the_configs_and_runs_nothing(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(["benchmark"])
+    listing = capsys.readouterr().out
+    assert "smoke" in listing and "benchmark_paired" in listing and "144 Students (9 tutors x 8 seeds x 2 variant(s))" in listing
+    assert listing.index("smoke") < listing.index("benchmark_paired"), "cheapest first"
+    assert not (tmp_path / "runs").exists()

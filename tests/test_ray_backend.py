@@ -27,7 +27,7 @@ def test_ray_grid_writes_every_record_and_resubmits_nothing(two_cell_benchmark, 
     config = load_benchmark_config(two_cell_benchmark)
     records = [cell_dir(out, *cell) / "record.json" for cell in config.cells()]
     assert all(json.loads(record.read_text())["torch_threads"] == 1 for record in records)
-    rows = list(csv.DictReader((out / "results.csv").open()))
+    rows = list(csv.DictReader((out / "runs.csv").open()))
     assert {(row["variant"], row["tutor"], int(row["seed"])) for row in rows} == set(config.cells())
 
     # Resuming a finished grid submits nothing: Ray is not even started, and the records stay as they are.
