@@ -36,10 +36,12 @@ from experiments.checkpoint import write_atomically
 from experiments.config import CONFIG_DIR, RunConfig, plain, read_yaml_config, run_config_from_dict, split_tutor_entry
 from experiments.plots import plot_validation_curves, plot_weight_distributions, plot_weighting
 from experiments.record import StudentRun
+from experiments.reproducibility import numeric_environment
 from experiments.summary import (
     learns,
     markdown_tables,
     paired_summary,
+    power_table,
     result_rows,
     state_column_rows,
     state_column_table,
@@ -162,7 +164,13 @@ def _run_cell(run_config: dict[str, Any], directory: str, threads: int) -> str:
     config.save(path / "config.yaml")
     resume_command = "the same tsrl benchmark command (finished cells are kept, this one continues)"
     run = train_student(config, path, progress=False, save_student=False, resume=True, resume_command=resume_command)
-    record = {"tutor": config.tutor, "seed": config.seed, "torch_threads": threads, "run": asdict(run)}
+    record = {
+        "tutor": config.tutor,
+        "seed": config.seed,
+        "torch_threads": threads,
+        "environment": numeric_environment(),
+        "run": asdict(run),
+    }
     write_atomically(path / "record.json", json.dumps(record))
     return str(path / "record.json")
 
@@ -242,6 +250,9 @@ def write_summary(config: BenchmarkConfig, out: Path) -> str:
     write_csv(summary, out / "results.csv")
     total = len(list(config.cells()))
     markdown = f"# Benchmark results\n\n{len(records)} of {total} runs finished.\n\n" + markdown_tables(summary)
+    power = power_table(summary)
+    if power:
+        markdown += "\n## Power\n\nSeeds a paired comparison needs, from the spread of the differences measured here.\n\n" + power
     columns = state_column_rows(records)
     if columns:
         write_csv(columns, out / "state_columns.csv")

@@ -111,12 +111,14 @@ class PairedDifference:
     per_seed: dict[int, float]
     mean: float
     half_width: float  # NaN below two pairs
+    sd: float  # of the per-seed differences; NaN below two pairs
 
     @classmethod
     def of(cls, per_seed: dict[int, float]) -> PairedDifference:
         kept = {seed: value for seed, value in sorted(per_seed.items()) if not math.isnan(value)}
         mean, half = mean_interval(list(kept.values()))
-        return cls(kept, mean, half)
+        sd = float(np.std(list(kept.values()), ddof=1)) if len(kept) > 1 else float("nan")
+        return cls(kept, mean, half, sd)
 
     @property
     def pairs(self) -> int:
@@ -163,6 +165,7 @@ def paired_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 f"diff_{column}_low": low,
                 f"diff_{column}_high": high,
                 f"diff_{column}_pairs": difference.pairs,
+                f"diff_{column}_sd": difference.sd,
                 f"diff_{column}_verdict": difference.verdict(higher),
                 f"diff_{column}_per_seed": ";".join(f"{seed}:{value:+.4f}" for seed, value in difference.per_seed.items()),
             }
@@ -301,3 +304,40 @@ def state_column_table(rows: list[dict[str, Any]], tutor: str = REFERENCE) -> st
         cells = [_plain_cell(*mean_interval([r[c] for r in group])) for c in columns]
         lines.append(f"| {variant} | {epoch} | {len(group)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def seeds_needed(sd: float, effect: float, power: float = 0.8, alpha: float = 0.05) -> int:
+    """Pairs a two-sided paired t-test needs to detect a mean difference ``effect`` with ``power``, for differences
+    of standard deviation ``sd`` (the noncentral t distribution, no normal approximation)."""
+    if not sd > 0:
+        raise ValueError(f"the paired standard deviation must be positive, got {sd}")
+    for n in range(2, 10_000):
+        critical = stats.t.ppf(1 - alpha / 2, n - 1)
+        shift = effect / sd * math.sqrt(n)
+        if stats.nct.sf(critical, n - 1, shift) + stats.nct.cdf(-critical, n - 1, shift) >= power:
+            return n
+    raise ValueError(f"an effect of {effect} with paired sd {sd} needs 10,000 pairs or more")
+
+
+def power_table(summary: list[dict[str, Any]], effects: tuple[float, ...] = (0.01, 0.02)) -> str:
+    """Markdown: per variant and AUC, the median paired sd of the non-reference tutors and the pairs needed for each
+    effect at 80% power. The oracle (a near-constant gain) and uniform are left out."""
+    lines = [
+        "| variant | metric | tutors | median paired sd | "
+        + " | ".join(f"seeds for {effect:g} at 80% power" for effect in effects)
+        + " |",
+        "|" + " --- |" * (4 + len(effects)),
+    ]
+    by_variant: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in summary:
+        if row["tutor"] not in (REFERENCE, ORACLE):
+            by_variant[row["variant"]].append(row)
+    for variant, rows in by_variant.items():
+        for name, column in (("seen AUC", "test_seen_auc"), ("unseen AUC", "test_unseen_auc")):
+            sds = [r[f"diff_{column}_sd"] for r in rows if not math.isnan(r[f"diff_{column}_sd"])]
+            if not sds:
+                continue
+            sd = float(np.median(sds))
+            needed = " | ".join(str(seeds_needed(sd, effect)) for effect in effects)
+            lines.append(f"| {variant} | {name} | {len(sds)} | {sd:.3f} | {needed} |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""

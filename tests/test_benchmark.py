@@ -6,7 +6,7 @@ import yaml
 
 from experiments.benchmark import cell_dir, load_benchmark_config, run_benchmark, write_summary
 from experiments.cli import main
-from experiments.summary import HEADLINE, METRICS, SPLITS, markdown_tables, mean_interval, paired_summary
+from experiments.summary import HEADLINE, METRICS, SPLITS, markdown_tables, mean_interval, paired_summary, seeds_needed
 
 TINY_ENV = {
     "dataset_options": {
@@ -55,7 +55,7 @@ def test_grid_runs_every_cell_once_and_summarises(tiny_benchmark, tmp_path):
     assert all(float(row["diff_test_seen_auc"]) == 0.0 for row in rows if row["tutor"] == "uniform")
     columns = list(csv.DictReader((out / "state_columns.csv").open()))
     assert {row["variant"] for row in columns} == {"noisy"} and len(columns) == 3 * 2 * TINY_ENV["epochs"]
-    assert "## What the state reveals" in markdown
+    assert "## What the state reveals" in markdown and "## Power" in markdown
     assert all(0.0 <= float(row["test_unseen_auc"]) <= 1.0 for row in rows)
     assert all(float(row["overhead_vs_uniform"]) == 0.0 for row in rows if row["tutor"] == "uniform")
     assert all(float(row["weight_flipped"]) == 1.0 for row in rows if row["tutor"] == "uniform" and row["variant"] == "noisy")
@@ -151,6 +151,13 @@ def test_paired_differences_of_a_hand_computed_case():
 
     one_seed = markdown_tables(paired_summary([r for r in rows if r["seed"] == 0]))
     assert "one seed cannot separate tutors" in one_seed and "[" not in one_seed and "±" not in one_seed
+
+
+def test_seeds_needed_matches_the_paired_t_test_tables():
+    # Cohen's d = 1 (effect = sd) needs 10 pairs for 80% power at a two-sided 5% level; d = 0.5 needs 34.
+    assert seeds_needed(0.02, 0.02) == 10 and seeds_needed(0.02, 0.01) == 34
+    with pytest.raises(ValueError, match="must be positive"):
+        seeds_needed(0.0, 0.01)
 
 
 def test_mean_interval_is_a_student_t_interval():
