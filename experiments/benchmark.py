@@ -38,6 +38,8 @@ from experiments.plots import plot_validation_curves, plot_weight_distributions,
 from experiments.record import StudentRun
 from experiments.reproducibility import numeric_environment
 from experiments.summary import (
+    ORACLE,
+    REFERENCE,
     learns,
     markdown_tables,
     paired_summary,
@@ -114,7 +116,22 @@ def load_benchmark_config(path: str | Path, tutors: list[str] | None = None, see
     )
     for variant in config.variants:
         config.run_config(variant, config.tutors[0], config.seeds[0])  # rejects bad overrides before any work
-    return config
+    return with_reference_tutors(config)
+
+
+def with_reference_tutors(config: BenchmarkConfig) -> BenchmarkConfig:
+    """The grid with the rows every comparison needs, first in each seed: ``uniform``, which differences are taken
+    against, always; ``oracle`` (the ceiling of noise removal) and ``random`` (the floor) when a variant flips labels."""
+    references = [REFERENCE]
+    if any(_flips_labels(config.run_config(variant, config.tutors[0], config.seeds[0]).env) for variant in config.variants):
+        references += [ORACLE, "random"]
+    missing = tuple(tutor for tutor in references if tutor not in config.tutors)
+    return dataclasses.replace(config, tutors=missing + config.tutors) if missing else config
+
+
+def _flips_labels(env: EnvConfig) -> bool:
+    # Only the embedded source flips labels itself (and so knows which are wrong); files carry one label each.
+    return env.dataset == "embedded" and {**dataclasses.asdict(EmbeddedConfig()), **env.dataset_options}["label_noise"] > 0
 
 
 # Seconds of one core per training image and epoch, everything a cell does included (forwards, weighted updates,

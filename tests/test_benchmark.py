@@ -40,8 +40,9 @@ def tiny_benchmark(tmp_path):
 def test_grid_runs_every_cell_once_and_summarises(tiny_benchmark, tmp_path):
     config = load_benchmark_config(tiny_benchmark)
     out = tmp_path / "out"
+    assert config.tutors == ("oracle", "uniform", "random", "ppo"), "a grid with label noise gets the oracle row first"
     records = run_benchmark(config, out, workers=2, progress=False)
-    assert len(records) == 12
+    assert len(records) == 16
     assert {(r["variant"], r["tutor"], r["seed"]) for r in records} == set(config.cells())
     markdown = write_summary(config, out)
     for tutor in ("uniform", "random", "ppo"):
@@ -49,12 +50,14 @@ def test_grid_runs_every_cell_once_and_summarises(tiny_benchmark, tmp_path):
     assert "### clean" in markdown and "### noisy" in markdown and "| ppo | learned | 2 |" in markdown
     summary = list(csv.DictReader((out / "results.csv").open()))
     assert {(row["variant"], row["tutor"]) for row in summary} == {(v, t) for v, t, _ in config.cells()}
-    assert all(row["diff_test_unseen_auc_pairs"] == "2" and row["diff_test_unseen_auc_per_seed"].startswith("0:") for row in summary)
+    assert all(
+        row["diff_test_unseen_auc_pairs"] == "2" and row["diff_test_unseen_auc_per_seed"].startswith("0:") for row in summary
+    )
     rows = list(csv.DictReader((out / "runs.csv").open()))
-    assert len(rows) == 12
+    assert len(rows) == 16
     assert all(float(row["diff_test_seen_auc"]) == 0.0 for row in rows if row["tutor"] == "uniform")
     columns = list(csv.DictReader((out / "state_columns.csv").open()))
-    assert {row["variant"] for row in columns} == {"noisy"} and len(columns) == 3 * 2 * TINY_ENV["epochs"]
+    assert {row["variant"] for row in columns} == {"noisy"} and len(columns) == 4 * 2 * TINY_ENV["epochs"]
     assert "## What the state reveals" in markdown and "## Power" in markdown
     assert all(0.0 <= float(row["test_unseen_auc"]) <= 1.0 for row in rows)
     assert all(float(row["overhead_vs_uniform"]) == 0.0 for row in rows if row["tutor"] == "uniform")
@@ -83,8 +86,12 @@ def test_same_seed_same_result_different_seed_different_result(tiny_benchmark, t
     config = load_benchmark_config(tiny_benchmark, tutors=["random"], seeds=[0, 1])
     first = run_benchmark(config, tmp_path / "a", workers=2, progress=False)
     second = run_benchmark(config, tmp_path / "b", workers=2, progress=False)
+    assert config.tutors == ("uniform", "oracle", "random")
     assert [r["run"].test for r in first] == [r["run"].test for r in second]
-    assert first[0]["run"].test != first[2]["run"].test
+    tests = {(r["variant"], r["tutor"], r["seed"]): r["run"].test for r in first}
+    assert tests["clean", "random", 0] != tests["clean", "random", 1]
+    assert tests["clean", "oracle", 0] == tests["clean", "uniform", 0], "without label noise the oracle weights every sample 1"
+    assert tests["noisy", "oracle", 0] != tests["noisy", "uniform", 0]
 
 
 def test_bad_benchmark_configs_are_refused(tiny_benchmark, tmp_path):
@@ -184,7 +191,7 @@ def test_cli_benchmark_with_overrides(tiny_benchmark, tmp_path, capsys):
         ]
     )
     output = capsys.readouterr().out
-    assert "| uniform |" in output and "1 of 2 runs finished" not in output and "2 of 2 runs finished" in output
+    assert "| uniform |" in output and "| oracle |" in output and "6 of 6 runs finished" in output
 
 
 def test_benchmark_without_a_config_lists_the_configs_and_runs_nothing(capsys, tmp_path, monkeypatch):

@@ -13,7 +13,8 @@ from experiments.cli import main
 @pytest.fixture
 def two_cell_benchmark(tmp_path):
     path = tmp_path / "two_cells.yaml"
-    path.write_text(yaml.safe_dump({"env": TINY_ENV, "tutors": ["uniform", "random"], "seeds": [0]}))
+    clean = {**TINY_ENV, "dataset_options": {**TINY_ENV["dataset_options"], "label_noise": 0.0}}  # no oracle row
+    path.write_text(yaml.safe_dump({"env": clean, "tutors": ["uniform", "random"], "seeds": [0]}))
     return path
 
 
