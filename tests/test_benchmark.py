@@ -69,7 +69,7 @@ def test_grid_runs_every_cell_once_and_summarises(tiny_benchmark, tmp_path):
     assert "mean weight flipped" in noisy_table and "mean reward flipped" in noisy_table
     for name in ("val_auc.png", "weights_clean.png", "weights_noisy.png", "weighting_clean.png", "weighting_noisy.png"):
         assert (out / "plots" / name).stat().st_size > 10_000
-    assert yaml.safe_load((out / "config.yaml").read_text())["tutors"] == ["uniform", "random", "ppo"]
+    assert yaml.safe_load((out / "config.yaml").read_text())["tutors"] == ["oracle", "uniform", "random", "ppo"]
     noisy_cell = cell_dir(out, "noisy", "random", 1)
     assert yaml.safe_load((noisy_cell / "config.yaml").read_text())["env"]["dataset_options"]["label_noise"] == 0.3
 
