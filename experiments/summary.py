@@ -228,7 +228,7 @@ def markdown_tables(summary: list[dict[str, Any]]) -> str:
     for variant, rows in by_variant.items():
         rows = sorted(rows, key=lambda r: (r["tutor"] != REFERENCE, -np.nan_to_num(r["diff_test_unseen_auc"], nan=-9.0)))
         pairs = max(r["diff_test_unseen_auc_pairs"] for r in rows)
-        has_oracle = any(r["tutor"] == ORACLE for r in rows)
+        has_oracle = any(not math.isnan(r[f"share_of_oracle_{SHARE_OF_ORACLE[0]}"]) for r in rows)
         has_noise = any(not math.isnan(r["noise_auroc"]) for r in rows)
         header = ["tutor", "kind", "pairs", *(f"Δ {name}" for name, _, _ in HEADLINE)]
         header += ["share of oracle gain (seen / unseen AUC)"] if has_oracle else []
@@ -252,7 +252,8 @@ def markdown_tables(summary: list[dict[str, Any]]) -> str:
                 cells += [_difference_cell(row, column) for _, column, _ in HEADLINE]
             if has_oracle:
                 shares = [row[f"share_of_oracle_{column}"] for column in SHARE_OF_ORACLE]
-                cells.append(" / ".join("-" if math.isnan(s) else f"{s:+.0%}" for s in shares))
+                shown = row["tutor"] not in (REFERENCE, ORACLE)
+                cells.append(" / ".join(f"{s:+.0%}" if shown and not math.isnan(s) else "-" for s in shares))
             if has_noise:
                 cells.append(_plain_cell(row["noise_auroc"], row["noise_auroc_half"]))
             if pairs > 1:
