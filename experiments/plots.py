@@ -10,7 +10,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from experiments.record import WEIGHT_BINS, StudentRun, WeightTally
+from experiments.record import WEIGHT_BINS, StudentRun, GroupTally
 
 # Twenty distinct colours: a benchmark compares a dozen tutors, more than the default cycle's ten.
 COLOURS = matplotlib.colormaps["tab20"].colors
@@ -66,7 +66,7 @@ def plot_weight_distributions(records: list[dict[str, Any]], variant: str, path:
 
 
 def _pooled(runs: list[StudentRun], attribute: str) -> tuple[list[str], np.ndarray]:
-    tallies: list[WeightTally] = [getattr(run, attribute) for run in runs]
+    tallies: list[GroupTally] = [getattr(run, attribute) for run in runs]
     sums = np.sum([tally.sums for tally in tallies], axis=0)
     counts = np.sum([tally.counts for tally in tallies], axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -71,7 +71,7 @@ class EpochRecord:
 
 
 @dataclass
-class WeightTally:
+class GroupTally:
     """Sum and count of a per-sample value (the weights given, the rewards paid) per group of samples, so means can be
     pooled over runs."""
 
@@ -80,12 +80,12 @@ class WeightTally:
     counts: list[int]
 
     @classmethod
-    def empty(cls, groups: list[str]) -> WeightTally:
+    def empty(cls, groups: list[str]) -> GroupTally:
         return cls(list(groups), [0.0] * len(groups), [0] * len(groups))
 
-    def add(self, group_index: np.ndarray, weights: np.ndarray) -> None:
+    def add(self, group_index: np.ndarray, values: np.ndarray) -> None:
         n = len(self.groups)
-        self.sums = (np.asarray(self.sums) + np.bincount(group_index, weights, minlength=n)).tolist()
+        self.sums = (np.asarray(self.sums) + np.bincount(group_index, values, minlength=n)).tolist()
         self.counts = (np.asarray(self.counts) + np.bincount(group_index, minlength=n)).tolist()
 
     def means(self) -> dict[str, float]:
@@ -100,17 +100,17 @@ class StudentRun:
     epochs: list[EpochRecord] = field(default_factory=list)
     test: dict[str, dict[str, Any]] = field(default_factory=dict)
     wall_time_s: float = 0.0
-    weight_by_ema_loss: WeightTally | None = None
-    weight_by_correct: WeightTally | None = None
-    weight_by_label_noise: WeightTally | None = None
-    weight_by_family: WeightTally | None = None
-    reward_by_label_noise: WeightTally | None = None  # the tutor's per-sample rewards, clean vs flipped labels
+    weight_by_ema_loss: GroupTally | None = None
+    weight_by_correct: GroupTally | None = None
+    weight_by_label_noise: GroupTally | None = None
+    weight_by_family: GroupTally | None = None
+    reward_by_label_noise: GroupTally | None = None  # the tutor's per-sample rewards, clean vs flipped labels
     # AUROC of a sample's mean weight over the tutored epochs (low = flagged) for a flipped label.
     noise_auroc: float = float("nan")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudentRun:
-        tallies = {key: WeightTally(**value) for key, value in data.items() if key.startswith(TALLY_PREFIXES) and value}
+        tallies = {key: GroupTally(**value) for key, value in data.items() if key.startswith(TALLY_PREFIXES) and value}
         epochs = [EpochRecord(**record) for record in data.get("epochs", [])]
         rest = {k: v for k, v in data.items() if k != "epochs" and not k.startswith(TALLY_PREFIXES)}
         return cls(epochs=epochs, **rest, **tallies)
@@ -132,13 +132,13 @@ class CurriculumRecorder:
         self._flipped = train.flipped.numpy().astype(np.int64)
         families = train.families.numpy()
         self._family_index = np.where(families == REAL_FAMILY, len(env.dataset.family_names), families)
-        run.weight_by_ema_loss = WeightTally.empty(
+        run.weight_by_ema_loss = GroupTally.empty(
             [f"{low:g}-{high:g}" for low, high in zip(EMA_LOSS_EDGES[:-1], EMA_LOSS_EDGES[1:], strict=True)]
         )
-        run.weight_by_correct = WeightTally.empty(["wrong", "right"])
-        run.weight_by_label_noise = WeightTally.empty(["clean", "flipped"])
-        run.weight_by_family = WeightTally.empty([*env.dataset.family_names, "real"])
-        run.reward_by_label_noise = WeightTally.empty(["clean", "flipped"])
+        run.weight_by_correct = GroupTally.empty(["wrong", "right"])
+        run.weight_by_label_noise = GroupTally.empty(["clean", "flipped"])
+        run.weight_by_family = GroupTally.empty([*env.dataset.family_names, "real"])
+        run.reward_by_label_noise = GroupTally.empty(["clean", "flipped"])
         self._suspicions = state_column_suspicions(self.layout)
         self._weight_sums = np.zeros(len(train))
         self._visits = np.zeros(len(train), dtype=np.int64)
