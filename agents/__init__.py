@@ -8,7 +8,8 @@ episode_start=None, deterministic=False) -> (actions, state)`` on a batch of sta
 ``env`` is a :class:`tsrl_env.DeepfakeCurriculumEnv` or an SB3 ``VecEnv`` view of one. Learned tutors are SB3
 algorithms acting through the per-sample view (:mod:`agents.zoo`, :mod:`agents.ppo`), or on whole batches
 (:mod:`agents.attention`); heuristic curricula follow fixed rules (:mod:`agents.heuristics`). Under the ``next_visit``
-reward, PPO and the off-policy tutors credit each reward to the earlier action it pays (:mod:`agents.next_visit`).
+reward (any reward that pays late), PPO and the off-policy tutors credit each reward to the earlier action it pays
+(:mod:`agents.next_visit`).
 """
 
 from __future__ import annotations
@@ -29,9 +30,8 @@ from agents.attention import AttentionPPO, load_attention_tutor, make_attention_
 from agents.heuristics import HEURISTICS, HeuristicTutor
 from agents.next_visit import NextVisitReplayBuffer
 from agents.ppo import SigmoidGaussianPolicy, TutorPPO, loss_rank_targets
-from agents.vec_env import PerSampleVecEnv, as_per_sample_vec_env
+from agents.vec_env import BatchVecEnv, PerSampleVecEnv, as_per_sample_vec_env
 from agents.zoo import make_a2c, make_ddpg, make_sac, make_td3
-from tsrl_env import PerSampleVectorEnv
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def single_episode_view(name: str, env: gym.Env) -> gym.Env | VecEnv:
     """
     if tutor_spec(name).acts_on_batch:
         return env
-    return PerSampleVecEnv(PerSampleVectorEnv(env, autoreset=False))
+    return PerSampleVecEnv(env, autoreset=False)
 
 
 def load_tutor(name: str, path: str | Path, env: gym.Env | VecEnv | None = None) -> Any:
@@ -102,6 +102,7 @@ def load_tutor(name: str, path: str | Path, env: gym.Env | VecEnv | None = None)
 __all__ = [
     "HEURISTICS",
     "AttentionPPO",
+    "BatchVecEnv",
     "TUTORS",
     "HeuristicTutor",
     "NextVisitReplayBuffer",

@@ -170,16 +170,18 @@ class AttentionPPO(TutorPPO):
             n_epochs=n_epochs,
             gamma=gamma,
             policy=policy,
-            # A whole-batch transition's next_visit reward averages payments for many earlier batches' actions, so the
-            # per-sample late credit of TutorPPO does not apply: this tutor credits each step's reward to its action.
+            # A whole-batch transition's reward, when it pays late, averages payments for many earlier batches' actions,
+            # so the per-sample late credit of TutorPPO does not apply: this tutor credits each step's reward to its
+            # action.
             next_visit=False,
             **kwargs,
         )
 
     @staticmethod
     def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
-        # SB3 would wrap a plain env in a DummyVecEnv, which resets (a new Student) when the episode ends;
-        # ``load(..., env=...)`` and ``set_env`` come through here too.
+        # SB3 would wrap a plain env in a DummyVecEnv, which resets (a new Student) when the episode ends. Its private
+        # ``_wrap_env`` is the one place ``__init__``, ``load(..., env=...)`` and ``set_env`` all pass through, and SB3
+        # offers no public hook for it: overriding it is the only way to give every one of them the no-reset view.
         return TutorPPO._wrap_env(as_batch_vec_env(env), verbose, monitor_wrapper)
 
 

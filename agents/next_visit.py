@@ -1,15 +1,15 @@
-"""Credit assignment for the ``next_visit`` reward, whose rewards arrive one Student epoch after their actions.
+"""Credit assignment for rewards that pay late, such as ``next_visit``, whose rewards arrive one Student epoch after
+their actions.
 
-Under ``reward="next_visit"`` a step pays the current batch's samples for the weights given to them at their previous
-visit, one epoch earlier; each sub-env's ``info["batch"]["reward_for"]`` names the action each reward belongs to.
-SB3's algorithms credit a step's rewards to that step's actions, which is wrong here. :class:`NextVisitStep` reads what
-one step pays, :class:`NextVisitReplayBuffer` credits it for the off-policy tutors (SAC, TD3, DDPG), and
+Under such a reward a step pays the current batch's samples for the weights given to them at their previous visit,
+one epoch earlier; the step's ``info["reward_for"]`` (a :class:`tsrl_env.LateCredit`) names the action each reward
+belongs to. SB3's algorithms credit a step's rewards to that step's actions, which is wrong here.
+:class:`NextVisitReplayBuffer` credits them for the off-policy tutors (SAC, TD3, DDPG), and
 :class:`agents.ppo.TutorPPO` trains one rollout late (see there).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,61 +17,34 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from tsrl_env.rewards import NEXT_VISIT_REWARDS
+from tsrl_env import LateCredit
 
 
-def pays_next_visit(env: VecEnv) -> bool:
-    """Whether ``env`` pays rewards at the next visit (a curriculum environment with ``reward="next_visit"``).
+def pays_late(env: VecEnv) -> bool:
+    """Whether ``env``'s reward pays each action at a later step (its ``reward`` says so, e.g. ``next_visit``).
 
-    Environments without a curriculum ``config`` (toy environments, other tasks) pay each step's own actions.
+    Environments without a curriculum reward (toy environments, other tasks) pay each step's own actions.
     """
     try:
-        config = env.get_attr("config")[0]
+        reward = env.get_attr("reward")[0]
     except AttributeError:
         return False
-    return getattr(config, "reward", None) in NEXT_VISIT_REWARDS
+    return bool(getattr(reward, "pays_late", False))
 
 
-@dataclass(frozen=True)
-class NextVisitStep:
-    """One step of a ``next_visit`` environment as a tutor needs it: which Student step it is, and what it pays.
-
-    ``epoch`` and ``step`` place the step in the episode; the ``paid_*`` arrays hold one entry per row of the batch
-    that was paid, naming the earlier action (``paid_epoch``, ``paid_step``, ``paid_slot``) and its reward. Rows with
-    no earlier action (a sample's first tutored visit) are left out.
-    """
-
-    epoch: int
-    step: int
-    paid_epoch: np.ndarray
-    paid_step: np.ndarray
-    paid_slot: np.ndarray
-    paid_reward: np.ndarray
-
-    @classmethod
-    def from_info(cls, info: dict[str, Any]) -> NextVisitStep:
-        """Read one sub-env's info of the per-sample view (:class:`agents.vec_env.PerSampleVecEnv`)."""
-        batch = info.get("batch", {})
-        if "reward_for" not in batch:
-            raise ValueError(
-                "the environment's step info has no batch['reward_for'], so its rewards cannot be credited to the "
-                "earlier actions they belong to: next_visit credit needs DeepfakeCurriculumEnv with reward='next_visit' "
-                "under the per-sample view; for other rewards build the tutor without it (PPO: next_visit=False)"
-            )
-        reward_for = batch["reward_for"]
-        paid = reward_for["transition"] >= 0
-        return cls(
-            epoch=int(batch["epoch"]),
-            step=int(batch["step"]),
-            paid_epoch=reward_for["epoch"][paid],
-            paid_step=reward_for["step"][paid],
-            paid_slot=reward_for["slot"][paid],
-            paid_reward=np.asarray(batch["sample_rewards"])[paid],
+def paid_credit(info: dict[str, Any]) -> tuple[int, int, LateCredit]:
+    """The Student step (epoch, step) of an environment step's info, and the rows of its reward that pay earlier actions."""
+    if "reward_for" not in info:
+        raise ValueError(
+            "the environment's step info has no 'reward_for', so its rewards cannot be credited to the earlier actions "
+            "they belong to: late credit needs DeepfakeCurriculumEnv with a reward that pays late (reward='next_visit'); "
+            "for other rewards build the tutor without it (PPO: next_visit=False)"
         )
+    return int(info["epoch"]), int(info["step"]), info["reward_for"].paid()
 
 
 class NextVisitReplayBuffer(ReplayBuffer):
-    """Replay buffer of an off-policy tutor under the ``next_visit`` reward: it samples a transition only once paid.
+    """Replay buffer of an off-policy tutor under a reward that pays late: it samples a transition only once paid.
 
     Transitions are stored as usual but unpaid, with reward 0: the rewards SB3 hands over with a step belong to actions
     of an earlier epoch. Each of those is written at the stored position of the action it pays (the Student step picks
@@ -99,27 +72,27 @@ class NextVisitReplayBuffer(ReplayBuffer):
         done: np.ndarray,
         infos: list[dict[str, Any]],
     ) -> None:
-        step = NextVisitStep.from_info(infos[0])
+        epoch, step, credit = paid_credit(infos[0])
         position = self.pos
         super().add(obs, next_obs, action, np.zeros_like(reward), done, infos)
         overwritten = self._step_at[position]
         # After an episode restarts, a (epoch, step) key may already point at a newer position: keep that one.
         if overwritten is not None and self._position_of.get(overwritten) == position:
             del self._position_of[overwritten]
-        key = (step.epoch, step.step)
+        key = (epoch, step)
         self._step_at[position] = key
         self._position_of[key] = position
         self.paid[position] = False
-        self._pay(step)
+        self._pay(credit)
 
-    def _pay(self, step: NextVisitStep) -> None:
+    def _pay(self, credit: LateCredit) -> None:
         # A batch's rows point back to a few Student steps: look each step up once, not once per row.
-        steps, row_step = np.unique(np.stack([step.paid_epoch, step.paid_step], axis=1), axis=0, return_inverse=True)
+        steps, row_step = np.unique(np.stack([credit.epoch, credit.step], axis=1), axis=0, return_inverse=True)
         step_positions = np.array([self._position_of.get((int(e), int(s)), -1) for e, s in steps], dtype=np.int64)
         positions = step_positions[row_step.reshape(-1)]
         kept = positions >= 0
-        self.rewards[positions[kept], step.paid_slot[kept]] = step.paid_reward[kept]
-        self.paid[positions[kept], step.paid_slot[kept]] = True
+        self.rewards[positions[kept], credit.slot[kept]] = credit.reward[kept]
+        self.paid[positions[kept], credit.slot[kept]] = True
         self.stale_rewards += int((~kept).sum())
 
     def sample(self, batch_size: int, env: VecNormalize | None = None) -> ReplayBufferSamples:

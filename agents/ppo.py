@@ -1,4 +1,5 @@
-"""The reference tutor: Stable-Baselines3 PPO acting per sample with a sigmoid-mean Gaussian policy (DESIGN §2).
+"""The reference tutor: Stable-Baselines3 PPO acting per sample with a sigmoid-mean Gaussian policy (docs/design.md,
+"The method").
 
 What differs from stock PPO, and why:
 
@@ -6,9 +7,10 @@ What differs from stock PPO, and why:
   Gaussian's standard deviation is fixed (not learned), as in the reference, and sampled weights are clipped to
   [0, 1] by SB3 before they reach the environment;
 - the actor and critic learn at different rates (1e-4 and 3e-4), through two optimiser parameter groups;
-- rewards are standardised over each rollout (one Student epoch) before advantages are computed;
-- under the ``next_visit`` reward, whose rewards arrive one Student epoch after their actions, it trains one rollout
-  late, on the previous rollout's transitions once the current one has paid them (:class:`TutorPPO`).
+- rewards are standardised over each rollout (one Student epoch) before advantages are computed
+  (:class:`RolloutNormalizedBuffer`);
+- under a reward that pays late (``next_visit``), whose rewards arrive one Student epoch after their actions, it trains
+  one rollout late, on the previous rollout's transitions once the current one has paid them (:class:`TutorPPO`).
 
 Every transition is terminal, so each advantage is the sample's reward minus the critic's value of its state.
 """
@@ -23,15 +25,16 @@ import numpy as np
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.type_aliases import Schedule
+from stable_baselines3.common.type_aliases import MaybeCallback, Schedule
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
-from agents.next_visit import NextVisitStep, pays_next_visit
+from agents.next_visit import paid_credit, pays_late
 from agents.vec_env import as_per_sample_vec_env
+from tsrl_env import LateCredit
 
 
 class SigmoidGaussianPolicy(ActorCriticPolicy):
@@ -76,8 +79,9 @@ class SigmoidGaussianPolicy(ActorCriticPolicy):
         return torch.sigmoid(self.action_net(self.mlp_extractor.forward_actor(features))).squeeze(-1)
 
 
-class EpochNormalizedRolloutBuffer(RolloutBuffer):
-    """Rollout buffer that standardises the rewards of each rollout before computing advantages."""
+class RolloutNormalizedBuffer(RolloutBuffer):
+    """Rollout buffer that standardises the rewards of each rollout before computing advantages (a rollout is one
+    Student epoch for the tutors here, whose ``n_steps`` default to ``steps_per_epoch``)."""
 
     def compute_returns_and_advantage(self, last_values: torch.Tensor, dones: np.ndarray) -> None:
         self.rewards = (self.rewards - self.rewards.mean()) / (self.rewards.std() + 1e-8)
@@ -105,26 +109,27 @@ class PendingRollout:
         self.rewards = np.zeros_like(collected.rewards)
         self.paid = np.zeros(collected.rewards.shape, dtype=bool)
 
-    def pay(self, step: NextVisitStep) -> int:
-        """Write the rewards ``step`` pays for this rollout's actions; returns how many it paid for older ones.
+    def pay(self, epoch: int, step: int, credit: LateCredit) -> int:
+        """Write the rewards Student step ``(epoch, step)`` pays (``credit``'s paid rows) for this rollout's actions;
+        returns how many it paid for older ones.
 
         Older actions are those of a sample that sat out this rollout's epoch in the ragged last batch the env
         drops: their rollout has been trained on already, so their rewards are dropped. A reward for a later action
         means the rollouts are not the env's epochs, and raises.
         """
-        later = step.paid_epoch > self.epoch
+        later = credit.epoch > self.epoch
         if later.any():
             raise RuntimeError(
-                f"epoch {step.epoch}, step {step.step} pays for actions of epoch {int(step.paid_epoch[later].max())}, but "
+                f"epoch {epoch}, step {step} pays for actions of epoch {int(credit.epoch[later].max())}, but "
                 f"the rollout awaiting its rewards is epoch {self.epoch}: each PPO rollout must be one whole Student epoch "
                 "(keep n_steps at the env's steps_per_epoch, and do not step the env outside learn())"
             )
-        current = step.paid_epoch == self.epoch
-        self.rewards[step.paid_step[current], step.paid_slot[current]] = step.paid_reward[current]
-        self.paid[step.paid_step[current], step.paid_slot[current]] = True
+        current = credit.epoch == self.epoch
+        self.rewards[credit.step[current], credit.slot[current]] = credit.reward[current]
+        self.paid[credit.step[current], credit.slot[current]] = True
         return int((~current).sum())
 
-    def paid_buffer(self, device: torch.device | str) -> EpochNormalizedRolloutBuffer:
+    def paid_buffer(self, device: torch.device | str) -> RolloutNormalizedBuffer:
         """The paid transitions as one step of ``paid.sum()`` one-step episodes, returns and advantages computed.
 
         The rewards are standardised over the paid transitions (the rollout's rewards, as in the other path); every
@@ -133,7 +138,7 @@ class PendingRollout:
         count = int(self.paid.sum())
         if count == 0:
             raise ValueError(f"no transition of the rollout of epoch {self.epoch} has been paid; nothing to train on")
-        buffer = EpochNormalizedRolloutBuffer(1, self.observation_space, self.action_space, device=device, n_envs=count)
+        buffer = RolloutNormalizedBuffer(1, self.observation_space, self.action_space, device=device, n_envs=count)
         buffer.add(
             self.observations[self.paid],
             self.actions[self.paid],
@@ -153,8 +158,8 @@ class TutorPPO(PPO):
     ``n_steps`` defaults to the environment's steps per epoch, so each update sees every transition of
     one epoch. Other keywords go to :class:`stable_baselines3.PPO`.
 
-    ``next_visit`` (default: whether the environment's reward is ``next_visit``) makes the tutor train one rollout
-    late, because that reward pays each action one Student epoch after it was taken. The previous rollout waits as
+    ``next_visit`` (default: whether the environment's reward pays late, as ``next_visit`` does) makes the tutor train
+    one rollout late, because such a reward pays each action one Student epoch after it was taken. The previous rollout waits as
     :attr:`pending_rollout` (saved with the model, so that a run checkpointed at an epoch start resumes exactly);
     every reward the current rollout's steps pay is written into it at the (step, slot) its ``reward_for`` names;
     when the current rollout ends, PPO trains on the previous one's paid transitions, with their rewards
@@ -187,7 +192,7 @@ class TutorPPO(PPO):
         **kwargs: Any,
     ) -> None:
         venv = as_per_sample_vec_env(env)
-        self.next_visit = pays_next_visit(venv) if next_visit is None and venv is not None else bool(next_visit)
+        self.next_visit = pays_late(venv) if next_visit is None and venv is not None else bool(next_visit)
         # Saved with the model (SB3's load restores them), so that a checkpoint taken at an epoch start, when the
         # previous rollout still awaits its rewards, resumes exactly.
         self.pending_rollout: PendingRollout | None = None
@@ -218,7 +223,7 @@ class TutorPPO(PPO):
             ent_coef=ent_coef,
             vf_coef=vf_coef,
             policy_kwargs=policy_kwargs,
-            rollout_buffer_class=EpochNormalizedRolloutBuffer,
+            rollout_buffer_class=RolloutNormalizedBuffer,
             **kwargs,
         )
 
@@ -229,14 +234,22 @@ class TutorPPO(PPO):
         self._collection_epoch = 0
 
     def _excluded_save_params(self) -> list[str]:
+        # SB3's only way to keep an attribute out of the saved model: the collection buffer is rebuilt by _setup_model.
         return [*super()._excluded_save_params(), "_collection_buffer"]
+
+    def learn(self, total_timesteps: int, callback: MaybeCallback = None, **kwargs: Any) -> TutorPPO:
+        """SB3's ``learn``; under a reward that pays late, a callback of its own pays the waiting rollout at each step."""
+        if self.next_visit:
+            given = [] if callback is None else callback if isinstance(callback, list) else [callback]
+            callback = [_PayPendingRollout(self), *(c if isinstance(c, BaseCallback) else ConvertCallback(c) for c in given)]
+        return super().learn(total_timesteps, callback=callback, **kwargs)
 
     def collect_rollouts(self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int) -> bool:
         if not self.next_visit:
             return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
-        self.stale_rewards = 0
-        # ``rollout_buffer`` is what the last update trained on; this rollout's payments go to ``pending_rollout``,
-        # through ``_update_info_buffer``, the per-step hook that sees the step's infos.
+        # ``rollout_buffer`` is what the last update trained on; SB3's ``train`` reads ``self.rollout_buffer`` and has
+        # no argument or hook to give it another, so the paid previous rollout is swapped in here. This rollout's
+        # payments go to ``pending_rollout`` (:class:`_PayPendingRollout`).
         if not super().collect_rollouts(env, callback, self._collection_buffer, n_rollout_steps):
             return False
         pending = self.pending_rollout
@@ -248,27 +261,23 @@ class TutorPPO(PPO):
         self.logger.record("train/stale_rewards", self.stale_rewards)
         return True
 
-    def _update_info_buffer(self, infos: list[dict[str, Any]], dones: np.ndarray | None = None) -> None:
-        super()._update_info_buffer(infos, dones)
-        if self.next_visit:
-            self._credit(NextVisitStep.from_info(infos[0]))
-
-    def _credit(self, step: NextVisitStep) -> None:
-        """Check that the rollout follows the env's epoch, and pay the previous rollout what ``step`` pays."""
-        position = self._collection_buffer.pos  # SB3 adds this step to the buffer right after this hook
-        if step.step != position:
+    def credit(self, position: int, info: dict[str, Any]) -> None:
+        """Check that rollout step ``position`` is the env's Student step of the same index, and pay the previous
+        rollout what the step (its ``info``) pays."""
+        epoch, step, credit = paid_credit(info)
+        if step != position:
             raise RuntimeError(
-                f"rollout step {position} is Student step {step.step} of epoch {step.epoch}: with the next_visit reward "
-                "each PPO rollout must be one whole Student epoch, from its first step (keep n_steps at the env's "
+                f"rollout step {position} is Student step {step} of epoch {epoch}: with a reward that pays late each PPO "
+                "rollout must be one whole Student epoch, from its first step (keep n_steps at the env's "
                 "steps_per_epoch; a learn() stopped by a callback mid-epoch cannot be resumed)"
             )
         if position == 0:
-            self._collection_epoch = step.epoch
+            self._collection_epoch = epoch
         if self.pending_rollout is None:
             # Actions taken before this tutor's first rollout (it joined an episode under way): nobody kept them.
-            self.stale_rewards += len(step.paid_reward)
+            self.stale_rewards += len(credit.reward)
         else:
-            self.stale_rewards += self.pending_rollout.pay(step)
+            self.stale_rewards += self.pending_rollout.pay(epoch, step, credit)
 
     def train(self) -> None:
         # Under next_visit the rollout before the first one of a run or episode does not exist or earned nothing.
@@ -334,3 +343,21 @@ def loss_rank_targets(ema_losses: np.ndarray, high: float = 0.9, low: float = 0.
         raise ValueError(f"need 0 <= low <= high <= 1, got low={low}, high={high}")
     ema_losses = np.asarray(ema_losses)
     return np.where(ema_losses > ema_losses.mean(), high, low).astype(np.float32)
+
+
+class _PayPendingRollout(BaseCallback):
+    """Pays :class:`TutorPPO`'s waiting rollout what each step of the current one pays (SB3's public per-step hook)."""
+
+    def __init__(self, tutor: TutorPPO) -> None:
+        super().__init__()
+        self.tutor = tutor
+        self.position = 0
+
+    def _on_rollout_start(self) -> None:
+        self.position = 0
+        self.tutor.stale_rewards = 0
+
+    def _on_step(self) -> bool:
+        self.tutor.credit(self.position, self.locals["infos"][0])
+        self.position += 1
+        return True

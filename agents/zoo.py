@@ -14,7 +14,7 @@ experience one update sees and how the tutor explores:
 - TD3 and DDPG have a deterministic actor, and SB3 adds no exploration noise unless told to, so they get
   Gaussian action noise whose standard deviation is ``action_std`` in weight units (0.2 by default, the fixed
   standard deviation of the reference PPO tutor);
-- under the ``next_visit`` reward, which pays an action one Student epoch after it was taken, SAC, TD3 and DDPG store
+- under a reward that pays late (``next_visit`` pays an action one Student epoch after it was taken), SAC, TD3 and DDPG store
   transitions in a :class:`agents.next_visit.NextVisitReplayBuffer`, which credits each reward to the transition it
   pays and samples paid transitions only, and learn (SAC included) after one Student epoch of random weights, when
   the first rewards arrive;
@@ -35,7 +35,7 @@ from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.next_visit import NextVisitReplayBuffer, pays_next_visit
+from agents.next_visit import NextVisitReplayBuffer, pays_late
 from agents.ppo import SigmoidGaussianPolicy
 from agents.vec_env import as_per_sample_vec_env
 
@@ -52,14 +52,14 @@ def _off_policy(
 ) -> OffPolicyAlgorithm:
     """``algorithm`` on the per-sample view, learning after one Student epoch (else step) of random weights.
 
-    Under the ``next_visit`` reward it always waits one epoch, the first whose rewards arrive, and replays only paid
-    transitions (unless ``replay_buffer_class`` is given).
+    Under a reward that pays late (``next_visit``) it always waits one epoch, the first whose rewards arrive, and
+    replays only paid transitions (unless ``replay_buffer_class`` is given).
     """
     venv = as_per_sample_vec_env(env)
     steps_per_epoch = venv.get_attr("steps_per_epoch")[0]
     epoch = steps_per_epoch * venv.num_envs
     kwargs.setdefault("buffer_size", REPLAY_EPOCHS * epoch)
-    if pays_next_visit(venv):
+    if pays_late(venv):
         kwargs.setdefault("replay_buffer_class", NextVisitReplayBuffer)
         kwargs.setdefault("learning_starts", epoch)
         if kwargs["learning_starts"] < epoch:

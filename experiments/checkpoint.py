@@ -15,7 +15,6 @@ epoch from its start, exactly as it would have run.
 from __future__ import annotations
 
 import io
-import os
 import random
 import signal
 from collections.abc import Iterator
@@ -30,11 +29,12 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from agents import HeuristicTutor, tutor_spec
 from experiments.config import RunConfig
-from tsrl_env.config import setting_differences
 from tsrl_env.env import RESTORE_MAY_CHANGE
+from tsrl_env.files import write_atomically
+from tsrl_env.validation import setting_differences
 
 CHECKPOINT_NAME = "checkpoint.pt"
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -70,25 +70,6 @@ def set_global_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
     if states["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def write_atomically(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file beside it, synced, then renamed over the old file.
-
-    A crash or a kill at any point leaves the old file or the new one, never a mix; a failed write (a full disk)
-    removes its temporary file and raises an OSError, the old file left as it was.
-    """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as file:
-            file.write(data.encode() if isinstance(data, str) else data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    _sync_directory(path.parent)
 
 
 def write_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -182,20 +163,6 @@ def stop_signals_deferred() -> Iterator[None]:
 
 # Whether stop signals are being held (nesting depth of stop_signals_deferred) and the first one held.
 _deferral = SimpleNamespace(depth=0, pending=0)
-
-
-def _sync_directory(directory: Path) -> None:
-    """Make the rename durable (POSIX); platforms that cannot open directories skip it."""
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 def tutor_state(agent: Any) -> dict[str, Any]:

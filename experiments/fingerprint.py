@@ -104,7 +104,7 @@ def env_fingerprint(settings: dict[str, Any]) -> dict[str, Any]:
         if env.at_epoch_start and env.epoch == env.config.epochs - 1:
             restore_at = (index, env.epoch_start_state())
         observation, reward, terminated, _, info = env.step(action)
-        step_hash = _step_digest(observation, reward, info)
+        step_hash = _step_digest(observation, reward, info, env.steps_per_epoch)
         hashes.append(step_hash)
         hasher.update(step_hash.encode())
         if terminated:
@@ -116,7 +116,7 @@ def env_fingerprint(settings: dict[str, Any]) -> dict[str, Any]:
     env.reset(options={"restore": state})
     for action in weights[index:]:
         observation, reward, terminated, _, info = env.step(action)
-        restored_hashes.append(_step_digest(observation, reward, info))
+        restored_hashes.append(_step_digest(observation, reward, info, env.steps_per_epoch))
         if terminated:
             break
     env.close()
@@ -130,11 +130,17 @@ def env_fingerprint(settings: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _step_digest(observation: np.ndarray, reward: float, info: dict[str, Any]) -> str:
+def _step_digest(observation: np.ndarray, reward: float, info: dict[str, Any], steps_per_epoch: int) -> str:
     parts = [observation, np.float64(reward), info["sample_rewards"], info["sample_ids"], info["weights"]]
     parts += [np.float64(info["loss"]), np.float64(info["accuracy"]), np.int64(info["clipped_actions"])]
     if "reward_for" in info:
-        parts += [info["reward_for"][key] for key in sorted(info["reward_for"])]
+        credit = info["reward_for"]
+        # The arrays of the record as the fingerprints were first taken: its fields in name order, with the flat
+        # transition number (epoch * steps_per_epoch + step) * batch_size + slot, -1 where no action is paid.
+        transition = np.where(
+            credit.epoch >= 0, (credit.epoch * steps_per_epoch + credit.step) * len(credit.slot) + credit.slot, -1
+        )
+        parts += [credit.epoch, credit.slot, credit.step, transition.astype(np.int64), credit.weight]
     if "val" in info:
         parts.append(np.float64(info["val"]["auc"]))
     return digest(*parts)

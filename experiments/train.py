@@ -46,8 +46,9 @@ from tsrl_env import DeepfakeCurriculumEnv
 from tsrl_env.distributed import ProcessGroupView
 
 
-class _RecorderCallback(BaseCallback):
-    """Feeds every step a learning tutor takes to a :class:`CurriculumRecorder`, and checkpoints each epoch start."""
+class _StudentRunCallback(BaseCallback):
+    """What a run does at SB3's hooks while a learning tutor drives the environment: restores the global RNGs of a
+    resumed run once SB3 has reset, checkpoints each epoch start, and feeds every step to a :class:`CurriculumRecorder`."""
 
     def __init__(
         self, recorder: CurriculumRecorder, checkpointer: EpochCheckpointer, rng_states: dict[str, Any] | None = None
@@ -62,23 +63,17 @@ class _RecorderCallback(BaseCallback):
         # frame DataLoader draws a seed): from here on the global RNGs are those the run was checkpointed with.
         if self.rng_states is not None:
             set_global_rng_states(self.rng_states)
-        self.recorder.warmup(_batch_info(self.training_env.reset_infos[0]))
+        self.recorder.warmup(self.training_env.reset_infos[0])
 
     def _on_rollout_start(self) -> None:
         # The tutor has learned from everything before this point, and the environment's latest epoch-start state
-        # (taken before that epoch's first forward) is what a resume rebuilds ``_last_obs`` from.
+        # (taken before that epoch's first forward) is what a resume's reset rebuilds the tutor's first observation from.
         self.checkpointer.save_if_new_epoch(self.model)
 
     def _on_step(self) -> bool:
-        # SB3 updates ``_last_obs`` after the callback, so it still holds the states this step's actions came from.
-        states = np.asarray(self.model._last_obs)
-        self.recorder.step(states.reshape(-1, states.shape[-1]), _batch_info(self.locals["infos"][0]))
+        info = self.locals["infos"][0]  # the environment's info, with the states the step's weights came from
+        self.recorder.step(info["acted_on"], info)
         return True
-
-
-def _batch_info(info: dict) -> dict:
-    """The batch environment's info, whether the tutor sees the per-sample view (which nests it) or the batch."""
-    return info.get("batch", info)
 
 
 class RunStopped(RuntimeError):
@@ -288,13 +283,13 @@ def _learn(
         agent = make_tutor(name, view, seed=config.seed, **config.tutor_kwargs)
     else:
         agent = restore_tutor(name, checkpoint["tutor"], view)
-        # SB3 resets its env before learning: that reset restores the epoch start (a loaded model has no _last_obs).
+        # SB3 resets its env before learning (a loaded model has no last observation): that reset restores the epoch start.
         agent.get_env().set_options({"restore": checkpoint["env"]})
     agent.set_logger(logger)
     total = config.env.epochs * env.steps_per_epoch * agent.get_env().num_envs
     agent.learn(
         total_timesteps=total - agent.num_timesteps,
-        callback=_RecorderCallback(recorder, checkpointer, checkpoint["rng"] if checkpoint else None),
+        callback=_StudentRunCallback(recorder, checkpointer, checkpoint["rng"] if checkpoint else None),
         reset_num_timesteps=checkpoint is None,
         progress_bar=progress,
     )

@@ -182,7 +182,7 @@ def test_unknown_override_is_a_type_error() -> None:
     with pytest.raises(TypeError) as error:
         load_embedded(label_nosie=0.1)
     message = str(error.value)
-    assert "'label_nosie'" in message and "Did you mean 'label_noise'?" in message and "train_families" in message
+    assert "'label_nosie'" in message and "did you mean 'label_noise'?" in message and "train_families" in message
 
 
 @pytest.mark.parametrize(

@@ -152,13 +152,12 @@ def test_next_visit_pays_each_action_at_its_sample_next_visit(next_visit_env):
         assert reward == pytest.approx(float(rewards.mean()))
         for slot, sample in enumerate(ids):
             if sample not in given:
-                assert rewards[slot] == 0.0 and reward_for["transition"][slot] == -1 and reward_for["epoch"][slot] == -1
-                assert np.isnan(reward_for["weight"][slot])
+                assert rewards[slot] == 0.0 and reward_for.epoch[slot] == reward_for.step[slot] == reward_for.slot[slot] == -1
+                assert np.isnan(reward_for.weight[slot])
             else:
                 epoch, step, old_slot, weight, p_before, correct_before = given[sample]
-                assert (reward_for["epoch"][slot], reward_for["step"][slot], reward_for["slot"][slot]) == (epoch, step, old_slot)
-                assert reward_for["transition"][slot] == (epoch * env.steps_per_epoch + step) * env.batch_size + old_slot
-                assert reward_for["weight"][slot] == pytest.approx(weight)
+                assert (reward_for.epoch[slot], reward_for.step[slot], reward_for.slot[slot]) == (epoch, step, old_slot)
+                assert reward_for.weight[slot] == pytest.approx(weight) and reward_for.reward[slot] == rewards[slot]
                 expected = tsrl_reward(
                     torch.tensor([p_before]),
                     torch.tensor([p_label[slot]]),

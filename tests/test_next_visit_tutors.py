@@ -18,7 +18,7 @@ from experiments.checkpoint import CHECKPOINT_NAME
 from experiments.config import RunConfig
 from experiments.record import StudentRun
 from experiments.train import train_student
-from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv, EnvConfig
+from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv, EnvConfig, LateCredit
 
 # 240 training samples in batches of 32 leave a ragged last batch of 16 out of every epoch: some rows of the second
 # epoch have no earlier action (transition -1) and some actions of the first are not paid in the second.
@@ -47,7 +47,7 @@ class _Recorder(BaseCallback):
         self.updates_at_rollout_start.append(self.model._n_updates)
 
     def _on_step(self) -> bool:
-        self.steps.append(self.locals["infos"][0]["batch"])
+        self.steps.append(self.locals["infos"][0])
         return True
 
     def _on_rollout_end(self) -> None:
@@ -61,11 +61,9 @@ def _paid_rewards(steps: list[dict[str, Any]]) -> dict[tuple[int, int, int], flo
     """Every reward the env paid, by the (epoch, step, slot) of the action it belongs to."""
     paid = {}
     for info in steps:
-        reward_for = info["reward_for"]
-        for row in np.flatnonzero(reward_for["transition"] >= 0):
-            paid[(int(reward_for["epoch"][row]), int(reward_for["step"][row]), int(reward_for["slot"][row]))] = float(
-                info["sample_rewards"][row]
-            )
+        credit = info["reward_for"].paid()
+        for epoch, step, slot, reward in zip(credit.epoch, credit.step, credit.slot, credit.reward, strict=True):
+            paid[(int(epoch), int(step), int(slot))] = float(reward)
     return paid
 
 
@@ -104,14 +102,13 @@ def test_ppo_trains_on_the_previous_rollout_with_the_rewards_paid_for_it(ppo_run
     steps_per_epoch, batch_size = next_visit_env.steps_per_epoch, next_visit_env.batch_size
     expected = np.zeros((steps_per_epoch, batch_size), np.float32)
     expected_paid = np.zeros((steps_per_epoch, batch_size), bool)
-    unpaid_rows = 0
+    unpaid_rows, env_rows = 0, batch_size
     for info in recorder.steps[steps_per_epoch:]:  # the second epoch pays the first one's actions
-        reward_for = info["reward_for"]
-        rows = reward_for["transition"] >= 0
-        unpaid_rows += int((~rows).sum())
-        assert (reward_for["epoch"][rows] == 0).all()
-        expected[reward_for["step"][rows], reward_for["slot"][rows]] = info["sample_rewards"][rows]
-        expected_paid[reward_for["step"][rows], reward_for["slot"][rows]] = True
+        credit = info["reward_for"].paid()
+        unpaid_rows += env_rows - len(credit.epoch)
+        assert (credit.epoch == 0).all()
+        expected[credit.step, credit.slot] = credit.reward
+        expected_paid[credit.step, credit.slot] = True
     assert unpaid_rows > 0 and not expected_paid.all(), "the ragged dataset should exercise unpaid rows and actions"
 
     assert recorder.pending_at_rollout_end[0] is None
@@ -185,13 +182,13 @@ def _replay_buffer(steps: int) -> NextVisitReplayBuffer:
 
 def _add(buffer: NextVisitReplayBuffer, epoch: int, step: int, paid_for: list[tuple[int, int, int]]) -> None:
     """Store Student step (epoch, step), which pays ``10 * e + s + 1`` to each action (e, s, slot) of ``paid_for``."""
-    reward_for = {name: np.full(2, -1) for name in ("transition", "epoch", "step", "slot")}
+    columns = {name: np.full(2, -1) for name in ("epoch", "step", "slot")}
     rewards = np.zeros(2, np.float32)
     for row, (paid_epoch, paid_step, slot) in enumerate(paid_for):
-        reward_for["transition"][row] = 0
-        reward_for["epoch"][row], reward_for["step"][row], reward_for["slot"][row] = paid_epoch, paid_step, slot
+        columns["epoch"][row], columns["step"][row], columns["slot"][row] = paid_epoch, paid_step, slot
         rewards[row] = 10 * paid_epoch + paid_step + 1
-    info = {"batch": {"epoch": epoch, "step": step, "reward_for": reward_for, "sample_rewards": rewards}}
+    reward_for = LateCredit(**columns, weight=np.full(2, np.nan, np.float32), reward=rewards)
+    info = {"epoch": epoch, "step": step, "reward_for": reward_for, "sample_rewards": rewards}
     zeros = np.zeros((2, 1), np.float32)
     buffer.add(zeros, zeros, zeros, np.full(2, -5.0), np.ones(2), [info, info])
 
@@ -247,11 +244,11 @@ def test_next_visit_runs_learn_and_resume_exactly_through_train_student(
 
 
 class _StockTutorPPO(TutorPPO):
-    """TutorPPO with SB3's own rollout, info and training methods: what TutorPPO was before next_visit credit."""
+    """TutorPPO with SB3's own learning, rollout and training methods: what TutorPPO was before late credit."""
 
     _setup_model = PPO._setup_model
+    learn = PPO.learn
     collect_rollouts = PPO.collect_rollouts
-    _update_info_buffer = PPO._update_info_buffer
     train = PPO.train
 
 

@@ -13,7 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv
-from tsrl_env.rewards import REWARDS, NextVisitLedger
+from tsrl_env.rewards import NextVisitLedger, next_visit_reward, tsrl_reference_reward, tsrl_reward
 from tsrl_env.state import SampleHistory
 
 PROPERTY_SETTINGS = settings(max_examples=60, deadline=None)
@@ -104,7 +104,8 @@ def test_rewards_are_bounded_and_each_transition_has_its_sign(batch):
     forgot = correct_before & ~correct_after
     stayed_right = correct_before & correct_after
     stayed_wrong = ~correct_before & ~correct_after
-    for name, reward_function in REWARDS.items():
+    functions = {"tsrl": tsrl_reward, "tsrl_reference": tsrl_reference_reward, "next_visit": next_visit_reward}
+    for name, reward_function in functions.items():
         reward = reward_function(p_before, p_after, correct_before, correct_after)
         assert reward.shape == p_before.shape
         assert torch.all((reward >= -1.0) & (reward <= 1.0)), name

@@ -24,9 +24,9 @@ from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv
 from tsrl_env.data import REAL_FAMILY, Dataset, FrameStore, Split, make_dataset
 from tsrl_env.data.deepfakebench import sample_frames
 from tsrl_env.data.embedded import EmbeddedConfig, generate_embedded
-from tsrl_env.env import _normalise
 from tsrl_env.metrics import detection_metrics, per_family_auc
 from tsrl_env.student import FAKE_CLASS
+from tsrl_env.trainer import normalise_images
 
 TINY = {
     "image_size": 32,
@@ -328,14 +328,17 @@ def test_full_episode_on_deepfakebench_data_with_worker_processes(bench):
         augment=False,
     )
     assert env.dataset.image_size == 256 and env.splits["train"].image_size == 32
+    forwarded = []
+    forward = env.trainer.forward_next_batch
+    env.trainer.forward_next_batch = lambda: forwarded.append(forward()) or forwarded[-1]
     observation, info = env.reset(seed=0)
     assert observation.shape == env.observation_space.shape and info["bad_frames"] == {}
     terminated, steps = False, 0
     while not terminated:
         # The batch the workers decoded is the one the env's own order picked.
-        pending = env._pending
+        pending = forwarded[-1]
         expected = torch.stack([env.splits["train"].images[int(i)] for i in pending.ids])
-        assert torch.equal(pending.images, _normalise(expected))
+        assert torch.equal(pending.images, normalise_images(expected))
         observation, reward, terminated, _, info = env.step(np.full(env.batch_size, 0.5, np.float32))
         steps += 1
     assert steps == env.steps_per_epoch == TINY["train_size"] // 16
@@ -388,7 +391,7 @@ def test_streaming_evaluation_gives_the_metrics_of_all_scores_at_once(bench):
         env.student.eval()
         with torch.no_grad():
             images = torch.stack([data.images[i] for i in range(len(data))])
-            scores = env.student(_normalise(images))[0].softmax(dim=1)[:, FAKE_CLASS].numpy()
+            scores = env.student(normalise_images(images))[0].softmax(dim=1)[:, FAKE_CLASS].numpy()
         env.student.train()
         labels = data.labels.numpy()
         expected = detection_metrics(labels, scores, data.groups.numpy())
@@ -401,10 +404,10 @@ def test_in_memory_evaluation_still_gives_the_metrics_of_all_scores_at_once():
     env.reset(seed=0)
     env.step(np.ones(env.batch_size, np.float32))
     data = env.splits["test_seen"]
-    assert data.in_memory and env._train_loader is None
+    assert data.in_memory
     env.student.eval()
     with torch.no_grad():
-        scores = env.student(_normalise(data.images))[0].softmax(dim=1)[:, FAKE_CLASS].numpy()
+        scores = env.student(normalise_images(data.images))[0].softmax(dim=1)[:, FAKE_CLASS].numpy()
     env.student.train()
     labels = data.labels.numpy()
     expected = detection_metrics(labels, scores, data.groups.numpy())

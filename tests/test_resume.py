@@ -17,11 +17,11 @@ import pytest
 import torch
 import yaml
 
-import experiments.checkpoint as checkpoint_module
+import tsrl_env.files
 from experiments.checkpoint import CHECKPOINT_NAME, CheckpointError, read_checkpoint, write_checkpoint
 from experiments.config import load_run_config
 from experiments.train import RunStopped, train_student
-from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv
+from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv, StudentTrainer, TrainingBatch
 
 ROOT = Path(__file__).resolve().parent.parent
 # Long enough epochs (24 steps) that a kill right after a checkpoint lands mid-epoch, not at the run's end.
@@ -82,9 +82,9 @@ def test_a_state_is_refused_by_an_environment_with_other_settings(one_torch_thre
         other.reset(options={"restore": state})
     lower_lr = DeepfakeCurriculumEnv(**{**TINY_SETTINGS, "lr": 1e-4})
     lower_lr.reset(options={"restore": state})
-    assert all(group["lr"] == 1e-4 for group in lower_lr._optimizer.param_groups), "a restore may lower the learning rate"
-    with pytest.raises(ValueError, match=r"lacks \['data_generator'"):
-        env.reset(options={"restore": {key: value for key, value in state.items() if key != "data_generator"}})
+    assert all(group["lr"] == 1e-4 for group in lower_lr.trainer.optimizer.param_groups), "a restore may lower the learning rate"
+    with pytest.raises(ValueError, match=r"lacks \['trainer'\]"):
+        env.reset(options={"restore": {key: value for key, value in state.items() if key != "trainer"}})
     with pytest.raises(ValueError, match=r"unknown reset option\(s\) \['resume'\]"):
         env.reset(options={"resume": state})
 
@@ -236,15 +236,15 @@ def test_sigterm_stops_the_run_keeps_the_checkpoint_and_says_how_to_resume(kill_
 def test_a_diverging_loss_stops_the_run_keeps_the_last_good_checkpoint_and_resumes_with_a_lower_lr(
     tmp_path, monkeypatch, one_torch_thread
 ):
-    original = DeepfakeCurriculumEnv._forward_next_batch
+    original = StudentTrainer.forward_next_batch
 
-    def loss_turns_nan_at_epoch_1_step_2(self: DeepfakeCurriculumEnv) -> np.ndarray:
-        states = original(self)
-        if not self._warming_up and self.epoch == 1 and self._step_in_epoch == 3:
-            self._pending.losses = self._pending.losses * float("nan")
-        return states
+    def loss_turns_nan_at_epoch_1_step_2(self: StudentTrainer) -> TrainingBatch:
+        batch = original(self)
+        if batch.epoch == 1 and batch.step == 2:  # the tiny config warms up for one epoch, epoch 0
+            batch.losses = batch.losses * float("nan")
+        return batch
 
-    monkeypatch.setattr(DeepfakeCurriculumEnv, "_forward_next_batch", loss_turns_nan_at_epoch_1_step_2)
+    monkeypatch.setattr(StudentTrainer, "forward_next_batch", loss_turns_nan_at_epoch_1_step_2)
     config = load_run_config("tiny", epochs=3)
     with pytest.raises(RunStopped) as stopped:
         train_student(config, tmp_path, progress=False)
@@ -281,7 +281,7 @@ def test_corrupted_and_foreign_checkpoints_are_refused_whole(tmp_path, one_torch
     with pytest.raises(CheckpointError, match="belongs to the run 'random', not 'uniform'"):
         read_checkpoint(path, config, "uniform")
     torch.save({"format": 99}, path)
-    with pytest.raises(CheckpointError, match="not a tsrl checkpoint of format 1"):
+    with pytest.raises(CheckpointError, match="not a tsrl checkpoint of format 2"):
         read_checkpoint(path, config, "random")
 
 
@@ -293,7 +293,7 @@ def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp
     def disk_full(descriptor: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint_module.os, "fsync", disk_full)
+    monkeypatch.setattr(tsrl_env.files.os, "fsync", disk_full)
     with pytest.raises(OSError, match="No space left on device.*previous checkpoint there is kept.*--resume") as error:
         write_checkpoint(path, {"label": "a", "epoch": 2})
     assert error.value.errno == errno.ENOSPC

@@ -6,8 +6,8 @@ import torch
 from tsrl_env.rewards import (
     REWARDS,
     NextVisitLedger,
-    get_reward,
-    needs_after_update_pass,
+    next_visit_reward,
+    reward_class,
     tsrl_reference_reward,
     tsrl_reward,
 )
@@ -30,26 +30,23 @@ def test_reference_reward_punishes_progress_on_still_wrong_samples():
 
 
 def test_right_to_right_regress_is_negative_in_both():
-    for reward_fn in REWARDS.values():
+    for reward_fn in (tsrl_reward, tsrl_reference_reward, next_visit_reward):
         reward = reward_fn(torch.tensor([0.9]), torch.tensor([0.7]), torch.tensor([True]), torch.tensor([True]))
         assert reward.item() == pytest.approx(-0.1)
 
 
 def test_unknown_reward_names_the_accepted_ones():
-    with pytest.raises(ValueError, match="accepted: tsrl, tsrl_reference, next_visit"):
-        get_reward("flip")
+    with pytest.raises(ValueError, match="accepted: tsrl, tsrl_reference, next_visit, val_alignment"):
+        reward_class("flip")
 
 
 def test_next_visit_reward_has_tsrl_branches():
-    reward = REWARDS["next_visit"](P_BEFORE, P_AFTER, CORRECT_BEFORE, CORRECT_AFTER)
+    reward = next_visit_reward(P_BEFORE, P_AFTER, CORRECT_BEFORE, CORRECT_AFTER)
     assert reward.tolist() == pytest.approx([1.0, -1.0, 0.5 * 0.3, 0.5 * 0.2])
 
 
-def test_next_visit_and_val_alignment_skip_the_after_update_pass():
-    assert needs_after_update_pass("tsrl") and needs_after_update_pass("tsrl_reference")
-    assert not needs_after_update_pass("next_visit") and not needs_after_update_pass("val_alignment")
-    with pytest.raises(ValueError, match="unknown reward"):
-        needs_after_update_pass("flip")
+def test_only_next_visit_pays_late():
+    assert [name for name, cls in REWARDS.items() if cls.pays_late] == ["next_visit"]
 
 
 def test_next_visit_ledger_pays_each_transition_at_the_next_visit():

@@ -1,4 +1,5 @@
 import math
+from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -8,9 +9,10 @@ from test_agents import SignBandit
 
 from agents import HEURISTICS, TUTORS, HeuristicTutor, PerSampleVecEnv, load_tutor, make_tutor, tutor_spec
 from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv, EnvConfig
-from tsrl_env.state import StateBuilder
+from tsrl_env.state import DEFAULT_STATE_COLUMNS, StateBuilder
 
-LAYOUT = StateBuilder(backbone_features=4).layout
+# The default state columns of a Student with four features (the builder reads nothing else of a trainer).
+LAYOUT = StateBuilder(DEFAULT_STATE_COLUMNS, EnvConfig(), SimpleNamespace(student=SimpleNamespace(num_features=4))).layout
 STATE_DIM = LAYOUT.correct + 1
 
 

@@ -12,15 +12,7 @@ from PIL import Image
 from torch import nn
 
 from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv, EnvConfig
-from tsrl_env.rewards import (
-    REWARDS,
-    cross_entropy_errors,
-    get_reward,
-    head_gradient,
-    needs_after_update_pass,
-    needs_trusted_batch,
-    val_alignment_reward,
-)
+from tsrl_env.rewards import cross_entropy_errors, head_gradient, val_alignment_reward
 from tsrl_env.student import Student
 
 
@@ -113,15 +105,6 @@ def test_a_trusted_gradient_of_the_wrong_width_is_refused():
         val_alignment_reward(torch.zeros(3, 2), torch.zeros(3, 5), torch.zeros(2, 4), torch.ones(3))
 
 
-def test_val_alignment_is_registered_apart_from_the_prediction_rewards():
-    assert get_reward("val_alignment") is val_alignment_reward
-    assert "val_alignment" not in REWARDS  # REWARDS' functions all take (p_before, p_after, correct_before, correct_after)
-    assert needs_trusted_batch("val_alignment") and not needs_after_update_pass("val_alignment")
-    assert not any(needs_trusted_batch(name) for name in REWARDS)
-    with pytest.raises(ValueError, match="accepted: tsrl, tsrl_reference, next_visit, val_alignment"):
-        get_reward("alignment")
-
-
 def test_student_classifier_is_the_final_linear_layer_or_a_clear_error():
     timm_student = Student.from_timm("test_resnet")
     assert timm_student.classifier is timm_student.model.get_classifier()
@@ -162,7 +145,7 @@ def _passes_of_one_step(env: DeepfakeCurriculumEnv, action: np.ndarray) -> tuple
     """The Student forwards (gradients on?, batch size) and the optimiser step of one step, in order, and its info."""
     passes: list = []
     forward = env.student.register_forward_hook(lambda module, args, out: passes.append((out[0].requires_grad, len(args[0]))))
-    update = env._optimizer.register_step_post_hook(lambda optimizer, args, kwargs: passes.append("update"))
+    update = env.trainer.optimizer.register_step_post_hook(lambda optimizer, args, kwargs: passes.append("update"))
     try:
         info = env.step(action)[4]
     finally:

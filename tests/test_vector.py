@@ -50,7 +50,7 @@ def test_sb3_adapter_follows_the_vecenv_contract(env):
     assert dones.all()
     assert len(infos) == venv.num_envs
     np.testing.assert_array_equal(np.stack([info["terminal_observation"] for info in infos]), states)
-    assert infos[0]["batch"]["epoch"] == 0
+    assert infos[0]["epoch"] == 0 and infos[0]["sample_rewards"] is infos[1]["sample_rewards"]
     assert venv.get_attr("steps_per_epoch") == [env.steps_per_epoch] * venv.num_envs
     assert venv.env_is_wrapped(gym.Wrapper) == [False] * venv.num_envs
 

@@ -1,28 +1,38 @@
-"""Per-sample tutor rewards from the Student's predictions before and after the weighted update (DESIGN §2).
+"""The tutor's rewards: strategies registered by name, and the vectorised functions they compute.
 
-Every function takes, for a batch, the probability of the true class before and after and the correctness before
-and after, and returns one reward per sample, vectorised over the batch. For ``tsrl`` and ``tsrl_reference``,
-"before" is the training forward the tutor's weights apply to and "after" a no-grad forward right after the
-weighted update. ``next_visit`` (a variant, not the paper's reward) compares a sample's training forward at one
-visit with its training forward at the next visit, one epoch later; :class:`NextVisitLedger` keeps what that needs.
+A reward is a :class:`Reward` registered with :func:`register_reward`; the env setting ``reward`` names it. At every
+tutored step the env calls its :meth:`~Reward.before_update` (the batch's training forward is done, the weighted update
+is not), then :meth:`~Reward.after_update`, which returns the whole batch's per-sample rewards. A reward that
+``pays_late`` pays each action at a later step and says which earlier action each reward pays
+(:meth:`~Reward.paid_actions`, a :class:`LateCredit` in ``info["reward_for"]``); tutors ask it, never its name.
 
-``val_alignment`` (a variant, not the paper's reward) compares no predictions: it scores each sample's gradient on
-the Student's linear head against the mean head gradient of a trusted batch of validation images, both from the network
-whose training forward the weights apply to (:func:`val_alignment_reward`). Its function takes other arguments, so it is
-registered in :data:`TRUSTED_BATCH_REWARDS`, not in :data:`REWARDS`.
+The built-ins register the same way (docs/design.md, "Rewards"):
+
+- ``tsrl``: wrong→right +1, right→wrong −1, otherwise ``+0.5 * (p_after(y) − p_before(y))``, comparing the training
+  forward the weights apply to with a no-grad forward right after the weighted update;
+- ``tsrl_reference``: the same with the reference code's sign on still-wrong samples;
+- ``next_visit`` (a variant, not the paper's reward): ``tsrl``'s branches between a sample's training forward at one
+  visit and at its next visit, one epoch later, with no forward after the update; it pays late
+  (:class:`NextVisitLedger` keeps what that needs);
+- ``val_alignment`` (a variant, not the paper's reward): each sample's weighted head gradient against the mean head
+  gradient of a trusted batch of validation images, before the update (:func:`val_alignment_reward`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-RewardFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-"""``(p_before, p_after, correct_before, correct_after) -> rewards``."""
-AlignmentRewardFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-"""``(errors, features, trusted_gradient, weights) -> rewards``, as :func:`val_alignment_reward`."""
+from tsrl_env.state import PerSampleTensors
+from tsrl_env.validation import register, registered
+
+if TYPE_CHECKING:
+    from tsrl_env.config import EnvConfig
+    from tsrl_env.trainer import StudentTrainer, TrainingBatch
 
 
 def _flip_reward(
@@ -134,36 +144,7 @@ def _with_bias_input(features: torch.Tensor) -> torch.Tensor:
     return torch.cat([features, features.new_ones(len(features), 1)], dim=1)
 
 
-REWARDS: dict[str, RewardFunction] = {
-    "tsrl": tsrl_reward,
-    "tsrl_reference": tsrl_reference_reward,
-    "next_visit": next_visit_reward,
-}
-"""Rewards that compare a sample's predictions before and after; each takes ``RewardFunction``'s arguments."""
-
-TRUSTED_BATCH_REWARDS: dict[str, AlignmentRewardFunction] = {"val_alignment": val_alignment_reward}
-"""Rewards computed before the update against a trusted validation batch, with ``AlignmentRewardFunction``'s arguments."""
-
-REWARD_NAMES: tuple[str, ...] = (*REWARDS, *TRUSTED_BATCH_REWARDS)
-"""Every reward the environment accepts."""
-
-NEXT_VISIT_REWARDS = frozenset({"next_visit"})
-"""Rewards paid at a sample's next visit: the environment runs no forward pass after the update for them."""
-
-
-def needs_after_update_pass(name: str) -> bool:
-    """Whether the reward ``name`` compares predictions right after the weighted update (one extra no-grad forward)."""
-    get_reward(name)
-    return name not in NEXT_VISIT_REWARDS and name not in TRUSTED_BATCH_REWARDS
-
-
-def needs_trusted_batch(name: str) -> bool:
-    """Whether the reward ``name`` needs a trusted validation batch forwarded before each weighted update."""
-    get_reward(name)
-    return name in TRUSTED_BATCH_REWARDS
-
-
-class NextVisitLedger:
+class NextVisitLedger(PerSampleTensors):
     """What the ``next_visit`` reward remembers of each training sample between two visits, as tensors by sample id.
 
     At every tutored visit of a sample, :meth:`visit` pays the reward of the transition from the sample's previous
@@ -177,6 +158,7 @@ class NextVisitLedger:
     """
 
     NO_TRANSITION = -1
+    tensor_names = ("p_true", "correct", "transition", "weight")
 
     def __init__(self, num_samples: int, device: torch.device | str = "cpu") -> None:
         if num_samples < 1:
@@ -212,22 +194,203 @@ class NextVisitLedger:
         self.weight[ids] = weights.to(self.weight.dtype)
         return rewards, paid_transition, paid_weight
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, name).clone() for name in ("p_true", "correct", "transition", "weight")}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for name, value in state.items():
-            getattr(self, name).copy_(value)
+@dataclass(frozen=True)
+class LateCredit:
+    """Which earlier action each per-sample reward of one step pays, for a reward that pays late (``info["reward_for"]``).
 
-
-def get_reward(name: str) -> RewardFunction | AlignmentRewardFunction:
-    """The reward function registered as ``name``, from :data:`REWARDS` or :data:`TRUSTED_BATCH_REWARDS`.
-
-    The two registries' functions take different arguments; :func:`needs_trusted_batch` tells which one ``name`` is in.
+    One entry per row of the step's batch: the epoch, step and slot (row of its batch) of the action the row's reward
+    pays, that action's weight and the reward; -1 (weight NaN, reward 0) where the reward pays no action (a sample's
+    first tutored visit). :meth:`paid` keeps the rows that pay one.
     """
-    if name in TRUSTED_BATCH_REWARDS:
-        return TRUSTED_BATCH_REWARDS[name]
-    try:
-        return REWARDS[name]
-    except KeyError:
-        raise ValueError(f"unknown reward {name!r}; accepted: {', '.join(REWARD_NAMES)}") from None
+
+    epoch: np.ndarray
+    step: np.ndarray
+    slot: np.ndarray
+    weight: np.ndarray
+    reward: np.ndarray
+
+    def paid(self) -> LateCredit:
+        """The rows whose reward pays an earlier action."""
+        rows = self.epoch >= 0
+        return LateCredit(self.epoch[rows], self.step[rows], self.slot[rows], self.weight[rows], self.reward[rows])
+
+
+class Reward:
+    """A tutor reward: one reward per sample of each tutored step. Register a subclass with :func:`register_reward`.
+
+    The env builds its reward once, as ``cls(config, trainer)`` (kept as ``self.config`` and ``self.trainer``, the
+    :class:`~tsrl_env.trainer.StudentTrainer`); at each tutored step it calls :meth:`before_update` and, after the
+    weighted update, :meth:`after_update`, which returns the whole batch's rewards. ``batch`` is a
+    :class:`~tsrl_env.trainer.TrainingBatch` and ``weights`` the whole batch's weights, on the device. In a process
+    group each process holds its rows of the batch; :meth:`StudentTrainer.whole_batch
+    <tsrl_env.trainer.StudentTrainer.whole_batch>` gathers per-row rewards into the whole batch's.
+    """
+
+    pays_late = False
+    """Whether a step's rewards pay actions of earlier steps (then :meth:`paid_actions` says which)."""
+
+    def __init__(self, config: EnvConfig, trainer: StudentTrainer) -> None:
+        self.config = config
+        self.trainer = trainer
+
+    def reset(self, np_random: np.random.Generator) -> None:
+        """A new episode (a new Student) starts: forget the last one; draw any seed from the episode RNG ``np_random``."""
+
+    def before_update(self, batch: TrainingBatch, weights: torch.Tensor) -> None:
+        """What the reward needs from the network the weights apply to, before the update changes it."""
+
+    def after_update(self, batch: TrainingBatch, weights: torch.Tensor) -> torch.Tensor:
+        """The whole batch's per-sample rewards, shape ``(batch_size,)``, after the weighted update."""
+        raise NotImplementedError
+
+    def paid_actions(self) -> LateCredit:
+        """For a reward that pays late: which earlier action each reward of the last :meth:`after_update` pays."""
+        raise TypeError(f"{type(self).__name__} pays each step's own actions (pays_late is False)")
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the reward needs to continue an episode from an epoch start (saved in checkpoints)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`."""
+
+
+class TsrlReward(Reward):
+    """The paper's reward: the batch's predictions right after the weighted update against those of its training
+    forward (one no-grad forward, BatchNorm statistics frozen); see :func:`tsrl_reward`."""
+
+    still_wrong_sign = 1.0
+
+    def after_update(self, batch: TrainingBatch, weights: torch.Tensor) -> torch.Tensor:
+        logits_after, _ = self.trainer.frozen_forward(batch.images)
+        p_after = logits_after.softmax(dim=1).gather(1, batch.labels.unsqueeze(1)).squeeze(1)
+        correct_after = logits_after.argmax(dim=1) == batch.labels
+        rewards = _flip_reward(batch.p_true, p_after, batch.correct, correct_after, self.still_wrong_sign)
+        return self.trainer.whole_batch(rewards, kind="rewards")
+
+
+class TsrlReferenceReward(TsrlReward):
+    """:class:`TsrlReward` with the reference code's sign on still-wrong samples; see :func:`tsrl_reference_reward`."""
+
+    still_wrong_sign = -1.0
+
+
+class NextVisitReward(Reward):
+    """``tsrl``'s branches between a sample's consecutive tutored visits, paid at the later one (:class:`NextVisitLedger`).
+
+    It runs no forward after the update. The first tutored epoch pays nothing (no earlier tutored action) and the
+    last epoch's actions are never paid; a tutor must credit each reward to the action :meth:`paid_actions` names.
+    The ledger is replicated in a process group: every rank pays the whole batch from the gathered predictions.
+    """
+
+    pays_late = True
+
+    def __init__(self, config: EnvConfig, trainer: StudentTrainer) -> None:
+        super().__init__(config, trainer)
+        self.ledger = NextVisitLedger(len(trainer.splits["train"]), trainer.device)
+        self._paid: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def reset(self, np_random: np.random.Generator) -> None:
+        self.ledger = NextVisitLedger(len(self.trainer.splits["train"]), self.trainer.device)
+
+    def after_update(self, batch: TrainingBatch, weights: torch.Tensor) -> torch.Tensor:
+        size, steps_per_epoch = self.trainer.batch_size, self.trainer.steps_per_epoch
+        first = (batch.epoch * steps_per_epoch + batch.step) * size
+        transitions = first + torch.arange(size, device=weights.device)
+        rewards, *paid_for = self.ledger.visit(batch.ids, batch.batch_p_true, batch.batch_correct, weights, transitions)
+        self._paid = (rewards, *paid_for)
+        return rewards
+
+    def paid_actions(self) -> LateCredit:
+        """Which action each reward of the last step pays, decoded from the ledger's transition numbers
+        ``(epoch * steps_per_epoch + step) * batch_size + slot``."""
+        assert self._paid is not None, "after_update() has not run yet"
+        rewards, transitions, weights = (tensor.cpu().numpy() for tensor in self._paid)
+        paid = transitions >= 0
+        step_index, slot = np.divmod(transitions, self.trainer.batch_size)
+        epoch, step = np.divmod(step_index, self.trainer.steps_per_epoch)
+        none = np.int64(-1)
+        return LateCredit(np.where(paid, epoch, none), np.where(paid, step, none), np.where(paid, slot, none), weights, rewards)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ledger": self.ledger.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.ledger.load_state_dict(state["ledger"])
+
+
+class ValAlignmentReward(Reward):
+    """Each sample's weighted head gradient against a trusted batch's (:func:`val_alignment_reward`), before the update.
+
+    The trusted batch, ``trusted_batch_size`` validation images, is drawn afresh at every step with a generator of its
+    own (seeded from the episode RNG), so that a run's data order and augmentation are those of a run with the same
+    seed under any other reward; it is forwarded without gradients, BatchNorm statistics frozen.
+    """
+
+    def __init__(self, config: EnvConfig, trainer: StudentTrainer) -> None:
+        super().__init__(config, trainer)
+        val_size = len(trainer.splits["val"])
+        if val_size < config.trusted_batch_size:
+            raise ValueError(
+                f"trusted_batch_size {config.trusted_batch_size} exceeds the {val_size} validation samples of "
+                f"{config.dataset!r}; set it to at most {val_size}"
+            )
+        # Raises now, before any training, if the head is not linear.
+        self.head_has_bias = trainer.student.classifier.bias is not None
+        self.generator = torch.Generator()
+        self._trusted_gradient: torch.Tensor | None = None
+
+    def reset(self, np_random: np.random.Generator) -> None:
+        self.generator.manual_seed(int(np_random.integers(0, 2**31 - 1)))
+
+    def before_update(self, batch: TrainingBatch, weights: torch.Tensor) -> None:
+        # The batch's head gradients are those of the network its training forward ran: take the trusted one now too.
+        size = self.config.trusted_batch_size
+        ids = torch.randperm(len(self.trainer.splits["val"]), generator=self.generator)[:size]
+        ids = ids[self.trainer.group.shard(size)]
+        logits, features = self.trainer.frozen_forward(self.trainer.images_of("val", ids))
+        labels = self.trainer.splits["val"].labels[ids.to(self.trainer.device)]
+        errors = cross_entropy_errors(logits.softmax(dim=1), labels)
+        errors, features = self.trainer.group.all_gather_rows(errors, features, total=size, kind="rewards")
+        self._trusted_gradient = head_gradient(errors, features, bias=self.head_has_bias)
+
+    def after_update(self, batch: TrainingBatch, weights: torch.Tensor) -> torch.Tensor:
+        assert self._trusted_gradient is not None, "before_update() has not run"
+        errors = cross_entropy_errors(batch.probabilities, batch.labels)
+        rewards = val_alignment_reward(errors, batch.features, self._trusted_gradient, weights[self.trainer.rows])
+        return self.trainer.whole_batch(rewards, kind="rewards")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+
+REWARDS: dict[str, type[Reward]] = {}
+"""Every reward the env accepts in its ``reward`` setting, by name."""
+
+REWARD_NAMES = REWARDS.keys()
+"""The names of :data:`REWARDS`, a live view (rewards registered later are in it)."""
+
+
+def register_reward(name: str, cls: type[Reward]) -> None:
+    """Make ``cls`` the reward ``name``, for the env setting ``reward``."""
+    if not (isinstance(cls, type) and issubclass(cls, Reward)):
+        raise TypeError(f"a reward must be a subclass of tsrl_env.Reward, got {cls!r}")
+    register(REWARDS, name, cls, "reward")
+
+
+def reward_class(name: str) -> type[Reward]:
+    """The reward registered as ``name``; an unknown name raises a ValueError listing the registered ones."""
+    return registered(REWARDS, name, "reward")
+
+
+for _name, _cls in {
+    "tsrl": TsrlReward,
+    "tsrl_reference": TsrlReferenceReward,
+    "next_visit": NextVisitReward,
+    "val_alignment": ValAlignmentReward,
+}.items():
+    register_reward(_name, _cls)

@@ -1,15 +1,30 @@
-"""Per-sample learning history and the state vectors the tutor observes (DESIGN §2)."""
+"""The per-sample state the tutor observes: the learning history of every sample and the registered state columns.
+
+A state row is the concatenation of the columns named by the env setting ``state_columns``, in that order. Each name
+is a :class:`StateColumn` registered with :func:`register_state_column`; the built-ins (``features``, ``ema_loss``,
+``counters``, ``p_fake``, ``correctness``, the default list) register the same way. :class:`StateLayout` says where
+each column sits in a row, so that curricula and analyses read observations by name (docs/design.md, "State").
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from tsrl_env.student import FAKE_CLASS
+from tsrl_env.validation import ema_alpha_setting, register, registered
+
+if TYPE_CHECKING:
+    from tsrl_env.config import EnvConfig
+    from tsrl_env.trainer import StudentTrainer, TrainingBatch
+
 COUNTERS = ("learned", "forgotten")
-"""Transition counters a sample's state can include.
+"""Transition counters a sample's history keeps (and the ``counters`` column shows those of ``state_counters``).
 
 ``learned`` counts wrong→right transitions between consecutive visits: the reference implementation's
 "forgetting" counter. ``forgotten`` counts right→wrong transitions: forgetting events in the sense of
@@ -17,7 +32,20 @@ Toneva et al. (ICLR 2019).
 """
 
 
-class SampleHistory:
+class PerSampleTensors:
+    """Tensors indexed by sample id, saved and restored by name (``tensor_names``) for epoch-start states."""
+
+    tensor_names: tuple[str, ...] = ()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name).clone() for name in self.tensor_names}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name, value in state.items():
+            getattr(self, name).copy_(value)
+
+
+class SampleHistory(PerSampleTensors):
     """Learning history of every training sample, held as tensors indexed by sample id.
 
     Each visit of a sample (one Student forward on it) updates its exponential moving average of the
@@ -26,13 +54,13 @@ class SampleHistory:
     "last visit correct" flag starts True, and the first visit sets it).
     """
 
+    tensor_names = ("ema_loss", "learned", "forgotten", "last_correct", "visits")
+
     def __init__(self, num_samples: int, ema_alpha: float = 0.1, device: torch.device | str = "cpu") -> None:
         if num_samples < 1:
             raise ValueError(f"num_samples must be at least 1, got {num_samples}")
-        if not 0.0 < ema_alpha <= 1.0:
-            raise ValueError(f"ema_alpha must lie in (0, 1], got {ema_alpha}")
         self.num_samples = num_samples
-        self.ema_alpha = ema_alpha
+        self.ema_alpha = ema_alpha_setting(ema_alpha)
         self.ema_loss = torch.full((num_samples,), math.log(2.0), device=device)
         self.learned = torch.zeros(num_samples, dtype=torch.int32, device=device)
         self.forgotten = torch.zeros(num_samples, dtype=torch.int32, device=device)
@@ -61,27 +89,172 @@ class SampleHistory:
             raise ValueError(f"unknown counter {name!r}; accepted: {', '.join(COUNTERS)}")
         return getattr(self, name)
 
+
+class StateColumn:
+    """One named group of columns of the per-sample state; register a subclass with :func:`register_state_column`.
+
+    The env builds each column of its ``state_columns`` once, as ``cls(config, trainer)``, and at every training
+    forward calls :meth:`values` with the batch (this process's rows of it) and the samples' history, updated with the
+    batch already. ``width`` is the number of columns; ``part_names`` optionally names each of them, so that
+    :meth:`StateLayout.values` reads one. A column with per-sample memory of its own forgets it in :meth:`reset` and
+    carries it across epoch-start checkpoints in :meth:`state_dict`.
+    """
+
+    width = 1
+    part_names: tuple[str, ...] = ()
+
+    def __init__(self, config: EnvConfig, trainer: StudentTrainer) -> None:
+        """Nothing to set up by default; a column that needs settings or sizes reads them here."""
+
+    def values(self, batch: TrainingBatch, history: SampleHistory) -> torch.Tensor:
+        """The column's values for the batch's rows, shape ``(rows, width)``, on the batch's device."""
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """A new episode (a new Student) starts."""
+
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, name).clone() for name in ("ema_loss", "learned", "forgotten", "last_correct", "visits")}
+        """What the column needs to continue an episode from an epoch start (saved in checkpoints)."""
+        return {}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for name, value in state.items():
-            getattr(self, name).copy_(value)
+        """Continue from :meth:`state_dict`."""
+
+
+class FeaturesColumn(StateColumn):
+    """The Student's penultimate features, projected to ``state_feature_dim`` when set.
+
+    The projection is a fixed random Gaussian matrix seeded by the env setting ``seed`` (scaled by 1/sqrt(width), so
+    that norms are preserved in expectation): the observation keeps its size whatever the backbone.
+    """
+
+    def __init__(self, config: EnvConfig, trainer: StudentTrainer) -> None:
+        backbone_features = trainer.student.num_features
+        self.projection: torch.Tensor | None = None
+        if config.state_feature_dim is not None:
+            generator = torch.Generator().manual_seed(config.seed)
+            projection = torch.randn(backbone_features, config.state_feature_dim, generator=generator)
+            self.projection = (projection / math.sqrt(config.state_feature_dim)).to(trainer.device)
+        self.width = backbone_features if config.state_feature_dim is None else config.state_feature_dim
+
+    def values(self, batch: TrainingBatch, history: SampleHistory) -> torch.Tensor:
+        return batch.features if self.projection is None else batch.features @ self.projection
+
+
+class EmaLossColumn(StateColumn):
+    """``tanh(EMA of the sample's cross-entropy)``, smoothed by the env setting ``ema_alpha``."""
+
+    def values(self, batch: TrainingBatch, history: SampleHistory) -> torch.Tensor:
+        return torch.tanh(history.ema_loss[batch.row_ids]).unsqueeze(1)
+
+
+class CountersColumn(StateColumn):
+    """``tanh(count / 10)`` of each transition counter of the env setting ``state_counters`` (see :data:`COUNTERS`)."""
+
+    def __init__(self, config: EnvConfig, trainer: StudentTrainer) -> None:
+        self.part_names = tuple(config.state_counters)
+        self.width = len(self.part_names)
+
+    def values(self, batch: TrainingBatch, history: SampleHistory) -> torch.Tensor:
+        counts = [history.counter(name)[batch.row_ids].float() / 10.0 for name in self.part_names]
+        return torch.cat([torch.tanh(count).unsqueeze(1) for count in counts], dim=1)
+
+
+class PFakeColumn(StateColumn):
+    """The Student's softmax probability of the class "fake"."""
+
+    def values(self, batch: TrainingBatch, history: SampleHistory) -> torch.Tensor:
+        return batch.probabilities[:, FAKE_CLASS].unsqueeze(1)
+
+
+class CorrectnessColumn(StateColumn):
+    """``onehot(correct)``: 1 in ``wrong`` or in ``correct``, whether the Student's argmax equals the label."""
+
+    width = 2
+    part_names = ("wrong", "correct")
+
+    def values(self, batch: TrainingBatch, history: SampleHistory) -> torch.Tensor:
+        return torch.cat([(~batch.correct).float().unsqueeze(1), batch.correct.float().unsqueeze(1)], dim=1)
+
+
+STATE_COLUMNS: dict[str, type[StateColumn]] = {}
+"""Every state column the env accepts in ``state_columns``, by name."""
+
+DEFAULT_STATE_COLUMNS = ("features", "ema_loss", "counters", "p_fake", "correctness")
+"""The reference state ``[f, tanh(ema_loss), tanh(counter / 10)..., p_fake, onehot(correct)]``."""
+
+
+def register_state_column(name: str, cls: type[StateColumn]) -> None:
+    """Make ``cls`` the state column ``name``, for the env setting ``state_columns``."""
+    if not (isinstance(cls, type) and issubclass(cls, StateColumn)):
+        raise TypeError(f"a state column must be a subclass of tsrl_env.StateColumn, got {cls!r}")
+    register(STATE_COLUMNS, name, cls, "state column")
+
+
+for _name, _cls in zip(
+    DEFAULT_STATE_COLUMNS, (FeaturesColumn, EmaLossColumn, CountersColumn, PFakeColumn, CorrectnessColumn), strict=True
+):
+    register_state_column(_name, _cls)
 
 
 @dataclass(frozen=True)
 class StateLayout:
-    """Where each quantity sits in a state row, so that curricula and analyses can read observations.
+    """Where each column sits in a state row, so that curricula and analyses read observations by name.
 
-    ``features`` is the slice of Student features; the other fields are column indices.
+    ``columns`` maps each column's name to its slice of the row; ``parts`` maps the names of single columns inside a
+    wider one (the counters, ``wrong`` and ``correct``) to their index.
     """
 
-    features: slice
-    ema_loss: int
-    counters: dict[str, int]
-    p_fake: int
-    wrong: int
-    correct: int
+    columns: dict[str, slice]
+    parts: dict[str, int]
+
+    @classmethod
+    def of(cls, columns: dict[str, StateColumn]) -> StateLayout:
+        slices, parts, start = {}, {}, 0
+        for name, column in columns.items():
+            slices[name] = slice(start, start + column.width)
+            parts.update({part: start + index for index, part in enumerate(column.part_names)})
+            start += column.width
+        return cls(slices, parts)
+
+    @property
+    def width(self) -> int:
+        """Values per state row."""
+        return max((where.stop for where in self.columns.values()), default=0)
+
+    def values(self, states: np.ndarray, name: str) -> np.ndarray:
+        """The column ``name`` (a column or a part of one) of state rows: shape ``states.shape[:-1]`` for a single
+        column, ``states.shape[:-1] + (width,)`` for a wider one."""
+        if name in self.parts:
+            return states[..., self.parts[name]]
+        where = self._slice(name)
+        return states[..., where.start] if where.stop - where.start == 1 else states[..., where]
+
+    @property
+    def features(self) -> slice:
+        return self._slice("features")
+
+    @property
+    def ema_loss(self) -> int:
+        return self._slice("ema_loss").start
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Index of each counter in the row, by counter name."""
+        where = self._slice("counters")
+        return {name: index for name, index in self.parts.items() if where.start <= index < where.stop}
+
+    @property
+    def p_fake(self) -> int:
+        return self._slice("p_fake").start
+
+    @property
+    def wrong(self) -> int:
+        return self._part("wrong")
+
+    @property
+    def correct(self) -> int:
+        return self._part("correct")
 
     def ema_loss_of(self, states: np.ndarray) -> np.ndarray:
         """The EMA losses of state rows (undoing the tanh squashing), shape ``states.shape[:-1]``."""
@@ -101,58 +274,41 @@ class StateLayout:
         p_top = np.maximum(p_fake, 1.0 - p_fake)
         return np.where(self.correct_of(states), p_top, 1.0 - p_top)
 
+    def _slice(self, name: str) -> slice:
+        if name not in self.columns:
+            raise ValueError(f"the state has no column {name!r}; its columns: {', '.join([*self.columns, *self.parts])}")
+        return self.columns[name]
+
+    def _part(self, name: str) -> int:
+        if name not in self.parts:
+            raise ValueError(f"the state has no column {name!r}; its columns: {', '.join([*self.columns, *self.parts])}")
+        return self.parts[name]
+
 
 class StateBuilder:
-    """Builds the per-sample state ``[f, tanh(ema_loss), tanh(counter / 10) ..., p_fake, onehot(correct)]``.
+    """Builds the state rows of a batch from the env's columns, in the order of ``state_columns``."""
 
-    With ``feature_dim`` set, the Student's features are mapped to that width by a fixed random Gaussian
-    projection (seeded, scaled by 1/sqrt(width) so that norms are preserved in expectation), so the
-    observation stays the same size whatever the backbone.
-    """
+    def __init__(self, names: Sequence[str], config: EnvConfig, trainer: StudentTrainer) -> None:
+        self.columns = {name: state_column_class(name)(config, trainer) for name in names}
+        self.layout = StateLayout.of(self.columns)
+        self.state_dim = self.layout.width
 
-    def __init__(
-        self,
-        backbone_features: int,
-        feature_dim: int | None = None,
-        counters: tuple[str, ...] = ("learned",),
-        seed: int = 0,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        unknown = [name for name in counters if name not in COUNTERS]
-        if unknown:
-            raise ValueError(f"unknown state counter(s) {unknown}; accepted: {', '.join(COUNTERS)}")
-        if feature_dim is not None and feature_dim < 1:
-            raise ValueError(f"state_feature_dim must be a positive integer or None, got {feature_dim}")
-        self.counters = tuple(counters)
-        self.projection: torch.Tensor | None = None
-        if feature_dim is not None:
-            generator = torch.Generator().manual_seed(seed)
-            projection = torch.randn(backbone_features, feature_dim, generator=generator) / math.sqrt(feature_dim)
-            self.projection = projection.to(device)
-        self.feature_dim = backbone_features if feature_dim is None else feature_dim
-        self.state_dim = self.feature_dim + 1 + len(self.counters) + 1 + 2
-        width = self.feature_dim
-        self.layout = StateLayout(
-            features=slice(0, width),
-            ema_loss=width,
-            counters={name: width + 1 + index for index, name in enumerate(self.counters)},
-            p_fake=self.state_dim - 3,
-            wrong=self.state_dim - 2,
-            correct=self.state_dim - 1,
-        )
+    def build(self, batch: TrainingBatch, history: SampleHistory) -> torch.Tensor:
+        """States of the batch's rows, shape ``(rows, state_dim)``."""
+        return torch.cat([column.values(batch, history) for column in self.columns.values()], dim=1)
 
-    def build(
-        self,
-        features: torch.Tensor,
-        ids: torch.Tensor,
-        history: SampleHistory,
-        p_fake: torch.Tensor,
-        correct: torch.Tensor,
-    ) -> torch.Tensor:
-        """States of a batch, shape ``(batch, state_dim)``; ``features`` must be detached."""
-        if self.projection is not None:
-            features = features @ self.projection
-        columns = [features, torch.tanh(history.ema_loss[ids]).unsqueeze(1)]
-        columns += [torch.tanh(history.counter(name)[ids].float() / 10.0).unsqueeze(1) for name in self.counters]
-        columns += [p_fake.unsqueeze(1), (~correct).float().unsqueeze(1), correct.float().unsqueeze(1)]
-        return torch.cat(columns, dim=1)
+    def reset(self) -> None:
+        for column in self.columns.values():
+            column.reset()
+
+    def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {name: column.state_dict() for name, column in self.columns.items()}
+
+    def load_state_dict(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+        for name, column in self.columns.items():
+            column.load_state_dict(state[name])
+
+
+def state_column_class(name: str) -> type[StateColumn]:
+    """The state column registered as ``name``; an unknown name raises a ValueError listing the registered ones."""
+    return registered(STATE_COLUMNS, name, "state column")

@@ -1,4 +1,4 @@
-"""Per-sample view of the curriculum environment as a Gymnasium ``VectorEnv`` (DESIGN §3.1)."""
+"""Per-sample view of the curriculum environment as a Gymnasium ``VectorEnv`` (docs/design.md, "The environment contract")."""
 
 from __future__ import annotations
 

@@ -25,9 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tsrl_env import DeepfakeCurriculumEnv, PerSampleVectorEnv
-from tsrl_env.env import _normalise
-from tsrl_env.student import Student, resolve_device
+from tsrl_env import DeepfakeCurriculumEnv, PerSampleVectorEnv, StudentTrainer
+from tsrl_env.student import resolve_device
 
 # Sizes of the splits the benchmarks never evaluate (kept small: they are generated with the training split).
 HELD_OUT_SIZE = 256
@@ -82,15 +81,16 @@ def env_settings(args: argparse.Namespace, reward: str = "tsrl", epochs: int = 1
     }
 
 
-def _no_evaluation(split: str) -> dict[str, Any]:
-    return {}
+class UnevaluatedEnv(DeepfakeCurriculumEnv):
+    """The curriculum environment with its epoch-end evaluations as no-ops (see the module docstring)."""
+
+    def evaluate(self, split: str) -> dict[str, Any]:
+        return {}
 
 
 def make_env(args: argparse.Namespace, reward: str = "tsrl", epochs: int = 1) -> DeepfakeCurriculumEnv:
     """A benchmark environment whose epoch-end evaluations are no-ops (see the module docstring)."""
-    env = DeepfakeCurriculumEnv(**env_settings(args, reward, epochs))
-    env.evaluate = _no_evaluation
-    return env
+    return UnevaluatedEnv(**env_settings(args, reward, epochs))
 
 
 def describe(args: argparse.Namespace, env: DeepfakeCurriculumEnv) -> str:
@@ -100,7 +100,7 @@ def describe(args: argparse.Namespace, env: DeepfakeCurriculumEnv) -> str:
     return (
         f"Student {args.backbone} at {args.image_size}x{args.image_size}, batch {env.batch_size}, {env.steps_per_epoch} "
         f"steps per epoch ({env.steps_per_epoch * env.batch_size} of {args.train_size} training images), state width "
-        f"{env.state_builder.state_dim}; device {device} ({where}), {torch.get_num_threads()} torch threads, "
+        f"{env.observation_space.shape[1]}; device {device} ({where}), {torch.get_num_threads()} torch threads, "
         f"{os.cpu_count()} CPUs, torch {torch.__version__}; {args.repeats} timed epochs per variant"
     )
 
@@ -110,23 +110,20 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def batches(env: DeepfakeCurriculumEnv, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """One epoch of (sample ids, normalised images, labels) from ``env``'s training split, prepared as the env does."""
-    train = env.splits["train"]
-    order = torch.randperm(len(train), generator=generator)
-    for step in range(env.steps_per_epoch):
-        ids = order[step * env.batch_size : (step + 1) * env.batch_size].to(env.device)
-        images = train.images[ids]
-        if env.config.augment:
-            flip = (torch.rand(len(ids), generator=generator) < 0.5).to(env.device)
-            images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-        yield ids, _normalise(images), train.labels[ids]
+def trainer_of(env: DeepfakeCurriculumEnv, seed: int) -> StudentTrainer:
+    """A trainer of its own on ``env``'s settings and loaded data: a Student and optimiser built as the env builds its
+    own, from ``seed``, and batches drawn, augmented and normalised as the env draws them (data order from ``seed``)."""
+    trainer = StudentTrainer(env.config, dataset=env.dataset)
+    trainer.start(student_seed=seed, data_seed=seed)
+    return trainer
 
 
-def build_student(env: DeepfakeCurriculumEnv, seed: int) -> tuple[Student, torch.optim.Optimizer]:
-    """A Student and optimiser built as the env builds its own."""
-    student = env.build_student(seed)
-    return student, env.build_optimizer(student)
+def batches(trainer: StudentTrainer) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """One epoch of (sample ids, normalised images, labels) of ``trainer``'s training split, in its own order."""
+    trainer.start_epoch(trainer.epoch + 1)
+    for _ in range(trainer.steps_per_epoch):
+        ids, _, images, labels = trainer.next_batch()
+        yield ids, images, labels
 
 
 class PlainSupervised:
@@ -134,18 +131,17 @@ class PlainSupervised:
     unweighted mean cross-entropy, one backward and one optimiser step. Nothing is read back per step."""
 
     def __init__(self, env: DeepfakeCurriculumEnv, seed: int = 0) -> None:
-        self.env = env
-        self.student, self.optimizer = build_student(env, seed)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.trainer = trainer_of(env, seed)
 
     def epoch(self) -> None:
-        self.student.train()
-        for _, images, labels in batches(self.env, self.generator):
-            logits, _ = self.student(images)
+        student, optimizer = self.trainer.student, self.trainer.optimizer
+        student.train()
+        for _, images, labels in batches(self.trainer):
+            logits, _ = student(images)
             loss = F.cross_entropy(logits, labels)
-            self.optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            self.optimizer.step()
+            optimizer.step()
 
 
 class FixedWeightEpochs:
@@ -169,7 +165,7 @@ class FixedWeightEpochs:
         elif view == "sb3":
             from agents import PerSampleVecEnv
 
-            vec = PerSampleVecEnv(PerSampleVectorEnv(env, autoreset=False))
+            vec = PerSampleVecEnv(env, autoreset=False)
             vec.seed(seed)
             vec.reset()
             self.weights = self.weights[..., None]

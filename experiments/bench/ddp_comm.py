@@ -31,7 +31,7 @@ from experiments.bench.common import add_common_arguments, env_settings
 from experiments.report import format_table
 from tsrl_env import DeepfakeCurriculumEnv
 from tsrl_env.distributed import COMMUNICATION_KINDS, DistributedGroupView
-from tsrl_env.rewards import NEXT_VISIT_REWARDS, REWARD_NAMES, needs_trusted_batch
+from tsrl_env.rewards import REWARDS, ValAlignmentReward
 from tsrl_env.student import NUM_CLASSES, resolve_device
 
 STEP_KINDS = ("gradients", "states", "weights", "loss", "rewards")
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m experiments.bench.ddp_comm", description=__doc__.split("\n\n")[0])
     add_common_arguments(parser, train_size=512, repeats=1)
     parser.add_argument("--processes", type=int, default=2, help="ranks of the process group (default: 2)")
-    parser.add_argument("--reward", choices=REWARD_NAMES, default="tsrl", help="default: tsrl")
+    parser.add_argument("--reward", choices=list(REWARDS), default="tsrl", help="default: tsrl")
     return parser
 
 
@@ -111,7 +111,7 @@ def measure(env: DeepfakeCurriculumEnv, view: DistributedGroupView, seed: int) -
     if any(step != ordinary[0] for step in ordinary):
         raise RuntimeError(f"ordinary steps sent different bytes: {ordinary}")
     evaluation = _counted(view, lambda: env.evaluate("val"))
-    val_alignment = needs_trusted_batch(env.config.reward)
+    val_alignment = isinstance(env.reward, ValAlignmentReward)
     return {
         "reset": reset,
         "step": ordinary[0],
@@ -119,12 +119,13 @@ def measure(env: DeepfakeCurriculumEnv, view: DistributedGroupView, seed: int) -
         "ordinary_steps": len(ordinary),
         "processes": view.world_size,
         "batch_size": env.batch_size,
-        "state_dim": env.state_builder.state_dim,
+        "state_dim": env.observation_space.shape[1],
         "parameters": sum(p.numel() for p in env.student.parameters()),
         "buffer_bytes": sum(b.numel() * b.element_size() for b in env.student.buffers()),
         "features": env.student.num_features,
         "val_size": len(env.splits["val"]),
         "reward": env.config.reward,
+        "reward_pays_late": env.reward.pays_late,
         "trusted_batch_size": env.config.trusted_batch_size if val_alignment else 0,
     }
 
@@ -133,8 +134,9 @@ def expected_step_bytes(measured: dict[str, Any]) -> dict[str, int]:
     """What each kind of an ordinary step sends, from the shapes: float32 values, bool correctness, rank 0's shard."""
     processes, batch = measured["processes"], measured["batch_size"]
     shard = batch // processes
-    # next_visit's replicated ledger pays the whole batch on every rank: no rewards are gathered.
-    rewards = 0 if measured["reward"] in NEXT_VISIT_REWARDS else 4 * shard
+    # A reward that pays late (next_visit) keeps a replicated ledger that pays the whole batch on every rank: no rewards
+    # are gathered.
+    rewards = 0 if measured["reward_pays_late"] else 4 * shard
     # val_alignment also gathers its trusted batch's cross-entropy errors and head inputs, a padded shard of rows.
     rewards += math.ceil(measured["trusted_batch_size"] / processes) * 4 * (NUM_CLASSES + measured["features"])
     return {

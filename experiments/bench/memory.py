@@ -43,7 +43,7 @@ from experiments.bench.common import add_common_arguments, env_settings, setup
 from experiments.report import format_table
 from tsrl_env import DeepfakeCurriculumEnv
 from tsrl_env.data import make_dataset
-from tsrl_env.rewards import REWARDS
+from tsrl_env.rewards import REWARDS, reward_class
 
 RESULT_PREFIX = "MEMORY-RESULT "
 MB = 2**20
@@ -81,8 +81,8 @@ def _dataset_bytes(env: DeepfakeCurriculumEnv) -> int:
 def expected_bytes_per_sample(state_dim: int, tutor: str, reward: str) -> dict[str, float]:
     """What is expected to grow with the training set, in bytes per training sample (see the module docstring)."""
     expected = {"history": 17.0, "order": 8.0}
-    if reward == "next_visit":
-        expected["next_visit ledger"] = 17.0
+    if reward_class(reward).pays_late:  # next_visit's ledger: what each sample paid at its last visit
+        expected["late-credit ledger"] = 17.0
     if tutor == "ppo":
         expected["rollout"] = 4.0 * (state_dim + 7)
         expected["flatten copy"] = 4.0 * state_dim
@@ -133,7 +133,7 @@ def run_child(args: argparse.Namespace) -> dict:
     result = {
         "tutor": args.tutor,
         "train_size": len(env.splits["train"]),
-        "state_dim": env.state_builder.state_dim,
+        "state_dim": env.observation_space.shape[1],
         "dataset_bytes": _dataset_bytes(env),
         "baseline_bytes": baseline_kib * 1024,
         "peak_bytes": ((_status_kib("VmHWM") or 0) if kernel_peak else samples["rss_kib"]) * 1024,

@@ -36,12 +36,12 @@ from experiments.bench.common import (
     TutoredEpochs,
     add_common_arguments,
     batches,
-    build_student,
     describe,
     interleaved_times,
     make_env,
     paired_ratio,
     setup,
+    trainer_of,
 )
 from experiments.report import format_table
 from tsrl_env import DeepfakeCurriculumEnv
@@ -64,8 +64,8 @@ VARIANTS = {
 class ReferencePattern:
     """RE-CREATION of the reference implementation's step, for comparison only; nothing else uses it.
 
-    Per batch, as the reference does it (DESIGN §2, "known weaknesses"): the Student in eval mode runs one no-grad
-    forward for the predictions and a second one for the features; the state ``[features, tanh(EMA loss),
+    Per batch, as the reference does it (docs/design.md, "Known weaknesses of the reference"): the Student in eval mode
+    runs one no-grad forward for the predictions and a second one for the features; the state ``[features, tanh(EMA loss),
     tanh(learned / 10), p_fake, onehot(correct)]`` is built at the backbone's full feature width and kept, with every
     other state of the epoch, in host memory; the Student in training mode runs the weighted forward and backward
     (weights fixed here, as for the fused variants); an eval-mode forward after the update gives the after
@@ -73,9 +73,8 @@ class ReferencePattern:
     """
 
     def __init__(self, env: DeepfakeCurriculumEnv, seed: int = 0) -> None:
-        self.env = env
-        self.student, self.optimizer = build_student(env, seed)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.trainer = trainer_of(env, seed)
+        self.student, self.optimizer = self.trainer.student, self.trainer.optimizer
         self.history = SampleHistory(len(env.splits["train"]), env.config.ema_alpha, env.device)
         rng = np.random.default_rng(seed)
         self.weights = torch.from_numpy(rng.uniform(size=(env.steps_per_epoch, env.batch_size)).astype(np.float32)).to(env.device)
@@ -84,7 +83,7 @@ class ReferencePattern:
 
     def epoch(self) -> None:
         self.epoch_states, self.epoch_rewards = [], []
-        for step, (ids, images, labels) in enumerate(batches(self.env, self.generator)):
+        for step, (ids, images, labels) in enumerate(batches(self.trainer)):
             self.student.eval()
             with torch.no_grad():
                 logits_before, _ = self.student(images)  # eval forward 1: predictions

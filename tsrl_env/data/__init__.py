@@ -1,48 +1,95 @@
 """Data sources. Each returns a :class:`~tsrl_env.data.base.Dataset` with ``train``, ``val`` and ``test_*`` splits.
 
 ``embedded`` generates the offline benchmark in memory; ``deepfakebench`` reads datasets preprocessed by
-DeepfakeBench and ``folder`` plain image folders, both leaving the images on disk (a :class:`FrameStore`).
+DeepfakeBench and ``folder`` plain image folders, both leaving the images on disk (a :class:`FrameStore`). Each source
+is registered once, as its loader and the dataclass of its options (:func:`register_dataset`), so that the env config
+checks a source's options before any data is loaded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from tsrl_env.data.base import REAL_FAMILY, Dataset, FrameStore, Split
 from tsrl_env.data.deepfakebench import DEEPFAKEBENCH_LABEL_DICT, DeepfakeBenchConfig, load_deepfakebench
 from tsrl_env.data.embedded import EmbeddedConfig, load_embedded, save_family_grid
 from tsrl_env.data.folder import FolderConfig, load_folder
+from tsrl_env.validation import register, registered, reject_unknown_keys, shown
 
-DATASETS: dict[str, Callable[..., Dataset]] = {
-    "embedded": load_embedded,
-    "deepfakebench": load_deepfakebench,
-    "folder": load_folder,
-}
+
+@dataclass(frozen=True)
+class DataSource:
+    """How to load one data source: ``loader(config=None, **options)``, and the dataclass of its options.
+
+    ``options`` (a dataclass type) lets the env config check the options before loading anything; ``keywords`` are the
+    loader's arguments other than those fields and ``config``. A source without ``options`` checks them when it loads.
+    """
+
+    loader: Callable[..., Dataset]
+    options: type | None = None
+    keywords: tuple[str, ...] = ()
+
+    def check(self, name: str, options: Any) -> None:
+        """Refuse options the loader would refuse, without loading any data."""
+        if not isinstance(options, dict):
+            raise TypeError(f"dataset_options must be a mapping of option names to values, got {shown(options)}")
+        if self.options is None:
+            return
+        fields = [field.name for field in dataclasses.fields(self.options)]
+        reject_unknown_keys(options, [*fields, "config", *self.keywords], f"{name} option")
+        given = {key: value for key, value in options.items() if key in fields}
+        base = options.get("config")
+        if base is None:
+            self.options(**given)
+        else:
+            dataclasses.replace(base, **given)
+
+
+DATASETS: dict[str, DataSource] = {}
+"""Every data source the env accepts in its ``dataset`` setting, by name."""
+
+
+def register_dataset(
+    name: str, loader: Callable[..., Dataset], options: type | None = None, keywords: tuple[str, ...] = ()
+) -> None:
+    """Make ``loader`` the data source ``name`` (see :class:`DataSource`), for the env setting ``dataset``."""
+    register(DATASETS, name, DataSource(loader, options, tuple(keywords)), "dataset")
+
+
+register_dataset("embedded", load_embedded, EmbeddedConfig, keywords=("cache_dir",))
+register_dataset("deepfakebench", load_deepfakebench, DeepfakeBenchConfig)
+register_dataset("folder", load_folder, FolderConfig)
+
+
+def data_source(name: str) -> DataSource:
+    """The data source registered as ``name``; an unknown name raises a ValueError listing the registered ones."""
+    return registered(DATASETS, name, "dataset")
 
 
 def make_dataset(name: str, **options: Any) -> Dataset:
     """Load the dataset registered as ``name`` with its source-specific ``options``."""
-    try:
-        loader = DATASETS[name]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; accepted: {', '.join(DATASETS)}") from None
-    return loader(**options)
+    return data_source(name).loader(**options)
 
 
 __all__ = [
     "DATASETS",
     "DEEPFAKEBENCH_LABEL_DICT",
     "REAL_FAMILY",
+    "DataSource",
     "Dataset",
     "DeepfakeBenchConfig",
     "EmbeddedConfig",
     "FolderConfig",
     "FrameStore",
     "Split",
+    "data_source",
     "load_deepfakebench",
     "load_embedded",
     "load_folder",
     "make_dataset",
+    "register_dataset",
     "save_family_grid",
 ]

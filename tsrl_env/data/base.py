@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from tsrl_env.validation import image_size_setting
+
 REAL_FAMILY = -1
 
 # What PIL raises on a missing, truncated or malformed image file (some of its format plugins raise SyntaxError).
@@ -31,8 +33,7 @@ class FrameStore(torch.utils.data.Dataset):
     """
 
     def __init__(self, paths: Sequence[str] | np.ndarray, image_size: int) -> None:
-        if not isinstance(image_size, int) or image_size < 8:
-            raise ValueError(f"image_size must be an integer of at least 8, got {image_size!r}")
+        image_size_setting(image_size)
         # Bytes in one numpy array rather than a list of str: DataLoader workers then share the pages instead of
         # copying them as reference counts change (https://github.com/pytorch/pytorch/issues/13246).
         self._paths = paths if isinstance(paths, np.ndarray) else np.array([os.fsencode(path) for path in paths], dtype=bytes)

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from tsrl_env.config import reject_unknown_keys
 from tsrl_env.data.base import Dataset
-from tsrl_env.data.frames import ON_BAD_FRAMES, SplitFrames, build_frame_dataset, carve_videos
+from tsrl_env.data.frames import SplitFrames, build_frame_dataset, carve_videos
+from tsrl_env.validation import image_size_setting, on_bad_frames_setting, reject_unknown_keys
 
 logger = logging.getLogger(__name__)
 
@@ -132,12 +132,10 @@ class DeepfakeBenchConfig:
         wrong = {name: value for name, value in self.label_dict.items() if value not in (0, 1)}
         if wrong:
             raise ValueError(f"label_dict values must be 0 (real) or 1 (fake), got {wrong}")
-        if not isinstance(self.image_size, int) or self.image_size < 8:
-            raise ValueError(f"image_size must be an integer of at least 8, got {self.image_size!r}")
+        image_size_setting(self.image_size)
         if self.val_fraction is not None and not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must lie in (0, 1) or be None, got {self.val_fraction}")
-        if self.on_bad_frames not in ON_BAD_FRAMES:
-            raise ValueError(f"on_bad_frames must be one of {', '.join(ON_BAD_FRAMES)}, got {self.on_bad_frames!r}")
+        on_bad_frames_setting(self.on_bad_frames)
 
     @property
     def labels(self) -> dict[str, int]:

@@ -9,12 +9,11 @@ families; ``test_unseen`` holds others, to measure generalisation.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
+import io
 import json
 import os
 import pickle
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,8 @@ from PIL import Image, ImageDraw, ImageFont
 from tsrl_env.data.base import REAL_FAMILY, Dataset, Split
 from tsrl_env.data.manipulations import MANIPULATIONS, jpeg, to_uint8
 from tsrl_env.data.photos import random_shot, render_shot, split_tiles, tile_library
+from tsrl_env.files import write_atomically
+from tsrl_env.validation import image_size_setting, reject_unknown_keys
 
 # Bump whenever generation code or constants change what a config produces, so stale caches are not reused.
 GENERATOR_VERSION = 2
@@ -87,8 +88,7 @@ class EmbeddedConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if self.image_size < 8:
-            raise ValueError(f"image_size must be at least 8 pixels, got {self.image_size}")
+        image_size_setting(self.image_size)
         for name in ("train_families", "unseen_families"):
             families = getattr(self, name)
             unknown = [family for family in families if family not in MANIPULATIONS]
@@ -247,12 +247,7 @@ def generate_embedded(config: EmbeddedConfig | None = None, workers: int | None 
 
 
 def _build_config(config: EmbeddedConfig | None, overrides: dict[str, Any]) -> EmbeddedConfig:
-    accepted = [field.name for field in dataclasses.fields(EmbeddedConfig)]
-    for key in overrides:
-        if key not in accepted:
-            close = difflib.get_close_matches(key, accepted, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise TypeError(f"unknown EmbeddedConfig setting {key!r}.{hint} Accepted settings: {', '.join(accepted)}")
+    reject_unknown_keys(overrides, [field.name for field in dataclasses.fields(EmbeddedConfig)], "embedded option")
     return dataclasses.replace(config or EmbeddedConfig(), **overrides)
 
 
@@ -302,15 +297,9 @@ def load_embedded(
             pass  # A truncated or foreign file: regenerate and overwrite it below.
     dataset = generate_embedded(config)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Write then rename, so a concurrent reader or a crash never sees a half-written cache file.
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(_to_payload(dataset, config), stream)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    payload = io.BytesIO()
+    torch.save(_to_payload(dataset, config), payload)
+    write_atomically(path, payload.getvalue())
     return dataset
 
 

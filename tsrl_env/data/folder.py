@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tsrl_env.config import reject_unknown_keys
 from tsrl_env.data.base import Dataset
-from tsrl_env.data.frames import ON_BAD_FRAMES, SplitFrames, build_frame_dataset, carve_videos
+from tsrl_env.data.frames import SplitFrames, build_frame_dataset, carve_videos
+from tsrl_env.validation import image_size_setting, on_bad_frames_setting, reject_unknown_keys
 
 DATASET_NAME = "folder"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -49,15 +49,13 @@ class FolderConfig:
     def __post_init__(self) -> None:
         if not self.root:
             raise ValueError("the folder source needs root, the folder holding real/ and fake/ (or split folders)")
-        if not isinstance(self.image_size, int) or self.image_size < 8:
-            raise ValueError(f"image_size must be an integer of at least 8, got {self.image_size!r}")
+        image_size_setting(self.image_size)
         for name in ("val_fraction", "test_fraction"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must lie in (0, 1), got {getattr(self, name)}")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError(f"val_fraction + test_fraction must stay below 1, got {self.val_fraction + self.test_fraction}")
-        if self.on_bad_frames not in ON_BAD_FRAMES:
-            raise ValueError(f"on_bad_frames must be one of {', '.join(ON_BAD_FRAMES)}, got {self.on_bad_frames!r}")
+        on_bad_frames_setting(self.on_bad_frames)
 
 
 def _scan(split_folder: Path, root: Path, fake_type_folders: bool) -> SplitFrames:

@@ -17,10 +17,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from tsrl_env.data.base import DECODE_ERRORS, REAL_FAMILY, Dataset, FrameStore, Split
+from tsrl_env.validation import on_bad_frames_setting
 
 logger = logging.getLogger(__name__)
 
-ON_BAD_FRAMES = ("error", "skip")
 
 # How many bad frames an error message or a log line lists.
 _LISTED_BAD_FRAMES = 5
@@ -132,8 +132,7 @@ def build_frame_dataset(name: str, splits: dict[str, SplitFrames], image_size: i
     and counts them per split in ``Dataset.bad_frames``. Family names are the fake frames' families, sorted; video
     names map to group ids shared across splits.
     """
-    if on_bad_frames not in ON_BAD_FRAMES:
-        raise ValueError(f"on_bad_frames must be one of {', '.join(ON_BAD_FRAMES)}, got {on_bad_frames!r}")
+    on_bad_frames_setting(on_bad_frames)
     for split, frames in splits.items():
         if not len(frames):
             raise ValueError(f"split {split!r} of dataset {name!r} has no frames")

@@ -1,0 +1,352 @@
+"""StudentTrainer: the supervised side of the environment, training one Student batch by batch with given weights.
+
+It owns the Student, its optimiser, the data (loading, epoch order, augmentation), the training forward, the weighted
+update and evaluation, and its state for checkpoints; it knows nothing of tutors, states or rewards. The environment
+(:mod:`tsrl_env.env`) drives it one batch per step, the rewards read the batches it produces, and the bench scripts
+build their baselines on it. In a process group each process forwards its rows (its shard) of every batch; see
+docs/design.md, "Distributed training".
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Sampler, Subset
+from torch.utils.data import Dataset as TorchDataset
+
+from tsrl_env.config import EnvConfig
+from tsrl_env.data import Dataset, FrameStore, Split, make_dataset
+from tsrl_env.distributed import ProcessGroupView
+from tsrl_env.metrics import detection_metrics, per_family_auc
+from tsrl_env.student import FAKE_CLASS, Student, resolve_device
+
+EVAL_BATCH_SIZE = 256
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingBatch:
+    """One training batch after the Student's training forward, waiting for its weighted update.
+
+    ``epoch`` and ``step`` place it in the episode; ``ids`` are the whole batch's sample ids (the same on every
+    process), ``row_ids`` those of this process's rows. ``images`` (normalised), ``labels``, ``losses`` (per-sample
+    cross-entropy, still attached to the autograd graph), ``p_true`` (probability of the label), ``correct``,
+    ``probabilities`` and ``features`` (detached head inputs) cover this process's rows; the ``batch_`` fields are the
+    whole batch's, gathered from every process (all of it when nothing is distributed).
+    """
+
+    epoch: int
+    step: int
+    ids: torch.Tensor
+    row_ids: torch.Tensor
+    images: torch.Tensor
+    labels: torch.Tensor
+    losses: torch.Tensor
+    p_true: torch.Tensor
+    correct: torch.Tensor
+    probabilities: torch.Tensor
+    features: torch.Tensor
+    batch_losses: torch.Tensor
+    batch_p_true: torch.Tensor
+    batch_correct: torch.Tensor
+
+
+class StudentTrainer:
+    """Trains one Student on the env's data with per-sample loss weights (the settings of :class:`EnvConfig`).
+
+    ``dataset`` reuses data loaded already (its splits are moved to the trainer's device and image size); by default
+    the trainer loads ``config.dataset``. ``group`` is the process group training the Student together
+    (:mod:`tsrl_env.distributed`). Call :meth:`start` for a new Student (or :meth:`load_state_dict`), then per epoch
+    :meth:`start_epoch` and ``steps_per_epoch`` times :meth:`forward_next_batch` and :meth:`update`.
+    """
+
+    def __init__(self, config: EnvConfig, group: ProcessGroupView | None = None, dataset: Dataset | None = None) -> None:
+        self.config = config
+        self.group = ProcessGroupView() if group is None else group
+        # This process's rows of every training batch; refused before any data is loaded if the shards would differ.
+        self.rows = self.group.equal_shard(config.batch_size, "batch_size")
+        self.device = resolve_device(config.device)
+        self.dataset = make_dataset(config.dataset, **config.dataset_options) if dataset is None else dataset
+        if self.dataset.bad_frames:
+            skipped = self.dataset.bad_frames
+            logger.warning("training without %d unreadable frame(s), per split: %s", sum(skipped.values()), skipped)
+        self.splits = {name: _to_device(split, self.device, config.image_size) for name, split in self.dataset.splits.items()}
+        self.batch_size = config.batch_size
+        train_size = len(self.splits["train"])
+        if train_size < self.batch_size:
+            raise ValueError(f"batch_size {self.batch_size} exceeds the {train_size} training samples of {config.dataset!r}")
+        # The ragged last batch is dropped: every step has the same shape.
+        self.steps_per_epoch = train_size // self.batch_size
+        self.student = self.build_student(config.seed)
+        self.network: nn.Module | None = None  # what the training forward goes through (DDP in a group), made by start()
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.data_generator = torch.Generator()
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self._order = torch.arange(train_size)
+        self._epoch_batches = _EpochBatches(self.batch_size, self.steps_per_epoch, self.rows)
+        self._train_loader: DataLoader | None = None  # made at the first epoch of a dataset whose frames are on disk
+        self._train_batches: Iterator[torch.Tensor] | None = None
+
+    def build_student(self, seed: int) -> Student:
+        """A new Student of the configured backbone, initialised from ``seed`` (the global RNG untouched), on the device."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            student = Student.from_timm(self.config.backbone, self.config.pretrained)
+        return student.to(self.device, memory_format=torch.channels_last)
+
+    def build_optimizer(self, student: Student) -> torch.optim.Optimizer:
+        """The optimiser ``student`` trains with (Adam at the configured ``lr`` and ``weight_decay``)."""
+        return torch.optim.Adam(student.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+
+    def start(self, student_seed: int, data_seed: int) -> None:
+        """A new Student and optimiser from ``student_seed``; the data order and augmentation drawn from ``data_seed``."""
+        self.student = self.build_student(student_seed)
+        self.network = self.group.wrap(self.student)
+        self.optimizer = self.build_optimizer(self.student)
+        self.data_generator.manual_seed(data_seed)
+
+    def start_epoch(self, epoch: int) -> None:
+        """Draw epoch ``epoch``'s order of the training samples (and start decoding its first frames, if on disk)."""
+        self.epoch = epoch
+        self._order = torch.randperm(len(self.splits["train"]), generator=self.data_generator)
+        self.step_in_epoch = 0
+        train = self.splits["train"].images
+        if isinstance(train, FrameStore):
+            if self._train_loader is None:
+                self._train_loader = self._frame_loader(train, batch_sampler=self._epoch_batches, persistent=True)
+            # Workers start decoding this epoch's first batches at once, ahead of the Student.
+            self._epoch_batches.order = self._order
+            self._train_batches = iter(self._train_loader)
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The epoch's next batch: its sample ids, this process's ids, images (augmented, normalised) and labels."""
+        start = self.step_in_epoch * self.batch_size
+        ids = self._order[start : start + self.batch_size].to(self.device)  # the whole batch: the same on every rank
+        self.step_in_epoch += 1
+        row_ids = ids[self.rows]
+        train = self.splits["train"]
+        if train.in_memory:
+            images = train.images[row_ids]
+        else:
+            assert self._train_batches is not None, "call start_epoch() first"
+            images = next(self._train_batches).to(self.device, non_blocking=True)
+        if self.config.augment:
+            # Drawn for the whole batch on every rank, so that the generator stays where one process would have it.
+            flip = (torch.rand(len(ids), generator=self.data_generator) < 0.5)[self.rows].to(self.device)
+            images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+        return ids, row_ids, normalise_images(images), train.labels[row_ids]
+
+    def forward_next_batch(self) -> TrainingBatch:
+        """The training forward of the epoch's next batch; the batch keeps the graph for :meth:`update`."""
+        step = self.step_in_epoch
+        ids, row_ids, images, labels = self.next_batch()
+        assert self.network is not None, "call start() or load_state_dict() first"
+        self.network.train()
+        logits, features = self.network(images)
+        losses = F.cross_entropy(logits, labels, reduction="none")
+        probabilities = logits.detach().softmax(dim=1)
+        correct = probabilities.argmax(dim=1) == labels
+        p_true = probabilities.gather(1, labels.unsqueeze(1)).squeeze(1)
+        batch_losses, batch_correct, batch_p_true = self.group.all_gather_rows(
+            losses.detach(), correct, p_true, total=self.batch_size, kind="states"
+        )
+        return TrainingBatch(
+            epoch=self.epoch,
+            step=step,
+            ids=ids,
+            row_ids=row_ids,
+            images=images,
+            labels=labels,
+            losses=losses,
+            p_true=p_true,
+            correct=correct,
+            probabilities=probabilities,
+            features=features.detach(),
+            batch_losses=batch_losses,
+            batch_p_true=batch_p_true,
+            batch_correct=batch_correct,
+        )
+
+    def update(self, batch: TrainingBatch, weights: torch.Tensor, phase: str) -> torch.Tensor:
+        """The weighted backward and optimiser step of ``batch``; returns the whole batch's detached loss, on the device.
+
+        ``weights`` are the whole batch's. The backward is that of the mean over this process's rows: DDP averages the
+        gradients over the ranks' equal shards, which makes them those of the whole batch's mean. The loss checked and
+        returned is the ranks' average, the same on every rank, so all of them stop together on a loss that is not
+        finite (``phase`` names the epoch kind, "warm-up" or "tutored", in that error).
+        """
+        assert self.optimizer is not None, "call start() or load_state_dict() first"
+        row_loss = (weights[self.rows] * batch.losses).mean()
+        loss = self.group.average(row_loss.detach(), kind="loss")
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"the Student's loss became {loss.item()} at {phase} epoch {batch.epoch}, step {batch.step} (counting "
+                f"from 0); rerun with a lower learning rate: the env setting lr is {self.config.lr:g}, try "
+                f"{self.config.lr / 10:g}"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        row_loss.backward()
+        self.optimizer.step()
+        return loss
+
+    def whole_batch(self, rows: torch.Tensor, kind: str) -> torch.Tensor:
+        """The whole batch's values from every process's ``rows`` of them (this process's alone when not distributed);
+        ``kind`` counts the bytes sent (:data:`tsrl_env.distributed.COMMUNICATION_KINDS`)."""
+        (gathered,) = self.group.all_gather_rows(rows, total=self.batch_size, kind=kind)
+        return gathered
+
+    @torch.no_grad()
+    def frozen_forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and features of normalised ``images`` without gradients, in training mode with BatchNorm statistics
+        frozen: the normalisation of the training forward, leaving no trace in the Student (for rewards)."""
+        with self.student.frozen_batch_statistics():
+            return self.student(images)
+
+    def images_of(self, split: str, ids: torch.Tensor) -> torch.Tensor:
+        """The normalised images of ``split``'s samples ``ids`` (CPU ids), on the device."""
+        data = self.splits[split]
+        if data.in_memory:
+            images = data.images[ids.to(self.device)]
+        else:
+            images = torch.stack([data.images[i] for i in ids.tolist()]).to(self.device, non_blocking=True)
+        return normalise_images(images)
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict[str, Any]:
+        """Metrics of the current Student on ``split``, plus each manipulation family's AUC against the reals.
+
+        The frames stream through in batches: memory holds one score per frame, whatever the split's size. In a
+        process group each rank scores its shard of the split and the scores are all-gathered, so every rank returns
+        the same metrics.
+        """
+        if split not in self.splits:
+            raise ValueError(f"unknown split {split!r}; accepted: {', '.join(self.splits)}")
+        data = self.splits[split]
+        labels = data.labels.cpu().numpy()
+        # Ranks whose BatchNorm layers normalised their own shards (no SyncBatchNorm on the CPU) hold running
+        # statistics of their own: every rank scores with rank 0's, the ones its checkpoints and saved Student hold.
+        self.group.broadcast_buffers(self.student)
+        positions = self.group.shard(len(data))
+        shard_scores = torch.empty(positions.stop - positions.start, device=self.device)
+        was_training = self.student.training
+        self.student.eval()
+        start = 0
+        for images in self._evaluation_batches(data, positions):
+            logits = self.student(normalise_images(images.to(self.device, non_blocking=True)))[0]
+            shard_scores[start : start + len(images)] = logits.softmax(dim=1)[:, FAKE_CLASS]
+            start += len(images)
+        self.student.train(was_training)
+        (scores,) = self.group.all_gather_rows(shard_scores, total=len(data), kind="evaluation")
+        scores = scores.cpu().numpy()
+        metrics: dict[str, Any] = detection_metrics(labels, scores, data.groups.cpu().numpy())
+        metrics["family_auc"] = per_family_auc(labels, scores, data.families.cpu().numpy(), self.dataset.family_names)
+        return metrics
+
+    def weights_finite(self) -> bool:
+        """Whether every weight of the Student is finite (one device sync)."""
+        return bool(torch.stack([torch.isfinite(p).all() for p in self.student.parameters()]).all())
+
+    def state_dict(self) -> dict[str, Any]:
+        """Copies of the Student's weights and buffers, the optimiser's state and the data generator's."""
+        assert self.optimizer is not None, "call start() or load_state_dict() first"
+        return {
+            "student": {name: value.detach().clone() for name, value in self.student.state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "data_generator": self.data_generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`, at the configured learning rate (a resume may lower it)."""
+        self.student = self.build_student(self.config.seed)
+        self.student.load_state_dict(state["student"])
+        self.network = self.group.wrap(self.student)
+        self.optimizer = self.build_optimizer(self.student)
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr
+        self.data_generator.set_state(state["data_generator"])
+
+    def close(self) -> None:
+        """Stop the frame-decoding worker processes, if any (the next epoch starts new ones)."""
+        self._train_batches = None
+        self._train_loader = None
+
+    def _evaluation_batches(self, data: Split, positions: slice) -> Iterator[torch.Tensor]:
+        """uint8 image batches of ``data[positions]`` in sample order, sliced from memory or decoded by a DataLoader."""
+        if isinstance(data.images, FrameStore):
+            yield from self._frame_loader(Subset(data.images, range(positions.start, positions.stop)), batch_size=EVAL_BATCH_SIZE)
+        else:
+            for start in range(positions.start, positions.stop, EVAL_BATCH_SIZE):
+                yield data.images[start : min(start + EVAL_BATCH_SIZE, positions.stop)]
+
+    def _frame_loader(self, frames: TorchDataset, persistent: bool = False, **batching: Any) -> DataLoader:
+        """A DataLoader decoding frame files in ``num_workers`` processes (kept between epochs when ``persistent``)."""
+        workers = self.config.num_workers
+        return DataLoader(
+            frames,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=persistent and workers > 0,
+            **batching,
+        )
+
+
+def normalise_images(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images to floats in [-1, 1] (mean and std 0.5), channels-last for faster CPU convolutions."""
+    return (images.float() / 127.5 - 1.0).contiguous(memory_format=torch.channels_last)
+
+
+def _to_device(split: Split, device: torch.device, image_size: int | None) -> Split:
+    """The split with its tensors on ``device`` and its images at ``image_size`` (frame files: when decoded)."""
+    images = split.images
+    if isinstance(images, FrameStore):
+        if image_size is not None:
+            images = images.resized(image_size)
+    else:
+        if image_size is not None and images.shape[-1] != image_size:
+            resized = F.interpolate(
+                images.float(), size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False
+            )
+            images = resized.round().clamp(0, 255).to(torch.uint8)
+        images = images.to(device)
+    return Split(
+        images=images,
+        labels=split.labels.to(device),
+        clean_labels=split.clean_labels.to(device),
+        groups=split.groups.to(device),
+        families=split.families.to(device),
+        strengths=split.strengths.to(device),
+    )
+
+
+class _EpochBatches(Sampler[list[int]]):
+    """This process's rows of the training batches of one epoch in the trainer's order, for a DataLoader that decodes
+    frame files.
+
+    The trainer sets ``order`` at each epoch start; the ragged last batch is dropped, as in the in-memory path, so
+    batch ``k`` holds exactly the sample ids step ``k`` uses in its ``rows`` of the batch.
+    """
+
+    def __init__(self, batch_size: int, steps_per_epoch: int, rows: slice) -> None:
+        self.batch_size = batch_size
+        self.steps_per_epoch = steps_per_epoch
+        self.rows = rows
+        self.order = torch.arange(batch_size * steps_per_epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = self.order
+        for step in range(self.steps_per_epoch):
+            start = step * self.batch_size
+            yield order[start + self.rows.start : start + self.rows.stop].tolist()
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
