@@ -8,9 +8,10 @@ from typing import Any
 
 import matplotlib
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from experiments.record import WEIGHT_BINS, StudentRun, GroupTally
+from experiments.record import WEIGHT_BINS, GroupTally, StudentRun
 
 # Twenty distinct colours: a benchmark compares a dozen tutors, more than the default cycle's ten.
 COLOURS = matplotlib.colormaps["tab20"].colors
@@ -74,11 +75,12 @@ def _pooled(runs: list[StudentRun], attribute: str) -> tuple[list[str], np.ndarr
 
 
 def plot_weighting(records: list[dict[str, Any]], variant: str, tutors: list[str], path: Path) -> Path:
-    """Mean weight per tutor as a function of EMA loss, of correctness, of label noise and of manipulation family."""
+    """Mean weight per tutor as a function of EMA loss, of correctness, of label noise and of manipulation family, and
+    how well each tutor's weights flag flipped labels per tutored epoch (noise-detection AUROC)."""
     by_tutor = _by_variant(records)[variant]
     tutors = [tutor for tutor in tutors if tutor in by_tutor]
-    figure = Figure(figsize=(22, 4.5))
-    axes = figure.subplots(1, 4, gridspec_kw={"width_ratios": [2.2, 1, 1, 1.8]})
+    figure = Figure(figsize=(26, 4.5))
+    axes = figure.subplots(1, 5, gridspec_kw={"width_ratios": [2.2, 1, 1, 1.8, 1.4]})
     for axis in axes:
         axis.set_prop_cycle(color=COLOURS)
     for tutor in tutors:
@@ -101,8 +103,23 @@ def plot_weighting(records: list[dict[str, Any]], variant: str, tutors: list[str
             axis.bar(np.arange(len(shown)) + index * width - 0.4 + width / 2, means[shown], width, label=tutor)
         axis.set_xticks(range(len(shown)), [groups[i] for i in shown], rotation=30, fontsize=8)
         axis.set(title=title, ylabel="mean weight", ylim=(0, 1.05))
+    _plot_noise_detection(axes[4], {tutor: by_tutor[tutor] for tutor in tutors})
     figure.suptitle(f"what the tutors weighted ({variant}, pooled over seeds, tutored epochs)")
     return _save(figure, path)
+
+
+def _plot_noise_detection(axis: Axes, runs_by_tutor: dict[str, list[StudentRun]]) -> None:
+    """Per tutored epoch, the mean over seeds of the AUROC with which low weights flag flipped labels."""
+    axis.set(title="flipped labels flagged by low weight", xlabel="tutored epoch", ylabel="noise-detection AUROC", ylim=(0, 1))
+    axis.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
+    plotted = False
+    for tutor, runs in runs_by_tutor.items():
+        curves = np.array([[e.noise_auroc for e in run.epochs if e.phase == "tutored"] for run in runs], dtype=float)
+        if curves.size and not np.isnan(curves).all():
+            axis.plot(range(1, curves.shape[1] + 1), np.nanmean(curves, axis=0), marker="o", label=tutor)
+            plotted = True
+    if not plotted:
+        axis.text(0.5, 0.5, "no flipped label", ha="center", va="center", transform=axis.transAxes)
 
 
 def _save(figure: Figure, path: Path) -> Path:
