@@ -72,7 +72,7 @@ class HeuristicTutor:
     ) -> tuple[np.ndarray, Any]:
         """Weights for a batch of state rows, shape ``(B, 1)`` like an SB3 per-sample tutor's; ``state`` passes through."""
         states = np.asarray(observation, dtype=np.float32)
-        width = self.layout.correct + 1
+        width = self.layout.width
         if states.ndim != 2 or states.shape[1] != width:
             raise ValueError(f"observation must be a batch of state rows, shape (B, {width}), got {states.shape}")
         return self.weights(states, self.progress).astype(np.float32).reshape(-1, 1), state

@@ -18,7 +18,7 @@ from stable_baselines3.common.logger import Logger
 
 from tsrl_env import DeepfakeCurriculumEnv
 from tsrl_env.data import REAL_FAMILY
-from tsrl_env.state import StateLayout
+from tsrl_env.state import DEFAULT_STATE_COLUMNS, StateLayout, state_column_class
 
 WEIGHT_BINS = 20
 TALLY_PREFIXES = ("weight_by_", "reward_by_")
@@ -38,19 +38,28 @@ def noise_detection_auroc(suspicion: np.ndarray, flipped: np.ndarray) -> float:
 
 
 def state_column_suspicions(layout: StateLayout) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """Each state column read as a noise detector: a function of state rows whose value rises with suspicion.
+    """Each single state column read as a noise detector: a function of state rows whose value rises with suspicion.
 
-    A high EMA loss, a low probability of the training label and a wrong prediction point at a wrong label; for a
-    counter the direction is not known in advance, so it is read as "more events = more suspicious" and an AUROC
-    below 0.5 means the opposite direction separates.
+    A high EMA loss, a low probability of the training label and a wrong prediction point at a wrong label; so does a
+    low value of a column whose class says ``low_flags_noise``, and a high value of any other single column. For a
+    counter the direction is not known in advance: it is read as "more events = more suspicious", and an AUROC below
+    0.5 means the opposite direction separates.
     """
-    suspicions = {
-        "ema_loss": layout.ema_loss_of,
-        "p_label": lambda states: -layout.p_label_of(states),
-        "wrong": lambda states: (~layout.correct_of(states)).astype(np.float64),
-    }
-    for name, column in layout.counters.items():
-        suspicions[f"{name}_counter"] = lambda states, column=column: states[..., column].astype(np.float64)
+    suspicions: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+    if "ema_loss" in layout.columns:
+        suspicions["ema_loss"] = layout.ema_loss_of
+    if "p_fake" in layout.columns and "correct" in layout.parts:
+        suspicions["p_label"] = lambda states: -layout.p_label_of(states)
+    if "correct" in layout.parts:
+        suspicions["wrong"] = lambda states: (~layout.correct_of(states)).astype(np.float64)
+    if "counters" in layout.columns:
+        for name, column in layout.counters.items():
+            suspicions[f"{name}_counter"] = lambda states, column=column: states[..., column].astype(np.float64)
+    for name, where in layout.columns.items():
+        if name in DEFAULT_STATE_COLUMNS or where.stop - where.start != 1:
+            continue
+        sign = -1.0 if getattr(state_column_class(name), "low_flags_noise", False) else 1.0
+        suspicions[name] = lambda states, index=where.start, sign=sign: sign * states[..., index].astype(np.float64)
     return suspicions
 
 
