@@ -13,11 +13,19 @@ import torch
 import torch.nn.functional as F
 
 from tsrl_env.config import EnvConfig
-from tsrl_env.state import SampleHistory, StateColumn, register_state_column
+from tsrl_env.state import PerSampleTensors, SampleHistory, StateColumn, register_state_column
 from tsrl_env.trainer import StudentTrainer, TrainingBatch
 
 
-class AreaUnderMargin(StateColumn):
+class _PerSampleMemoryColumn(PerSampleTensors, StateColumn):
+    """A column with per-sample memory (``tensor_names``): forgotten with each new Student, kept in checkpoints."""
+
+    def reset(self) -> None:
+        for name in self.tensor_names:
+            getattr(self, name).zero_()
+
+
+class AreaUnderMargin(_PerSampleMemoryColumn):
     """The sample's margin, averaged over its visits (Pleiss et al., "Identifying Mislabeled Data using the Area
     under the Margin Ranking", NeurIPS 2020): the logit of its training label minus the largest other logit, at each
     training forward. A mislabelled sample is pulled towards its label only by memorisation and against it by every
@@ -25,6 +33,7 @@ class AreaUnderMargin(StateColumn):
     """
 
     low_flags_noise = True
+    tensor_names = ("sums", "visits")
 
     def __init__(self, config: EnvConfig, trainer: StudentTrainer) -> None:
         size = len(trainer.splits["train"])
@@ -40,19 +49,8 @@ class AreaUnderMargin(StateColumn):
         self.visits[batch.row_ids] += 1
         return torch.tanh(self.sums[batch.row_ids] / self.visits[batch.row_ids] / 4.0).unsqueeze(1)
 
-    def reset(self) -> None:
-        self.sums.zero_()
-        self.visits.zero_()
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"sums": self.sums.clone(), "visits": self.visits.clone()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.sums.copy_(state["sums"])
-        self.visits.copy_(state["visits"])
-
-
-class KnnLabelDisagreement(StateColumn):
+class KnnLabelDisagreement(_PerSampleMemoryColumn):
     """The share of the sample's ``k`` nearest neighbours in the Student's feature space whose training label differs
     from its own (Bahri, Jiang & Gupta, "Deep k-NN for Noisy Labels", ICML 2020). Neighbours come from a memory bank
     of every training sample's normalised features at its last visit (cosine similarity, the sample itself and samples
@@ -60,6 +58,7 @@ class KnnLabelDisagreement(StateColumn):
     """
 
     k = 10
+    tensor_names = ("bank", "seen")
 
     def __init__(self, config: EnvConfig, trainer: StudentTrainer) -> None:
         train = trainer.splits["train"]
@@ -80,17 +79,6 @@ class KnnLabelDisagreement(StateColumn):
         neighbours = similarity.topk(min(self.k, available), dim=1).indices
         disagree = (self.labels[neighbours] != batch.labels.unsqueeze(1)).float().mean(dim=1)
         return disagree.unsqueeze(1)
-
-    def reset(self) -> None:
-        self.bank.zero_()
-        self.seen.zero_()
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"bank": self.bank.clone(), "seen": self.seen.clone()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.bank.copy_(state["bank"])
-        self.seen.copy_(state["seen"])
 
 
 register_state_column("area_under_margin", AreaUnderMargin)
