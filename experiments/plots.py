@@ -2,19 +2,68 @@
 
 from __future__ import annotations
 
+import zlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from experiments.record import WEIGHT_BINS, GroupTally, StudentRun
 
-# Twenty distinct colours: a benchmark compares a dozen tutors, more than the default cycle's ten.
-COLOURS = matplotlib.colormaps["tab20"].colors
+# One fixed colour per tutor in every figure: uniform, the reference every difference is taken against, a neutral grey;
+# the oracle black; learned tutors in strong colours, heuristics in others, no two alike.
+TUTOR_COLOURS = {
+    "uniform": "#7f7f7f",
+    "oracle": "#000000",
+    "random": "#bcbd22",
+    "ppo": "#d62728",
+    "sac": "#1f77b4",
+    "td3": "#17becf",
+    "ddpg": "#9467bd",
+    "a2c": "#8c564b",
+    "attention": "#e377c2",
+    "l2rw": "#00a087",
+    "meta_weight_net": "#f39b7f",
+    "focal": "#ff7f0e",
+    "self_paced": "#2ca02c",
+    "hard_mining": "#6b3d9a",
+    "anti_noise": "#b15928",
+}
+# Tutors without a fixed colour draw one from here, chosen by a stable hash of the name (the same in every figure).
+SPARE_COLOURS = ("#3c5488", "#4dbbd5", "#91d1c2", "#dc0000", "#7e6148", "#b09c85", "#ffd92f", "#66a61e", "#e7298a")
+# A benchmark entry ``tutor@reward`` keeps its tutor's colour; its reward sets the line style and the bars' hatch.
+REWARD_STYLES = {
+    None: ("-", ""),
+    "tsrl": ("-", ""),
+    "tsrl_reference": ("--", "//"),
+    "next_visit": (":", ".."),
+    "val_alignment": ("-.", "xx"),
+}
+
+
+def tutor_colour(entry: str) -> str:
+    """The colour of a tutor (or of a ``tutor@reward`` entry: its tutor's) in every figure."""
+    tutor = entry.split("@", 1)[0]
+    return TUTOR_COLOURS.get(tutor) or SPARE_COLOURS[zlib.crc32(tutor.encode()) % len(SPARE_COLOURS)]
+
+
+def _style(entry: str) -> dict[str, Any]:
+    """Line keywords for ``entry``: its tutor's colour, and its reward's line style."""
+    reward = entry.split("@", 1)[1] if "@" in entry else None
+    return {"color": tutor_colour(entry), "linestyle": REWARD_STYLES.get(reward, ("-", ""))[0], "label": entry}
+
+
+def _legend(axis: Axes) -> None:
+    """The panel's own legend, below it, so that it hides no bar or line."""
+    axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
+
+
+def _hatch(entry: str) -> str:
+    reward = entry.split("@", 1)[1] if "@" in entry else None
+    return REWARD_STYLES.get(reward, ("-", "//"))[1]
 
 
 def _by_variant(records: list[dict[str, Any]]) -> dict[str, dict[str, list[StudentRun]]]:
@@ -27,22 +76,21 @@ def _by_variant(records: list[dict[str, Any]]) -> dict[str, dict[str, list[Stude
 def plot_validation_curves(records: list[dict[str, Any]], path: Path) -> Path:
     """Validation AUC per epoch, one panel per variant: mean over seeds, band from min to max."""
     grouped = _by_variant(records)
-    figure = Figure(figsize=(6 * len(grouped), 4.5))
+    figure = Figure(figsize=(6 * len(grouped), 6))
     axes = figure.subplots(1, len(grouped), squeeze=False, sharey=True)
     for axis, (variant, by_tutor) in zip(axes[0], grouped.items(), strict=True):
-        axis.set_prop_cycle(color=COLOURS)
         for tutor, runs in by_tutor.items():
             length = min(len(run.epochs) for run in runs)
             curves = np.array([[record.val_auc for record in run.epochs[:length]] for run in runs])
             epochs = np.arange(1, length + 1)
-            (line,) = axis.plot(epochs, curves.mean(axis=0), label=tutor)
-            axis.fill_between(epochs, curves.min(axis=0), curves.max(axis=0), color=line.get_color(), alpha=0.15)
+            axis.plot(epochs, curves.mean(axis=0), **_style(tutor))
+            axis.fill_between(epochs, curves.min(axis=0), curves.max(axis=0), color=tutor_colour(tutor), alpha=0.12)
         warmup = sum(record.phase == "warm-up" for record in next(iter(by_tutor.values()))[0].epochs)
         if warmup:
-            axis.axvspan(0.5, warmup + 0.5, color="grey", alpha=0.1, label="warm-up")
+            axis.axvspan(0.5, warmup + 0.5, color="#dddddd", alpha=0.5, label="warm-up")
         axis.set(title=variant, xlabel="epoch", ylabel="validation AUC")
         axis.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="lower right")
+        _legend(axis)
     return _save(figure, path)
 
 
@@ -76,19 +124,22 @@ def _pooled(runs: list[StudentRun], attribute: str) -> tuple[list[str], np.ndarr
 
 def plot_weighting(records: list[dict[str, Any]], variant: str, tutors: list[str], path: Path) -> Path:
     """Mean weight per tutor as a function of EMA loss, of correctness, of label noise and of manipulation family, and
-    how well each tutor's weights flag flipped labels per tutored epoch (noise-detection AUROC)."""
+    how well each tutor's weights flag flipped labels per tutored epoch (noise-detection AUROC).
+
+    Every panel has a legend. ``uniform`` (weight 1 for every sample) is drawn as a grey reference line wherever the
+    variant has it, whether or not ``tutors`` names it; a variant without it says so in the title.
+    """
     by_tutor = _by_variant(records)[variant]
-    tutors = [tutor for tutor in tutors if tutor in by_tutor]
-    figure = Figure(figsize=(26, 4.5))
+    tutors = [tutor for tutor in tutors if tutor in by_tutor and tutor != "uniform"]
+    has_uniform = "uniform" in by_tutor
+    figure = Figure(figsize=(26, 7))
     axes = figure.subplots(1, 5, gridspec_kw={"width_ratios": [2.2, 1, 1, 1.8, 1.4]})
-    for axis in axes:
-        axis.set_prop_cycle(color=COLOURS)
+    groups: list[str] = []
     for tutor in tutors:
         groups, means = _pooled(by_tutor[tutor], "weight_by_ema_loss")
-        axes[0].plot(range(len(groups)), means, marker="o", label=tutor)
+        axes[0].plot(range(len(groups)), means, marker="o", **_style(tutor))
     axes[0].set_xticks(range(len(groups)), groups, rotation=45, fontsize=8)
-    axes[0].set(title="mean weight vs EMA loss", xlabel="EMA loss bin", ylabel="mean weight", ylim=(0, 1.05))
-    axes[0].legend(fontsize=8)
+    axes[0].set(title="mean weight vs EMA loss", xlabel="EMA loss bin", ylabel="mean weight", ylim=(0, 1.1))
     for axis, attribute, title in (
         (axes[1], "weight_by_correct", "vs correctness at the forward"),
         (axes[2], "weight_by_label_noise", "clean vs flipped labels"),
@@ -96,30 +147,47 @@ def plot_weighting(records: list[dict[str, Any]], variant: str, tutors: list[str
     ):
         width = 0.8 / max(1, len(tutors))
         pooled = {tutor: _pooled(by_tutor[tutor], attribute) for tutor in tutors}
-        groups = next(iter(pooled.values()))[0]
+        groups = next(iter(pooled.values()))[0] if pooled else []
         # Groups no training sample belongs to (families held out for test_unseen, no flipped label) are left out.
         shown = [i for i in range(len(groups)) if any(not np.isnan(means[i]) for _, means in pooled.values())]
         for index, (tutor, (_, means)) in enumerate(pooled.items()):
-            axis.bar(np.arange(len(shown)) + index * width - 0.4 + width / 2, means[shown], width, label=tutor)
+            axis.bar(
+                np.arange(len(shown)) + index * width - 0.4 + width / 2,
+                means[shown],
+                width,
+                color=tutor_colour(tutor),
+                hatch=_hatch(tutor),
+                edgecolor="white" if not _hatch(tutor) else "#333333",
+                linewidth=0.3,
+                label=tutor,
+            )
         axis.set_xticks(range(len(shown)), [groups[i] for i in shown], rotation=30, fontsize=8)
-        axis.set(title=title, ylabel="mean weight", ylim=(0, 1.05))
-    _plot_noise_detection(axes[4], {tutor: by_tutor[tutor] for tutor in tutors})
-    figure.suptitle(f"what the tutors weighted ({variant}, pooled over seeds, tutored epochs)")
+        axis.set(title=title, ylabel="mean weight", ylim=(0, 1.1))
+    for axis in axes[:4]:
+        if has_uniform:
+            axis.axhline(1.0, color=TUTOR_COLOURS["uniform"], linestyle="--", linewidth=1.2, label="uniform (weight 1)")
+        _legend(axis)
+    _plot_noise_detection(axes[4], {tutor: by_tutor[tutor] for tutor in tutors}, has_uniform)
+    missing = "" if has_uniform else "; uniform not in this grid"
+    figure.suptitle(f"what the tutors weighted ({variant}, pooled over seeds, tutored epochs{missing})")
     return _save(figure, path)
 
 
-def _plot_noise_detection(axis: Axes, runs_by_tutor: dict[str, list[StudentRun]]) -> None:
-    """Per tutored epoch, the mean over seeds of the AUROC with which low weights flag flipped labels."""
-    axis.set(title="flipped labels flagged by low weight", xlabel="tutored epoch", ylabel="noise-detection AUROC", ylim=(0, 1))
-    axis.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
+def _plot_noise_detection(axis: Axes, runs_by_tutor: dict[str, list[StudentRun]], has_uniform: bool = False) -> None:
+    """Per tutored epoch, the mean over seeds of the AUROC with which low weights flag flipped labels; constant
+    weights (``uniform``'s) score 0.5, the dotted line."""
+    axis.set(title="flipped labels flagged by low weight", xlabel="tutored epoch", ylabel="noise-detection AUROC", ylim=(0, 1.05))
+    chance = "uniform (constant weights) = chance, 0.5" if has_uniform else "chance, 0.5"
+    axis.axhline(0.5, color=TUTOR_COLOURS["uniform"], linewidth=1.2, linestyle=":", label=chance)
     plotted = False
     for tutor, runs in runs_by_tutor.items():
         curves = np.array([[e.noise_auroc for e in run.epochs if e.phase == "tutored"] for run in runs], dtype=float)
         if curves.size and not np.isnan(curves).all():
-            axis.plot(range(1, curves.shape[1] + 1), np.nanmean(curves, axis=0), marker="o", label=tutor)
+            axis.plot(range(1, curves.shape[1] + 1), np.nanmean(curves, axis=0), marker="o", **_style(tutor))
             plotted = True
     if not plotted:
         axis.text(0.5, 0.5, "no flipped label", ha="center", va="center", transform=axis.transAxes)
+    _legend(axis)
 
 
 def _save(figure: Figure, path: Path) -> Path:
