@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.attention import AttentionPPO, load_attention_tutor, make_attention_tutor
 from agents.heuristics import HEURISTICS, HeuristicTutor
+from agents.meta_reweight import META_REWEIGHT_TUTORS, LearningToReweight, MetaWeightNet
 from agents.next_visit import NextVisitReplayBuffer
 from agents.ppo import SigmoidGaussianPolicy, TutorPPO, loss_rank_targets
 from agents.vec_env import BatchVecEnv, PerSampleVecEnv, as_per_sample_vec_env
@@ -40,13 +43,15 @@ class TutorSpec:
 
     ``make(env, **kwargs)`` builds a tutor; ``load(path, env=None)`` reloads a saved one, ready to predict (and
     to learn further, if it learns); ``learns`` is False for fixed curricula. ``acts_on_batch`` is True for a
-    tutor that learns from whole-batch observations instead of the per-sample view.
+    tutor that learns from whole-batch observations instead of the per-sample view. ``env_settings`` are env
+    settings the tutor needs (a taught tutor's state columns): the Student it teaches is trained under them.
     """
 
     make: Callable[..., Any]
     load: Callable[..., Any]
     learns: bool
     acts_on_batch: bool = False
+    env_settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _load_sb3(algorithm: type[BaseAlgorithm], path: str | Path, env: gym.Env | VecEnv | None = None) -> BaseAlgorithm:
@@ -64,7 +69,7 @@ TUTORS: dict[str, TutorSpec] = {
     "ddpg": _sb3(make_ddpg, DDPG),
     "a2c": _sb3(make_a2c, A2C),
     "attention": TutorSpec(make=make_attention_tutor, load=load_attention_tutor, learns=True, acts_on_batch=True),
-    **{name: TutorSpec(make=cls, load=cls.load, learns=False) for name, cls in HEURISTICS.items()},
+    **{name: TutorSpec(make=cls, load=cls.load, learns=False) for name, cls in {**HEURISTICS, **META_REWEIGHT_TUTORS}.items()},
 }
 
 
@@ -94,6 +99,24 @@ def single_episode_view(name: str, env: gym.Env) -> gym.Env | VecEnv:
     return PerSampleVecEnv(env, autoreset=False)
 
 
+def register_saved_tutor(name: str, path: str | Path) -> None:
+    """Register the tutor saved at ``path`` (a ``.zip``, with the ``.json`` that ``tsrl teach`` writes beside it) as
+    ``name``: a tutor that acts frozen, on the state columns it was taught on, and takes no keywords."""
+    path = Path(path)
+    settings_path = path.with_suffix(".json")
+    if not path.is_file() or not settings_path.is_file():
+        raise FileNotFoundError(f"a saved tutor needs {path} and {settings_path} (both written by tsrl teach)")
+    saved = json.loads(settings_path.read_text())
+    algorithm = tutor_spec(saved["algorithm"])
+
+    def make(env: gym.Env | VecEnv, seed: int | None = None, **kwargs: Any) -> Any:
+        if kwargs:
+            raise TypeError(f"the saved tutor {name!r} acts as taught and takes no keywords, got {sorted(kwargs)}")
+        return algorithm.load(path, env=env)
+
+    TUTORS[name] = TutorSpec(make=make, load=algorithm.load, learns=False, env_settings=dict(saved["env"]))
+
+
 def load_tutor(name: str, path: str | Path, env: gym.Env | VecEnv | None = None) -> Any:
     """The ``name`` tutor saved at ``path``, acting on ``env`` (heuristic tutors need it, SB3 ones can predict without)."""
     return tutor_spec(name).load(path, env=env)
@@ -105,6 +128,8 @@ __all__ = [
     "BatchVecEnv",
     "TUTORS",
     "HeuristicTutor",
+    "LearningToReweight",
+    "MetaWeightNet",
     "NextVisitReplayBuffer",
     "PerSampleVecEnv",
     "SigmoidGaussianPolicy",
@@ -118,6 +143,7 @@ __all__ = [
     "make_sac",
     "make_td3",
     "make_tutor",
+    "register_saved_tutor",
     "single_episode_view",
     "tutor_spec",
 ]

@@ -22,6 +22,7 @@ from experiments.calibrate import calibrate
 from experiments.checkpoint import RunInterrupted, interrupt_on_stop_signals
 from experiments.config import RunConfig, load_run_config
 from experiments.report import epoch_table, final_table
+from experiments.teach import load_teach_config, teach
 from experiments.train import RunStopped, check_tutor_checkpoint, follow_student, save_results, train_student
 from tsrl_env.data import save_family_grid
 from tsrl_env.data.preprocess import preprocess_videos
@@ -199,6 +200,14 @@ def _benchmark(args: argparse.Namespace) -> None:
     print(f"wall time {time.perf_counter() - start:.0f} s; tables and plots in {out}")
 
 
+def _teach(args: argparse.Namespace) -> None:
+    config = load_teach_config(args.config)
+    out = _writable_directory(Path(args.out))
+    start = time.perf_counter()
+    curve = teach(config, args.students, out, progress=not args.no_progress)
+    print(f"{len(curve)} Students taught in {out} ({time.perf_counter() - start:.0f} s this run); the tutor: {out / 'tutor.zip'}")
+
+
 def _grid(args: argparse.Namespace) -> None:
     path = save_family_grid(args.out, examples_per_family=args.examples, seed=args.seed)
     print(f"wrote {path}")
@@ -305,6 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
     preprocess.add_argument("--seed", type=int, default=0, help="seed of the carving (default: 0)")
     preprocess.add_argument("--workers", type=int, default=1, help="parallel processes (default: 1)")
     preprocess.set_defaults(handler=_preprocess)
+
+    teaching = commands.add_parser(
+        "teach", help="teach one tutor over many Students (imitation of the oracle with dataset aggregation) and save it"
+    )
+    teaching.add_argument("--config", default="teach_noise", help="teaching YAML: a path or a name under experiments/configs (default: teach_noise)")
+    teaching.add_argument("--students", type=int, default=8, help="Students (episodes) to teach on, seeds from the config's first_seed (default: 8)")
+    teaching.add_argument("--out", default="runs/teach", help="directory of the tutor and its teaching curve; a rerun continues it (default: runs/teach)")
+    teaching.add_argument("--no-progress", action="store_true", help="hide the progress bars and per-Student lines")
+    teaching.set_defaults(handler=_teach)
     return parser
 
 

@@ -209,7 +209,7 @@ def train_student(
     checkpoint_path = out / CHECKPOINT_NAME
     checkpoint = read_checkpoint(checkpoint_path, config, label) if resume and checkpoint_path.is_file() else None
     out.mkdir(parents=True, exist_ok=True)
-    env = DeepfakeCurriculumEnv(config.env, group=group)
+    env = DeepfakeCurriculumEnv(config.env, group=group, **tutor_spec(name).env_settings)
     logger = configure(str(run_dir / "tensorboard" / label), ["tensorboard"])
     recorder = CurriculumRecorder(StudentRun(label), env, logger)
     learns = tutor_spec(name).learns and tutor_checkpoint is None
@@ -256,7 +256,7 @@ def follow_student(config: RunConfig, group: ProcessGroupView) -> None:
     """
     if group.broadcast_object(None, kind="setup"):
         return
-    env = DeepfakeCurriculumEnv(config.env, group=group)
+    env = DeepfakeCurriculumEnv(config.env, group=group, **tutor_spec(config.tutor).env_settings)
     try:
         env.reset()
         placeholder = np.ones(env.action_space.shape, np.float32)  # the env steps with rank 0's weights instead

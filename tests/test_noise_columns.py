@@ -7,7 +7,7 @@ from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-COLUMNS = ("features", "ema_loss", "counters", "p_fake", "correctness", "area_under_margin", "knn_disagreement")
+COLUMNS = ("features", "ema_loss", "counters", "p_fake", "correctness", "area_under_margin", "knn_disagreement", "trusted_probe")
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +60,39 @@ def test_noise_columns_restart_with_each_episode_and_checkpoint(env):
     env.reset(seed=1)  # a new Student: one warm-up visit of every sample, and the first tutored batch's
     visits = env.state_builder.columns["area_under_margin"].visits
     assert visits.min() == 1 and visits.max() == 2
+
+
+def test_trusted_probe_is_the_fitted_logistic_regression_of_the_trusted_set(env):
+    states, _ = env.reset(seed=0)
+    probe = env.state_builder.columns["trusted_probe"]
+    batch = env.pending_batch
+    # The column is the probe's log-odds of each sample's own label, squashed.
+    log_odds_fake = batch.features @ probe.weight + probe.bias
+    signed = torch.where(batch.labels == 1, log_odds_fake, -log_odds_fake)
+    np.testing.assert_allclose(env.state_layout.values(states, "trusted_probe"), torch.tanh(signed / 4).numpy(), atol=1e-5)
+    # Refitted at this epoch's first batch, on the clean validation split: the regularised objective is at its minimum.
+    features, labels = probe._trusted_features()
+    mean, std = features.mean(dim=0), features.std(dim=0).clamp_min(1e-6)
+    weight = (probe.weight * std).requires_grad_()
+    bias = (probe.bias + (mean * probe.weight).sum()).requires_grad_()
+    objective = F.binary_cross_entropy_with_logits(((features - mean) / std) @ weight + bias, labels) + 0.5 * probe.l2 * weight.square().sum()
+    gradients = torch.autograd.grad(objective, [weight, bias])
+    assert max(float(g.abs().max()) for g in gradients) < 1e-3
+    assert env.splits["val"].flipped.sum() == 0, "the trusted set must be clean"
+
+
+def test_noise_columns_leave_the_students_training_unchanged():
+    """Columns only observe: a Student trained with uniform weights ends the same with or without them, so a tutor
+    observing other columns is still paired with the uniform Student of its seed."""
+    options = {**TINY_SETTINGS["dataset_options"], "label_noise": 0.3}
+    finals = []
+    for columns in (COLUMNS[:5], COLUMNS):
+        env = DeepfakeCurriculumEnv(**{**TINY_SETTINGS, "dataset_options": options, "state_columns": columns})
+        env.reset(seed=3)
+        terminated = False
+        while not terminated:
+            _, _, terminated, _, info = env.step(np.ones(env.batch_size, np.float32))
+        finals.append((info["test"]["test_seen"]["auc"], [p.detach().clone() for p in env.finished_student.parameters()]))
+    assert finals[0][0] == finals[1][0]
+    for before, after in zip(finals[0][1], finals[1][1]):
+        assert torch.equal(before, after)

@@ -13,7 +13,7 @@ import gymnasium as gym
 from tsrl_env.config import EnvConfig
 from tsrl_env.data import register_dataset
 from tsrl_env.env import DeepfakeCurriculumEnv
-from tsrl_env.noise_columns import AreaUnderMargin, KnnLabelDisagreement
+from tsrl_env.noise_columns import AreaUnderMargin, KnnLabelDisagreement, TrustedProbe
 from tsrl_env.rewards import LateCredit, Reward, register_reward
 from tsrl_env.state import DEFAULT_STATE_COLUMNS, StateColumn, register_state_column
 from tsrl_env.trainer import StudentTrainer, TrainingBatch
@@ -40,6 +40,7 @@ gym.register(id="DeepfakeCurriculumTiny-v0", entry_point="tsrl_env.env:DeepfakeC
 __all__ = [
     "AreaUnderMargin",
     "KnnLabelDisagreement",
+    "TrustedProbe",
     "DEFAULT_STATE_COLUMNS",
     "TINY_SETTINGS",
     "DeepfakeCurriculumEnv",

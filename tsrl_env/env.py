@@ -111,11 +111,17 @@ class DeepfakeCurriculumEnv(gym.Env):
         return self._warming_up
 
     @property
-    def batch_sample_ids(self) -> np.ndarray:
-        """Training-set positions of the batch the next action weights, in the order of the observation's rows."""
+    def pending_batch(self) -> TrainingBatch:
+        """The training batch the next action weights, after the Student's training forward: its images, labels and
+        losses, for tutors that weigh samples with the Student itself (:mod:`agents.meta_reweight`)."""
         if self._batch is None:
             raise RuntimeError("no batch is waiting for weights: call reset() first, or reset() again after the episode ended")
-        return self._batch.ids.cpu().numpy()
+        return self._batch
+
+    @property
+    def batch_sample_ids(self) -> np.ndarray:
+        """Training-set positions of the batch the next action weights, in the order of the observation's rows."""
+        return self.pending_batch.ids.cpu().numpy()
 
     @property
     def at_epoch_start(self) -> bool:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from tsrl_env.config import EnvConfig
 from tsrl_env.state import PerSampleTensors, SampleHistory, StateColumn, register_state_column
+from tsrl_env.student import FAKE_CLASS
 from tsrl_env.trainer import StudentTrainer, TrainingBatch
 
 
@@ -81,5 +82,80 @@ class KnnLabelDisagreement(_PerSampleMemoryColumn):
         return disagree.unsqueeze(1)
 
 
+class TrustedProbe(StateColumn):
+    """Agreement of the sample's training label with a linear probe fitted on a small trusted clean set: the signed
+    log-odds the probe gives the label, squashed as ``tanh(log-odds / 4)``.
+
+    The trusted set is the validation split (clean in every source here: only training labels are flipped). At the
+    first batch of every epoch the probe, an L2-regularised logistic regression on the Student's standardised features
+    of the trusted images, is fitted again; a training sample whose label the probe, which never saw a wrong label,
+    calls unlikely is suspect. The trusted forward runs in training mode with BatchNorm statistics frozen, in batches
+    of the training batch size, as the training forward normalises, and leaves no trace in the Student: about 7% of an
+    epoch's compute at 600 trusted images and 3,000 training images. The idea is that of a trusted-set probe in the
+    label-noise literature (e.g. Hendrycks et al., "Using Trusted Data to Train Deep Networks on Labels Corrupted by
+    Severe Noise", NeurIPS 2018), applied to the Student's current features.
+    """
+
+    low_flags_noise = True
+    trusted_split = "val"
+    l2 = 1e-2
+    fit_iterations = 50
+
+    def __init__(self, config: EnvConfig, trainer: StudentTrainer) -> None:
+        if self.trusted_split not in trainer.splits:
+            raise ValueError(f"the trusted_probe column needs a {self.trusted_split!r} split of clean labels; the dataset has {list(trainer.splits)}")
+        self.trainer = trainer
+        self.weight = torch.zeros(trainer.student.num_features, device=trainer.device)
+        self.bias = torch.zeros((), device=trainer.device)
+
+    def values(self, batch: TrainingBatch, history: SampleHistory) -> torch.Tensor:
+        if batch.step == 0:
+            self._fit()
+        log_odds_fake = batch.features.float() @ self.weight + self.bias
+        signed = torch.where(batch.labels == FAKE_CLASS, log_odds_fake, -log_odds_fake)
+        return torch.tanh(signed / 4.0).unsqueeze(1)
+
+    def reset(self) -> None:
+        self.weight.zero_()
+        self.bias.zero_()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"weight": self.weight.clone(), "bias": self.bias.clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.weight.copy_(state["weight"])
+        self.bias.copy_(state["bias"])
+
+    def _fit(self) -> None:
+        features, labels = self._trusted_features()
+        mean, std = features.mean(dim=0), features.std(dim=0).clamp_min(1e-6)
+        standardised = (features - mean) / std
+        weight = torch.zeros(features.shape[1], device=features.device, requires_grad=True)
+        bias = torch.zeros((), device=features.device, requires_grad=True)
+        optimizer = torch.optim.LBFGS([weight, bias], max_iter=self.fit_iterations, line_search_fn="strong_wolfe")
+
+        def objective() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = F.binary_cross_entropy_with_logits(standardised @ weight + bias, labels) + 0.5 * self.l2 * weight.square().sum()
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            optimizer.step(objective)
+        # Folded back to act on raw features.
+        self.weight = (weight.detach() / std).clone()
+        self.bias = (bias.detach() - (mean * self.weight).sum()).clone()
+
+    def _trusted_features(self) -> tuple[torch.Tensor, torch.Tensor]:
+        trusted = self.trainer.splits[self.trusted_split]
+        ids = torch.arange(len(trusted))
+        features = [
+            self.trainer.frozen_forward(self.trainer.images_of(self.trusted_split, chunk))[1].float()
+            for chunk in ids.split(self.trainer.batch_size)
+        ]
+        return torch.cat(features), (trusted.labels == FAKE_CLASS).float()
+
+
 register_state_column("area_under_margin", AreaUnderMargin)
 register_state_column("knn_disagreement", KnnLabelDisagreement)
+register_state_column("trusted_probe", TrustedProbe)

@@ -1,0 +1,84 @@
+"""Learning to Reweight and Meta-Weight-Net as tutors: their meta-gradients against autograd through a literal
+virtual step of the Student, and their weights, checkpoints and pairing."""
+
+import numpy as np
+import pytest
+import torch
+from torch.func import functional_call
+
+from agents import make_tutor
+from agents.meta_reweight import per_sample_losses, trusted_alignment
+from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def env() -> DeepfakeCurriculumEnv:
+    options = {**TINY_SETTINGS["dataset_options"], "label_noise": 0.3}
+    return DeepfakeCurriculumEnv(**{**TINY_SETTINGS, "dataset_options": options})
+
+
+def _trusted(env, size=16):
+    return env.trainer.images_of("val", torch.arange(size)), env.splits["val"].labels[:size]
+
+
+def test_trusted_alignment_is_each_samples_gradient_dotted_with_the_trusted_gradient(env):
+    env.reset(seed=0)
+    batch, student = env.pending_batch, env.student
+    trusted_images, trusted_labels = _trusted(env)
+    alignment = trusted_alignment(student, batch.images, batch.labels, trusted_images, trusted_labels)
+    params = dict(student.named_parameters())
+    with student.frozen_batch_statistics():
+        trusted = torch.autograd.grad(per_sample_losses(student, params, trusted_images, trusted_labels).mean(), list(params.values()))
+        losses = per_sample_losses(student, params, batch.images, batch.labels)
+        for i in range(4):
+            own = torch.autograd.grad(losses[i], list(params.values()), retain_graph=True)
+            expected = sum((a * b).sum() for a, b in zip(own, trusted))
+            assert float(alignment[i]) == pytest.approx(float(expected), rel=1e-4, abs=1e-6)
+
+
+def test_l2rw_keeps_the_aligned_samples_scaled_to_at_most_one(env):
+    tutor = make_tutor("l2rw", env, seed=0)
+    states, _ = env.reset(seed=0)
+    weights, _ = tutor.predict(states, deterministic=True)
+    weights = weights.ravel()
+    assert weights.shape == (env.batch_size,) and weights.min() >= 0 and weights.max() == pytest.approx(1.0)
+    assert (weights == 0).any() and (weights > 0).sum() > 1, "samples whose step would raise the trusted loss get 0"
+
+
+def test_meta_weight_net_steps_along_the_gradient_through_a_literal_virtual_step(env):
+    tutor = make_tutor("meta_weight_net", env, seed=0, meta_lr=1e-2)
+    env.reset(seed=0)
+    batch, student = env.pending_batch, env.student
+    trusted_images, trusted_labels = _trusted(env, env.batch_size)
+    step_size = env.config.lr
+    inputs = batch.losses.detach().float().unsqueeze(1)
+    # The meta-loss L(θ'(φ)) differentiated through the virtual step with autograd, second order included.
+    network_params = dict(tutor.network.named_parameters())
+    params = {name: p.detach().requires_grad_() for name, p in student.named_parameters()}
+    with student.frozen_batch_statistics():
+        weights = functional_call(tutor.network, network_params, (inputs,)).squeeze(1)
+        step = torch.autograd.grad((weights * per_sample_losses(student, params, batch.images, batch.labels)).mean(), list(params.values()), create_graph=True)
+        virtual = {name: p - step_size * g for (name, p), g in zip(params.items(), step)}
+        meta_loss = per_sample_losses(student, virtual, trusted_images, trusted_labels).mean()
+    expected = torch.autograd.grad(meta_loss, list(network_params.values()))
+    before = {name: p.detach().clone() for name, p in network_params.items()}
+    tutor._next_trusted_batch = lambda: (trusted_images, trusted_labels)
+    tutor.batch_weights(batch.images, batch.labels, batch.losses.detach(), trusted_images, trusted_labels)
+    # Adam's first step moves each parameter by -lr * sign(gradient) (where the gradient is not negligible).
+    for (name, p), g in zip(network_params.items(), expected):
+        moved = before[name] - p.detach()
+        large = g.abs() > 1e-3 * g.abs().max()
+        assert torch.equal(torch.sign(moved[large]), torch.sign(g[large])), name
+
+
+def test_meta_weight_net_resumes_exactly_from_its_checkpointed_state(env):
+    tutor = make_tutor("meta_weight_net", env, seed=0)
+    states, _ = env.reset(seed=0)
+    for _ in range(2):
+        states, *_ = env.step(tutor.predict(states)[0].ravel())
+    resumed = make_tutor("meta_weight_net", env, seed=5)
+    resumed.set_rng_state(tutor.rng_state())
+    # The same trusted batch, the same meta step, the same weights.
+    np.testing.assert_array_equal(resumed.predict(states)[0], tutor.predict(states)[0])
