@@ -22,6 +22,22 @@ REAL_FAMILY = -1
 # What PIL raises on a missing, truncated or malformed image file (some of its format plugins raise SyntaxError).
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
+MIN_FRAME_SIZE = 16
+"""The smallest frame side a file may have: a smaller frame, upscaled to the Student's input, is a flat image."""
+
+# PIL's modes of 16-bit grayscale (PNG); PIL's own conversion to RGB clips their values at 255, i.e. to white.
+_SIXTEEN_BIT_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def decode_frame(path: str) -> Image.Image:
+    """The image file at ``path`` decoded whole, as 8-bit RGB: 16-bit grayscale scaled to 8 bits, a palette or a
+    grayscale image expanded, an alpha channel dropped."""
+    with Image.open(path) as image:
+        if image.mode in _SIXTEEN_BIT_GRAY:
+            eight_bit = np.round(np.asarray(image, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8)
+            return Image.fromarray(eight_bit, "L").convert("RGB")
+        return image.convert("RGB")
+
 
 class FrameStore(torch.utils.data.Dataset):
     """Image files read lazily: item ``i`` is file ``i`` decoded to RGB and resized to ``image_size`` squared.
@@ -49,8 +65,7 @@ class FrameStore(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         path = self.path(index)
         try:
-            with Image.open(path) as image:
-                rgb = image.convert("RGB")
+            rgb = decode_frame(path)
         except DECODE_ERRORS as error:
             raise OSError(
                 f"cannot decode frame {path} ({error}); it passed the check when the dataset was built, so it changed "

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from tsrl_env.data.base import DECODE_ERRORS, REAL_FAMILY, Dataset, FrameStore, Split
+from tsrl_env.data.base import DECODE_ERRORS, MIN_FRAME_SIZE, REAL_FAMILY, Dataset, FrameStore, Split, decode_frame
 from tsrl_env.validation import on_bad_frames_setting
 
 logger = logging.getLogger(__name__)
@@ -88,16 +88,17 @@ def _frame_problem(path: str) -> str | None:
         return "missing"
     try:
         with Image.open(path) as image:
-            # PNG's verify checks every chunk's CRC without decompressing, which finds truncated and corrupted files;
-            # other formats (JPEG) have no such check, so only a full decode finds a truncated one.
+            # PNG's verify checks every chunk's CRC, which decoding does not; decoding finds what the CRCs cannot: a
+            # compressed stream damaged before its CRC was computed, a truncated JPEG.
             if image.format == "PNG":
                 image.verify()
-            else:
-                image.load()
+        size = decode_frame(path).size
     except UnidentifiedImageError:
         return "unreadable (not an image file PIL recognises)"
     except DECODE_ERRORS as error:
         return f"unreadable ({type(error).__name__}: {error})"
+    if min(size) < MIN_FRAME_SIZE:
+        return f"too small ({size[0]}x{size[1]} px; a frame needs at least {MIN_FRAME_SIZE} px a side)"
     return None
 
 
@@ -127,8 +128,8 @@ def _bad_frame_report(bad: dict[str, list[tuple[str, str]]], total: int) -> str:
 def build_frame_dataset(name: str, splits: dict[str, SplitFrames], image_size: int, on_bad_frames: str = "error") -> Dataset:
     """Check every frame file of ``splits`` and assemble a dataset whose images are read from disk on demand.
 
-    ``on_bad_frames="error"`` (default) raises a ``ValueError`` before any training when a frame is missing or
-    unreadable, with the count and the first paths; ``"skip"`` drops those frames, logs the same report as a warning
+    ``on_bad_frames="error"`` (default) raises a ``ValueError`` before any training when a frame is missing,
+    unreadable (decoded whole) or smaller than ``MIN_FRAME_SIZE`` pixels a side, with the count and the first paths; ``"skip"`` drops those frames, logs the same report as a warning
     and counts them per split in ``Dataset.bad_frames``. Family names are the fake frames' families, sorted; video
     names map to group ids shared across splits.
     """
