@@ -15,7 +15,7 @@ from typing import Any
 
 from tsrl_env.data.base import REAL_FAMILY, Dataset, FrameStore, Split
 from tsrl_env.data.deepfakebench import DEEPFAKEBENCH_LABEL_DICT, DeepfakeBenchConfig, load_deepfakebench
-from tsrl_env.data.embedded import EmbeddedConfig, load_embedded, save_family_grid
+from tsrl_env.data.embedded import EmbeddedConfig, cache_key, load_embedded, save_family_grid
 from tsrl_env.data.folder import FolderConfig, load_folder
 from tsrl_env.validation import register, registered, reject_unknown_keys, shown
 
@@ -26,11 +26,13 @@ class DataSource:
 
     ``options`` (a dataclass type) lets the env config check the options before loading anything; ``keywords`` are the
     loader's arguments other than those fields and ``config``. A source without ``options`` checks them when it loads.
+    ``identity(**options)`` names the data the options yield where the options alone do not (a generator's version).
     """
 
     loader: Callable[..., Dataset]
     options: type | None = None
     keywords: tuple[str, ...] = ()
+    identity: Callable[..., str] | None = None
 
     def check(self, name: str, options: Any) -> None:
         """Refuse options the loader would refuse, without loading any data."""
@@ -53,13 +55,17 @@ DATASETS: dict[str, DataSource] = {}
 
 
 def register_dataset(
-    name: str, loader: Callable[..., Dataset], options: type | None = None, keywords: tuple[str, ...] = ()
+    name: str,
+    loader: Callable[..., Dataset],
+    options: type | None = None,
+    keywords: tuple[str, ...] = (),
+    identity: Callable[..., str] | None = None,
 ) -> None:
     """Make ``loader`` the data source ``name`` (see :class:`DataSource`), for the env setting ``dataset``."""
-    register(DATASETS, name, DataSource(loader, options, tuple(keywords)), "dataset")
+    register(DATASETS, name, DataSource(loader, options, tuple(keywords), identity), "dataset")
 
 
-register_dataset("embedded", load_embedded, EmbeddedConfig, keywords=("cache_dir",))
+register_dataset("embedded", load_embedded, EmbeddedConfig, keywords=("cache_dir",), identity=cache_key)
 register_dataset("deepfakebench", load_deepfakebench, DeepfakeBenchConfig)
 register_dataset("folder", load_folder, FolderConfig)
 
@@ -67,6 +73,13 @@ register_dataset("folder", load_folder, FolderConfig)
 def data_source(name: str) -> DataSource:
     """The data source registered as ``name``; an unknown name raises a ValueError listing the registered ones."""
     return registered(DATASETS, name, "dataset")
+
+
+def dataset_identity(name: str, options: dict[str, Any]) -> str | None:
+    """What names the data of source ``name`` under ``options`` beyond the options themselves (the embedded
+    benchmark's cache key); None for a source whose options say it all (files on disk, named by their paths)."""
+    source = data_source(name)
+    return source.identity(**options) if source.identity is not None else None
 
 
 def make_dataset(name: str, **options: Any) -> Dataset:
@@ -86,6 +99,7 @@ __all__ = [
     "FrameStore",
     "Split",
     "data_source",
+    "dataset_identity",
     "load_deepfakebench",
     "load_embedded",
     "load_folder",

@@ -27,7 +27,7 @@ from tsrl_env.data.base import REAL_FAMILY, Dataset, Split
 from tsrl_env.data.manipulations import MANIPULATIONS, jpeg, to_uint8
 from tsrl_env.data.photos import random_shot, render_shot, split_tiles, tile_library
 from tsrl_env.files import write_atomically
-from tsrl_env.validation import image_size_setting, reject_unknown_keys
+from tsrl_env.validation import image_size_setting, reject_unknown_keys, shown
 
 # Bump whenever generation code or constants change what a config produces, so stale caches are not reused.
 GENERATOR_VERSION = 2
@@ -83,10 +83,15 @@ class EmbeddedConfig:
     def __post_init__(self) -> None:
         # Accept lists (e.g. from JSON or the command line) but store tuples so the config stays hashable.
         for name in ("train_families", "unseen_families", "strength_range", "final_jpeg_quality"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(f"{name} must be a list, e.g. {list(getattr(EmbeddedConfig, name))}, got {shown(value)}")
+            object.__setattr__(self, name, tuple(value))
         for name in ("image_size", "train_size", "val_size", "test_seen_size", "test_unseen_size", "frames_per_video"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an integer >= 1, got {shown(value)}")
+            if value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         image_size_setting(self.image_size)
         for name in ("train_families", "unseen_families"):
@@ -260,6 +265,12 @@ def cache_path(config: EmbeddedConfig, cache_dir: str | os.PathLike[str] | None 
     """Where ``load_embedded`` keeps the data for ``config``."""
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return directory / f"{DATASET_NAME}-{config_hash(config)}.pt"
+
+
+def cache_key(config: EmbeddedConfig | None = None, cache_dir: str | os.PathLike[str] | None = None, **overrides: Any) -> str:
+    """The name ``load_embedded`` caches the data of these options under: it changes with any setting and with
+    ``GENERATOR_VERSION``, and nothing else (not ``cache_dir``)."""
+    return cache_path(_build_config(config, overrides), cache_dir).stem
 
 
 def _to_payload(dataset: Dataset, config: EmbeddedConfig) -> dict[str, Any]:
