@@ -73,19 +73,20 @@ def set_global_rng_states(states: dict[str, Any]) -> None:
 
 
 def write_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` with :func:`write_atomically`; a failed write keeps the previous checkpoint.
+    """Write ``payload`` to ``path`` with :func:`write_atomically`; a failed write keeps the previous checkpoint, if any.
 
     Serialising to memory first means a full disk surfaces as an OSError of the plain file write.
     """
     buffer = io.BytesIO()
     torch.save({"format": CHECKPOINT_FORMAT, **payload}, buffer)
+    kept = "the previous checkpoint there is kept" if path.is_file() else "no checkpoint of it was written before"
     try:
         write_atomically(path, buffer.getvalue())
     except OSError as error:
         raise OSError(
             error.errno,
-            f"cannot write the checkpoint {str(path)!r} ({error.strerror or error}); the previous checkpoint there is "
-            "kept: free space on its disk (or fix its permissions) and resume with tsrl train --resume RUN_DIR",
+            f"cannot write the checkpoint {str(path)!r} ({error.strerror or error}); {kept}: free space on its disk "
+            "(or fix its permissions) and resume with tsrl train --resume RUN_DIR",
         ) from error
 
 

@@ -1,10 +1,23 @@
-"""Files written so that a crash or a concurrent reader never sees half of one."""
+"""Files written so that a crash or a concurrent reader never sees half of one, and directories one process at a time."""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+LOCK_NAME = ".tsrl.lock"
+
+
+class DirectoryInUse(RuntimeError):
+    """Another live process holds the lock of a directory."""
 
 
 def write_atomically(path: Path, data: bytes | str) -> None:
@@ -40,3 +53,83 @@ def _sync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(descriptor)
+
+
+@contextmanager
+def directory_lock(directory: Path, holder: str) -> Iterator[None]:
+    """Hold the advisory lock of ``directory`` while the block runs: a file ``.tsrl.lock`` naming this process (its pid
+    and host) and ``holder``, what it runs there (``"tsrl benchmark"``).
+
+    A lock of another live process raises :class:`DirectoryInUse` naming it; a lock left by a process of this host
+    that no longer runs (killed) is taken over with a warning. A lock of another host cannot be checked: it is
+    refused, and the message says to delete it if that process is gone.
+    """
+    path = Path(directory) / LOCK_NAME
+    mine = {"pid": os.getpid(), "host": socket.gethostname(), "holder": holder, "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    _take_lock(path, mine)
+    try:
+        yield
+    finally:
+        if path.is_file() and _lock_holder(path) == mine:
+            path.unlink()
+
+
+def _take_lock(path: Path, mine: dict[str, Any]) -> None:
+    # The lock is written whole beside it and then linked in place: a link fails if the lock exists, so no other
+    # process ever reads a lock half written.
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as file:
+            json.dump(mine, file)
+        while True:
+            try:
+                os.link(temporary, path)
+                return
+            except FileExistsError:
+                try:
+                    holder = _lock_holder(path)
+                except FileNotFoundError:
+                    continue  # released meanwhile
+                _forget_stale_lock(path, holder, mine["host"])
+    finally:
+        os.unlink(temporary)
+
+
+def _forget_stale_lock(path: Path, holder: dict[str, Any] | None, host: str) -> None:
+    """Delete the lock at ``path`` if its holder is gone; refuse while it may run."""
+    if holder is None:
+        stale = "an unreadable lock"
+    elif holder.get("host") == host and not _process_runs(holder.get("pid")):
+        stale = f"the lock of {holder.get('holder')} (pid {holder.get('pid')}, no longer running, since {holder.get('since')})"
+    else:
+        elsewhere = "" if holder.get("host") == host else f" on host {holder.get('host')}"
+        raise DirectoryInUse(
+            f"{path.parent} is in use by {holder.get('holder')} (pid {holder.get('pid')}{elsewhere}, since "
+            f"{holder.get('since')}; lock file {path}): wait for it to end or give another output directory. If no "
+            "such process runs any more, delete the lock file"
+        )
+    warnings.warn(f"taking over {stale} on {path.parent}", stacklevel=2)
+    path.unlink(missing_ok=True)
+
+
+def _lock_holder(path: Path) -> dict[str, Any] | None:
+    """The holder a lock file names; None for one that cannot be read (damaged: no process can be named)."""
+    try:
+        holder = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def _process_runs(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
