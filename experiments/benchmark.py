@@ -1,8 +1,11 @@
 """The tutor benchmark: every tutor × seed × variant of one experiment, run in parallel, resumable.
 
 Each cell (one Student taught by one tutor) writes its own ``record.json`` atomically when it finishes; a cell
-whose record exists is never rerun, so an interrupted grid continues where it stopped. The summary files
-(``results.csv``, ``results.md``, plots) are rebuilt from all records at the end of every invocation.
+whose record exists is never rerun, so an interrupted grid continues where it stopped. Each record carries its
+Student's fingerprint (:func:`~experiments.config.fingerprint`): a grid whose settings changed since refuses to mix
+the cells they change with new ones, unless told to recompute them. A running grid locks its output directory, and
+its worker processes exit when it dies. The summary files (``results.csv``, ``results.md``, plots) are rebuilt from
+all records at the end of every invocation.
 
 Cells run in local processes (the default) or as Ray tasks on a local Ray instance or a cluster
 (:mod:`experiments.ray_backend`); both run the same per-cell function and write the same records.
@@ -20,7 +23,11 @@ import json
 import math
 import multiprocessing
 import os
-from collections.abc import Iterator
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -33,7 +40,17 @@ from tqdm.auto import tqdm
 
 from agents import TUTORS
 from experiments.checkpoint import write_atomically
-from experiments.config import CONFIG_DIR, RunConfig, plain, read_yaml_config, run_config_from_dict, split_tutor_entry
+from experiments.config import (
+    CONFIG_DIR,
+    RunConfig,
+    SettingsChanged,
+    fingerprint,
+    fingerprint_differences,
+    plain,
+    read_yaml_config,
+    run_config_from_dict,
+    split_tutor_entry,
+)
 from experiments.plots import plot_validation_curves, plot_weight_distributions, plot_weighting
 from experiments.record import StudentRun
 from experiments.reproducibility import numeric_environment
@@ -49,9 +66,10 @@ from experiments.summary import (
     state_column_table,
     write_csv,
 )
-from experiments.train import train_student
+from experiments.train import check_run_settings, read_student_run, train_student
 from tsrl_env.config import EnvConfig, reject_unknown_keys
 from tsrl_env.data import EmbeddedConfig, make_dataset
+from tsrl_env.files import directory_lock
 from tsrl_env.rewards import REWARD_NAMES
 
 
@@ -186,10 +204,38 @@ def _run_cell(run_config: dict[str, Any], directory: str, threads: int) -> str:
         "seed": config.seed,
         "torch_threads": threads,
         "environment": numeric_environment(),
+        "fingerprint": fingerprint(config),
         "run": asdict(run),
     }
     write_atomically(path / "record.json", json.dumps(record))
     return str(path / "record.json")
+
+
+# How often a pool worker looks for its parent, and how long a cell it trains may take to stop once the parent is gone.
+_PARENT_POLL_S = 1.0
+_STOP_GRACE_S = 10.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Pool initializer: the worker stops when the process that started it (``parent``) is gone, even killed by
+    SIGKILL, rather than train the remaining cells unsupervised and then idle forever."""
+    threading.Thread(target=_watch_parent, args=(parent,), name="watch-parent", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(_PARENT_POLL_S)
+    # SIGTERM first, so that a cell in training stops as on a stop signal (its last checkpoint kept); the exit then
+    # ends a worker that would wait for the dead parent's next task forever.
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(_STOP_GRACE_S)
+    os._exit(1)
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """``workers`` fresh processes (spawned: no state copied from this one) that exit when this process dies."""
+    context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_exit_with_parent, initargs=(os.getpid(),))
 
 
 BACKENDS = ("local", "ray")
@@ -203,8 +249,13 @@ def run_benchmark(
     backend: str = "local",
     address: str | None = None,
     cpus_per_cell: int | None = None,
+    rerun_changed: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every cell whose record is missing, ``workers`` at a time, and return all records.
+
+    Cells finished under other settings than ``config`` gives them (see :func:`changed_cells`) raise
+    :class:`~experiments.config.SettingsChanged` before any work, or with ``rerun_changed`` are deleted and computed
+    again. The run holds the lock of ``out`` (:func:`~tsrl_env.files.directory_lock`): a second grid there is refused.
 
     ``backend="local"`` runs the cells in ``workers`` local processes; ``backend="ray"`` submits each as a Ray task
     (:mod:`experiments.ray_backend`) to a local Ray instance sized for ``workers`` cells at once, or to the cluster
@@ -216,32 +267,115 @@ def run_benchmark(
         raise ValueError(f"a cluster address ({address!r}) is for the Ray backend; add --backend ray or drop --address")
     if cpus_per_cell is not None and cpus_per_cell < 1:
         raise ValueError(f"cpus per cell must be at least 1, got {cpus_per_cell}")
+    run_on_ray = None
     if backend == "ray":
         # Here, before any work, so that a missing Ray is reported at once.
-        from experiments.ray_backend import run_cells_on_ray
+        from experiments.ray_backend import run_cells_on_ray as run_on_ray
+    threads = cpus_per_cell or max(1, (os.cpu_count() or 1) // workers)
     out.mkdir(parents=True, exist_ok=True)
+    with directory_lock(out, "tsrl benchmark"):
+        _forget_changed_cells(config, out, rerun_changed)
+        for variant in config.variants:
+            check_run_settings(config.run_config(variant, config.tutors[0], config.seeds[0]))
+        _run_missing_cells(config, out, workers, threads, progress, run_on_ray, address)
+    return load_records(config, out)
+
+
+def _run_missing_cells(
+    config: BenchmarkConfig,
+    out: Path,
+    workers: int,
+    threads: int,
+    progress: bool,
+    run_on_ray: Callable[..., Iterator[str]] | None,
+    address: str | None,
+) -> None:
     (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     todo = [cell for cell in config.cells() if not (cell_dir(out, *cell) / "record.json").exists()]
     # Build (and cache) each variant's dataset here, once, so no cell's wall time includes generating it.
     for variant in {variant for variant, _, _ in todo}:
         env = config.run_config(variant, config.tutors[0], config.seeds[0]).env
         make_dataset(env.dataset, **env.dataset_options)
-    threads = cpus_per_cell or max(1, (os.cpu_count() or 1) // workers)
     total = len(list(config.cells()))
     bar = tqdm(total=total, initial=total - len(todo), desc="benchmark", disable=not progress)
     cells = [(config.run_config(*cell).to_dict(), cell_dir(out, *cell)) for cell in todo]
     with ExitStack() as stack:
-        if backend == "ray":
-            finished = run_cells_on_ray(_run_cell, cells, threads, local_cells=workers, address=address)
+        if run_on_ray is not None:
+            finished = run_on_ray(_run_cell, cells, threads, local_cells=workers, address=address)
         else:
-            pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")))
+            pool = stack.enter_context(worker_pool(workers))
             futures = [pool.submit(_run_cell, run_config, str(directory), threads) for run_config, directory in cells]
             finished = (future.result() for future in as_completed(futures))
         for record in finished:
             bar.set_postfix_str(Path(record).parent.relative_to(out / "cells").as_posix())
             bar.update()
     bar.close()
-    return load_records(config, out)
+
+
+def read_record(path: Path) -> tuple[StudentRun, dict[str, Any] | None]:
+    """A cell's ``record.json``: its Student's run and fingerprint (None in a record written before fingerprints)."""
+    try:
+        data = json.loads(path.read_text())
+        return StudentRun.from_dict(data["run"]), data.get("fingerprint")
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as error:
+        student = next(path.parent.glob("*/run.json"), None)
+        rebuilt = (
+            f"the next tsrl benchmark on this directory rebuilds it from its Student's {student} without retraining"
+            if student
+            else "the next tsrl benchmark on this directory trains this cell again"
+        )
+        raise ValueError(
+            f"the benchmark record {str(path)!r} cannot be read ({type(error).__name__}: {error}); delete it: {rebuilt}"
+        ) from error
+
+
+def changed_cells(config: BenchmarkConfig, out: Path) -> dict[tuple[str, str, int], list[str]]:
+    """The cells under ``out`` whose finished Student (its ``record.json``, or the ``run.json`` a record is rebuilt
+    from) was computed with other settings than ``config`` gives that cell now, with the settings that differ.
+
+    Each cell is compared on its own Student's settings only, so adding a tutor or a seed to a grid changes no
+    finished cell; records written before fingerprints existed are taken as matching.
+    """
+    changed = {}
+    for cell in config.cells():
+        directory = cell_dir(out, *cell)
+        record, student = directory / "record.json", directory / cell[1] / "run.json"
+        if record.is_file():
+            saved = read_record(record)[1]
+        elif student.is_file():
+            saved = read_student_run(student)[1]
+        else:
+            continue
+        differences = fingerprint_differences(saved, config.run_config(*cell))
+        if differences:
+            changed[cell] = differences
+    return changed
+
+
+# How many changed cells a refusal lists.
+_LISTED_CELLS = 5
+
+
+def _forget_changed_cells(config: BenchmarkConfig, out: Path, rerun_changed: bool) -> None:
+    """Delete the cells computed with other settings (``rerun_changed``), or refuse to go on while they exist."""
+    changed = changed_cells(config, out)
+    if changed and not rerun_changed:
+        raise SettingsChanged(
+            f"{_changed_report(out, changed)}\nGive another --out to keep that grid apart, or add --rerun-changed to "
+            "delete these cells and compute them again under the settings given now"
+        )
+    for cell in changed:
+        shutil.rmtree(cell_dir(out, *cell))
+
+
+def _changed_report(out: Path, changed: dict[tuple[str, str, int], list[str]]) -> str:
+    listed = [f"  {variant}/{tutor}/seed{seed}: {'; '.join(diffs)}" for (variant, tutor, seed), diffs in changed.items()]
+    more = [f"  ... and {len(listed) - _LISTED_CELLS} more"] if len(listed) > _LISTED_CELLS else []
+    return "\n".join(
+        [f"{len(changed)} finished cell(s) under {out} were computed with other settings than now:"]
+        + listed[:_LISTED_CELLS]
+        + more
+    )
 
 
 def load_records(config: BenchmarkConfig, out: Path) -> list[dict[str, Any]]:
@@ -250,14 +384,19 @@ def load_records(config: BenchmarkConfig, out: Path) -> list[dict[str, Any]]:
     for variant, tutor, seed in config.cells():
         path = cell_dir(out, variant, tutor, seed) / "record.json"
         if path.exists():
-            data = json.loads(path.read_text())
-            records.append({"variant": variant, "tutor": tutor, "seed": seed, "run": StudentRun.from_dict(data["run"])})
+            records.append({"variant": variant, "tutor": tutor, "seed": seed, "run": read_record(path)[0]})
     return records
 
 
 def write_summary(config: BenchmarkConfig, out: Path) -> str:
     """Rebuild ``runs.csv``, ``results.csv``, ``state_columns.csv``, ``results.md`` and the plots from every finished
     cell; return the Markdown."""
+    changed = changed_cells(config, out)
+    if changed:
+        raise SettingsChanged(
+            f"{_changed_report(out, changed)}\nA summary would mix them with the settings given now: give the config "
+            "they were computed with, or run the benchmark with --rerun-changed to compute them again"
+        )
     records = load_records(config, out)
     if not records:
         raise RuntimeError(f"no finished cell under {out / 'cells'}; run the benchmark first")

@@ -23,17 +23,27 @@ from experiments.checkpoint import RunInterrupted, interrupt_on_stop_signals
 from experiments.config import RunConfig, load_run_config
 from experiments.report import epoch_table, final_table
 from experiments.teach import load_teach_config, teach
-from experiments.train import RunStopped, check_tutor_checkpoint, follow_student, save_results, train_student
+from experiments.train import (
+    RunStopped,
+    check_run_settings,
+    check_tutor_checkpoint,
+    follow_student,
+    save_results,
+    train_student,
+)
 from tsrl_env.data import save_family_grid
 from tsrl_env.data.preprocess import preprocess_videos
 from tsrl_env.distributed import DistributedGroupView, ProcessGroupView
+from tsrl_env.files import directory_lock
 from tsrl_env.student import resolve_device
 
 RESUME_FIXED = ("config", "seed", "tutor", "tutor_checkpoint", "epochs", "warmup_epochs", "backbone")
 """``tsrl train`` options that set what a run is: ``--resume`` refuses them."""
 
 
-def _writable_directory(path: Path) -> Path:
+def _writable_directory(
+    path: Path, remedy: str = "give another one with --out, or fix its permissions or free space on its disk"
+) -> Path:
     """``path``, created if missing, once a file could be written and synced in it: refuses a bad ``--out`` up front."""
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -42,10 +52,7 @@ def _writable_directory(path: Path) -> Path:
             probe.flush()
             os.fsync(probe.fileno())
     except OSError as error:
-        raise OSError(
-            f"cannot write to the output directory {str(path)!r} ({error.strerror or error}); "
-            "give another one with --out, or fix its permissions or free space on its disk"
-        ) from error
+        raise OSError(f"cannot write to the output directory {str(path)!r} ({error.strerror or error}); {remedy}") from error
     return path
 
 
@@ -88,6 +95,8 @@ def _resumed_config(args: argparse.Namespace) -> RunConfig:
             f"tsrl train: --resume continues a run with its own config (RUN_DIR/config.yaml); {', '.join(fixed)} cannot "
             "change it (only --lr, --device, --ddp, --deterministic and --no-progress can be given with --resume)"
         )
+    if args.out is not None:
+        raise SystemExit("tsrl train: --resume continues the run where it is (RUN_DIR); drop --out, which places new runs")
     saved = Path(args.resume) / "config.yaml"
     if not saved.is_file():
         raise SystemExit(f"tsrl train: {args.resume!r} is not a run directory (it has no config.yaml); give one tsrl train made")
@@ -104,11 +113,13 @@ def _process_group(config: RunConfig) -> DistributedGroupView:
 
 def _run_directory(args: argparse.Namespace, config: RunConfig) -> Path:
     """The run directory, made (a new run) or given (``--resume``), once it is writable; holds the run's config."""
+    check_run_settings(config)
     if args.resume:
-        run_dir = _writable_directory(Path(args.resume))
+        remedy = "fix its permissions or free space on its disk, or copy the run to a writable place and resume the copy"
+        run_dir = _writable_directory(Path(args.resume), remedy)
         config.save(run_dir / "config.yaml")  # a later resume continues with the learning rate and device given now
         return run_dir
-    out = _writable_directory(Path(args.out))
+    out = _writable_directory(Path(args.out or "runs"))
     if config.tutor_checkpoint is not None:
         check_tutor_checkpoint(config, Path(config.tutor_checkpoint))
     run_dir = out / datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -126,10 +137,20 @@ def _lead(
     start = time.perf_counter()
     resume = args.resume is not None
     try:
-        baseline, tutored = [
-            train_student(config, run_dir, tutor, checkpoint, progress=not args.no_progress, resume=resume, group=group)
-            for tutor, checkpoint in students
-        ]
+        with directory_lock(run_dir, "tsrl train"):
+            baseline, tutored = [
+                train_student(
+                    config,
+                    run_dir,
+                    tutor,
+                    checkpoint,
+                    progress=not args.no_progress,
+                    resume=resume,
+                    group=group,
+                    rerun_changed=args.rerun_changed,
+                )
+                for tutor, checkpoint in students
+            ]
     except RunStopped as stopped:
         print(f"\n{stopped}", file=sys.stderr)
         sys.exit(stopped.exit_code)
@@ -195,6 +216,7 @@ def _benchmark(args: argparse.Namespace) -> None:
             backend=args.backend,
             address=args.address,
             cpus_per_cell=args.cpus_per_cell,
+            rerun_changed=args.rerun_changed,
         )
     print(write_summary(config, out))
     print(f"wall time {time.perf_counter() - start:.0f} s; tables and plots in {out}")
@@ -240,6 +262,7 @@ def _preprocess(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tsrl", description="Tutor-Student RL curricula for deepfake detection.")
+    parser.add_argument("--verbose", action="store_true", help="show the traceback of an error, not only its message")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a Student with uniform weights and one with a tutor, and compare them")
@@ -252,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", help="auto, cpu, cuda, ... (overrides the config)")
     train.add_argument("--tutor-checkpoint", help="a saved tutor (tutor.zip) that teaches without learning")
     train.add_argument("--lr", type=float, help="the Student's learning rate (overrides the config; may change on --resume)")
-    train.add_argument("--out", default="runs", help="parent folder of the run directory (default: runs)")
+    train.add_argument("--out", help="parent folder of the run directory (default: runs)")
     train.add_argument(
         "--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoints (finished Students are kept)"
     )
@@ -263,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(torchrun --nproc_per_node=N -m experiments.cli train --ddp ...); batch_size must divide by their number",
     )
     train.add_argument("--deterministic", action="store_true", help="use deterministic torch algorithms only")
+    train.add_argument(
+        "--rerun-changed", action="store_true", help="with --resume: train again a finished Student of other settings"
+    )
     train.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     train.set_defaults(handler=_train)
 
@@ -282,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--out", help="output folder (default: runs/benchmark/<config name>); finished cells there are kept")
     bench.add_argument("--summary-only", action="store_true", help="only rebuild the tables and plots from finished cells")
+    bench.add_argument(
+        "--rerun-changed", action="store_true", help="compute again the finished cells whose settings changed since"
+    )
     bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     bench.set_defaults(handler=_benchmark)
 
@@ -326,9 +355,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError)
+"""What a command raises for a setting, a file or a directory the user can fix: its message says how."""
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Run ``tsrl`` with ``argv`` (default: the command line's arguments).
+
+    From the command line, an error the user can fix is printed as its message alone and exits with code 2
+    (``--verbose`` shows its traceback instead); a caller passing ``argv`` gets the exception itself.
+    """
     args = build_parser().parse_args(argv)
-    args.handler(args)
+    if argv is not None or args.verbose:
+        args.handler(args)
+        return
+    try:
+        args.handler(args)
+    except SystemExit as stop:
+        if not isinstance(stop.code, str):
+            raise
+        _exit_for_user_error(stop.code)
+    except USER_ERRORS as error:
+        _exit_for_user_error(f"tsrl {args.command}: {error}")
+
+
+def _exit_for_user_error(message: str) -> None:
+    print(f"{message}\n(tsrl --verbose {' '.join(sys.argv[1:])} shows where it was raised)", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

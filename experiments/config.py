@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ import yaml
 
 from agents import tutor_spec
 from tsrl_env.config import EnvConfig, integer_setting, reject_unknown_keys, shown
+from tsrl_env.data import dataset_identity
+from tsrl_env.validation import setting_differences
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -50,12 +53,63 @@ class RunConfig:
     def save(self, path: Path) -> None:
         path.write_text(yaml.safe_dump(plain(self.to_dict()), sort_keys=False))
 
+    def for_student(self, tutor: str, tutor_checkpoint: str | None = None) -> RunConfig:
+        """The settings of the one Student that ``tutor`` teaches in this run: ``tutor_kwargs`` belong to the run's own
+        tutor only (the uniform baseline of a ``tsrl train`` run takes none), ``tutor_checkpoint`` to the Student it
+        teaches."""
+        kwargs = self.tutor_kwargs if tutor == self.tutor and tutor_checkpoint is None else {}
+        return dataclasses.replace(self, tutor=tutor, tutor_kwargs=dict(kwargs), tutor_checkpoint=tutor_checkpoint)
+
+
+RESULT_NEUTRAL = ("env.device", "env.num_workers")
+"""Settings of a fingerprint that choose where a Student trains, not what it learns: results are compared across them."""
+
+
+class SettingsChanged(ValueError):
+    """A result on disk was computed under other settings than those given now."""
+
+
+def fingerprint(config: RunConfig) -> dict[str, Any]:
+    """What decides one Student's result: its resolved settings and the identity of its data (the embedded
+    benchmark's cache key, which also changes with its generator's version). Stored with every finished Student."""
+    identity = dataset_identity(config.env.dataset, config.env.dataset_options)
+    return {**plain(config.to_dict()), "dataset_identity": identity}
+
+
+def fingerprint_differences(
+    saved: dict[str, Any] | None, config: RunConfig, ignore: tuple[str, ...] = RESULT_NEUTRAL
+) -> list[str]:
+    """``"setting: saved -> now"`` for each setting where the fingerprint ``saved`` and ``config`` differ.
+
+    A result written before fingerprints existed (``saved`` None) is taken as matching: nothing says otherwise.
+    """
+    if saved is None:
+        return []
+    return setting_differences(saved, fingerprint(config), ignore=ignore)
+
 
 def split_tutor_entry(entry: str) -> tuple[str, str | None]:
     """A benchmark's tutor entry as (tutor, reward): ``"ppo@val_alignment"`` is the PPO tutor learning from the
     ``val_alignment`` reward, ``"ppo"`` the PPO tutor under the environment's reward (``None``)."""
     tutor, _, reward = entry.partition("@")
     return tutor, reward or None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # the safe loader refuses it below, in its own words
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice; keep one", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def read_yaml_config(path: str | Path) -> dict[str, Any]:
@@ -67,9 +121,14 @@ def read_yaml_config(path: str | Path) -> dict[str, Any]:
         available = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
         raise FileNotFoundError(f"no config file {str(path)!r}; give a path or one of: {available}")
     try:
-        settings = yaml.safe_load(config_path.read_text()) or {}
+        settings = yaml.load(config_path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         raise ValueError(f"config file {str(config_path)!r} is not valid YAML: {error}") from None
+    if settings is None:
+        raise ValueError(
+            f"config file {str(config_path)!r} holds no settings (it is empty or all comments); write its settings, "
+            f"e.g. as in {CONFIG_DIR / 'tiny.yaml'}"
+        )
     if not isinstance(settings, dict):
         raise TypeError(f"config file {str(config_path)!r} must hold key: value settings, got {shown(settings)}")
     return settings

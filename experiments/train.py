@@ -13,6 +13,7 @@ with rank 0's, whose reset arguments and weights it receives.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -40,10 +41,18 @@ from experiments.checkpoint import (
     write_atomically,
     write_checkpoint,
 )
-from experiments.config import RunConfig
+from experiments.config import RunConfig, SettingsChanged, fingerprint, fingerprint_differences
 from experiments.record import CurriculumRecorder, StudentRun
 from tsrl_env import DeepfakeCurriculumEnv
+from tsrl_env.config import EnvConfig
+from tsrl_env.data import EmbeddedConfig
 from tsrl_env.distributed import ProcessGroupView
+from tsrl_env.env import RESTORE_MAY_CHANGE
+from tsrl_env.student import Student, resolve_device
+
+RESUME_MAY_CHANGE = tuple(f"env.{name}" for name in RESTORE_MAY_CHANGE)
+"""Settings a resumed run may change (a lower learning rate after a diverging loss, another device): a finished
+Student's record is compared with the run's settings without them, as a checkpoint is."""
 
 
 class _StudentRunCallback(BaseCallback):
@@ -180,6 +189,7 @@ def train_student(
     resume: bool = False,
     group: ProcessGroupView | None = None,
     resume_command: str | None = None,
+    rerun_changed: bool = False,
 ) -> StudentRun:
     """Train one Student taught by ``tutor`` (default ``config.tutor``) and save it under ``run_dir / label``.
 
@@ -187,9 +197,11 @@ def train_student(
     ``save_student`` is False), the tutor (when it learned), the run's record (``run.json``) and TensorBoard logs
     under ``run_dir / "tensorboard"``. Every tutored epoch start overwrites ``checkpoint.pt``, removed once the run
     has finished. With ``resume``, a finished run is read back from its ``run.json`` and an unfinished one continues
-    from its checkpoint (if it has none, it starts again). A stop signal or a diverging loss raises
-    :class:`RunStopped`, whose message names the checkpoint kept and ``resume_command`` (default: ``tsrl train
-    --resume`` on ``run_dir``).
+    from its checkpoint (if it has none, it starts again); a finished run whose ``run.json`` holds another fingerprint
+    (see :func:`~experiments.config.fingerprint`) raises :class:`~experiments.config.SettingsChanged`, or with
+    ``rerun_changed`` is deleted and trained again. ``config.tutor_kwargs`` reach only ``config.tutor``. A stop
+    signal or a diverging loss raises :class:`RunStopped`, whose message names the checkpoint kept and
+    ``resume_command`` (default: ``tsrl train --resume`` on ``run_dir``).
 
     With a process group (``group``, a :class:`~tsrl_env.distributed.DistributedGroupView`), this is rank 0's part of
     a Student trained with DDP; every other rank runs :func:`follow_student` at the same time. A resume's checkpoint is
@@ -200,12 +212,13 @@ def train_student(
         raise ValueError(f"train_student runs on rank 0 of a process group; rank {group.rank} runs follow_student")
     name = tutor or config.tutor
     label = f"{name}-checkpoint" if tutor_checkpoint else name
+    student = config.for_student(name, str(tutor_checkpoint) if tutor_checkpoint else None)
     out = run_dir / label
     record_path = out / "run.json"
-    finished = resume and record_path.is_file()
+    finished = resume and record_path.is_file() and _kept_finished_run(record_path, student, rerun_changed)
     group.broadcast_object(finished, kind="setup")  # the other ranks follow only a Student that trains
     if finished:
-        return StudentRun.from_dict(json.loads(record_path.read_text()))
+        return read_student_run(record_path)[0]
     checkpoint_path = out / CHECKPOINT_NAME
     checkpoint = read_checkpoint(checkpoint_path, config, label) if resume and checkpoint_path.is_file() else None
     out.mkdir(parents=True, exist_ok=True)
@@ -221,12 +234,12 @@ def train_student(
     try:
         with interrupt_on_stop_signals():
             if learns:
-                agent = _learn(name, config, env, recorder, checkpointer, logger, checkpoint, progress)
+                agent = _learn(name, student, env, recorder, checkpointer, logger, checkpoint, progress)
             else:
                 if tutor_checkpoint is not None:
                     agent = load_tutor_checkpoint(name, tutor_checkpoint, env)
                 else:
-                    agent = make_tutor(name, env, seed=config.seed, **config.tutor_kwargs)
+                    agent = make_tutor(name, env, seed=config.seed, **student.tutor_kwargs)
                 _act(env, agent, recorder, checkpointer, config.seed, checkpoint, label, progress)
     except (RunInterrupted, FloatingPointError) as error:
         raise checkpointer.stopped(error) from error
@@ -241,9 +254,38 @@ def train_student(
         agent.save(out / "tutor.zip")
     if save_student:
         torch.save(env.finished_student.state_dict(), out / "student.pt")
-    write_atomically(record_path, json.dumps(asdict(run), indent=2))
+    write_atomically(record_path, json.dumps({**asdict(run), "fingerprint": fingerprint(student)}, indent=2))
     checkpoint_path.unlink(missing_ok=True)
     return run
+
+
+def read_student_run(path: Path) -> tuple[StudentRun, dict[str, Any] | None]:
+    """A finished Student's ``run.json`` and its fingerprint (None in a record written before fingerprints)."""
+    try:
+        data = json.loads(path.read_text())
+        saved = data.pop("fingerprint", None)
+        return StudentRun.from_dict(data), saved
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as error:
+        raise ValueError(
+            f"the finished Student's record {str(path)!r} cannot be read ({type(error).__name__}: {error}); restore a "
+            "good copy, or delete its folder to train this Student again"
+        ) from error
+
+
+def _kept_finished_run(path: Path, student: RunConfig, rerun_changed: bool) -> bool:
+    """Whether the finished run at ``path`` is this Student's, to be read back; one of other settings is refused, or
+    with ``rerun_changed`` deleted with its folder (False: train it again)."""
+    differences = fingerprint_differences(read_student_run(path)[1], student, ignore=RESUME_MAY_CHANGE)
+    if not differences:
+        return True
+    if not rerun_changed:
+        raise SettingsChanged(
+            f"the finished Student {str(path.parent)!r} was trained with other settings than those given now "
+            f"({'; '.join(differences)}); restore the settings it was trained with in the run's config.yaml, start a "
+            "new run instead, or add --rerun-changed to train it again under the settings given now"
+        )
+    shutil.rmtree(path.parent)
+    return False
 
 
 def follow_student(config: RunConfig, group: ProcessGroupView) -> None:
@@ -324,6 +366,55 @@ def load_tutor_checkpoint(name: str, path: Path, env: DeepfakeCurriculumEnv) -> 
             f"cannot load tutor checkpoint {str(path)!r} as the {name!r} tutor ({reason}): the file is corrupted or "
             "another tutor saved it; give the tutor.zip a run saved, with --tutor naming the tutor that saved it"
         ) from error
+
+
+def check_run_settings(config: RunConfig) -> None:
+    """Refuse, before any run directory is made, the settings that would otherwise fail only once training starts:
+    the device, the backbone's name and its pretrained weights, a batch larger than the training split (where the
+    settings alone give its size: the embedded benchmark; the other sources check it once their files are read)."""
+    _check_device(config.env.device)
+    _check_backbone(config.env)
+    train_size = _known_train_size(config.env)
+    if train_size is not None and config.env.batch_size > train_size:
+        raise ValueError(
+            f"the env setting batch_size ({config.env.batch_size}) exceeds the {train_size} training images of the "
+            "dataset (dataset_options train_size): lower batch_size or raise train_size"
+        )
+
+
+def _check_device(device: str) -> None:
+    try:
+        resolved = resolve_device(device)
+    except RuntimeError as error:
+        raise ValueError(
+            f"the env setting device {device!r} is not a torch device ({error}); use auto, cpu, cuda or cuda:N"
+        ) from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"the env setting device is {device!r}, but CUDA is not available here; use auto or cpu")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"the env setting device is {device!r}, but this machine has {torch.cuda.device_count()} CUDA device(s); "
+            "use auto, cuda or an index below that"
+        )
+
+
+def _check_backbone(env: EnvConfig) -> None:
+    """Build the Student once, on a copy of torch's RNG so that the run's own draws stay those of an unchecked run."""
+    try:
+        with torch.random.fork_rng(devices=[]):
+            Student.from_timm(env.backbone, env.pretrained)
+    except Exception as error:  # timm and the weights' download raise many kinds: each means these two settings
+        raise ValueError(
+            f"cannot build the Student of the env settings backbone={env.backbone!r}, pretrained={env.pretrained!r} "
+            f"({type(error).__name__}: {error}); name a timm model, and set pretrained to false or to a local "
+            "checkpoint file where its published weights cannot be downloaded"
+        ) from error
+
+
+def _known_train_size(env: EnvConfig) -> int | None:
+    if env.dataset != "embedded":
+        return None
+    return {**asdict(EmbeddedConfig()), **env.dataset_options}["train_size"]
 
 
 def check_tutor_checkpoint(config: RunConfig, path: Path) -> None:
