@@ -22,7 +22,7 @@ from experiments.calibrate import calibrate
 from experiments.checkpoint import RunInterrupted, interrupt_on_stop_signals
 from experiments.config import RunConfig, load_run_config
 from experiments.report import epoch_table, final_table
-from experiments.teach import load_teach_config, teach
+from experiments.teach import load_teach_config, teach, write_teaching_report
 from experiments.train import (
     RunStopped,
     check_run_settings,
@@ -223,8 +223,11 @@ def _benchmark(args: argparse.Namespace) -> None:
 
 
 def _teach(args: argparse.Namespace) -> None:
-    config = load_teach_config(args.config)
     out = _writable_directory(Path(args.out))
+    if args.summary_only:
+        print(write_teaching_report(out))
+        return
+    config = load_teach_config(args.config)
     start = time.perf_counter()
     curve = teach(config, args.students, out, progress=not args.no_progress)
     print(f"{len(curve)} Students taught in {out} ({time.perf_counter() - start:.0f} s this run); the tutor: {out / 'tutor.zip'}")
@@ -351,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     teaching.add_argument("--students", type=int, default=8, help="Students (episodes) to teach on, seeds from the config's first_seed (default: 8)")
     teaching.add_argument("--out", default="runs/teach", help="directory of the tutor and its teaching curve; a rerun continues it (default: runs/teach)")
     teaching.add_argument("--no-progress", action="store_true", help="hide the progress bars and per-Student lines")
+    teaching.add_argument("--summary-only", action="store_true", help="rewrite teaching.md and the plots of --out, teaching nothing")
     teaching.set_defaults(handler=_teach)
     return parser
 

@@ -190,6 +190,43 @@ def _plot_noise_detection(axis: Axes, runs_by_tutor: dict[str, list[StudentRun]]
     _legend(axis)
 
 
+def plot_teaching_curve(curve: list[Any], path: Path) -> Path:
+    """The teaching curve (``experiments.teach.TaughtStudent`` records, in order): the tutor's noise AUROC on each new
+    Student before learning from it, and each Student's paired test AUC gain over uniform training."""
+    figure = Figure(figsize=(10, 3.6))
+    detection, gain = figure.subplots(1, 2)
+    students = [student.index + 1 for student in curve]
+    detection.plot(students, [student.tutor_noise_auroc for student in curve], "o-", color=tutor_colour("ppo"), label="taught tutor")
+    detection.plot(students, [student.acting_noise_auroc for student in curve], "s--", color=tutor_colour("oracle"), label="weights trained with")
+    detection.axhline(0.5, color=tutor_colour("uniform"), linewidth=1, label="chance")
+    detection.set(xlabel="Student taught", ylabel="noise AUROC (low weight = flipped)", title="Noise detection on a new Student")
+    for name, marker in (("seen", "o-"), ("unseen", "s--")):
+        gain.plot(students, [getattr(student, f"gain_{name}_auc") for student in curve], marker, color=tutor_colour("ppo"), label=f"{name} AUC")
+    gain.axhline(0.0, color=tutor_colour("uniform"), linewidth=1, label="uniform")
+    gain.set(xlabel="Student taught", ylabel="test AUC - uniform's (same seed)", title="Paired gain of the Student taught")
+    for axis in (detection, gain):
+        _legend(axis)
+    return _save(figure, path)
+
+
+def plot_weights_against_columns(states: np.ndarray, weights: np.ndarray, flipped: np.ndarray, layout: Any, path: Path) -> Path:
+    """The tutor's weight against each single state column, flipped and clean labels apart (at most 3,000 rows each)."""
+    names = [name for name, where in layout.columns.items() if where.stop - where.start == 1 and name not in ("counters",)]
+    names += list(layout.parts)
+    figure = Figure(figsize=(3.2 * len(names), 3.2))
+    axes = np.atleast_1d(figure.subplots(1, len(names)))
+    rng = np.random.default_rng(0)
+    for axis, name in zip(axes, names):
+        values = layout.values(states, name)
+        for mask, label, colour in ((~flipped, "clean", tutor_colour("uniform")), (flipped, "flipped", tutor_colour("ppo"))):
+            rows = np.flatnonzero(mask)
+            rows = rng.choice(rows, size=min(3000, len(rows)), replace=False) if len(rows) else rows
+            axis.scatter(values[rows], weights[rows], s=3, alpha=0.3, color=colour, label=label)
+        axis.set(xlabel=name, ylabel="tutor weight", ylim=(-0.05, 1.05))
+        _legend(axis)
+    return _save(figure, path)
+
+
 def _save(figure: Figure, path: Path) -> Path:
     figure.tight_layout()
     figure.savefig(path, dpi=110)

@@ -14,7 +14,9 @@ clean dataset alone. The tutor saved is a ``TutorPPO`` (``tutor.zip``, loadable 
 with ``tutor.json`` beside it, naming the env settings it observes (its state columns).
 
 Files in the output directory: ``teaching.json`` (the config and one record per Student taught: the teaching curve),
-``examples.npz`` (the aggregated state rows and teacher weights), ``tutor.zip`` and ``tutor.json``. The run is
+``examples.npz`` (the aggregated state rows and teacher weights), ``tutor.zip`` and ``tutor.json``, and the report
+(:func:`write_teaching_report`): ``teaching.md`` (the curve as a table), ``plots/teaching_curve.png`` and
+``plots/tutor_weights.png`` (the tutor's weight against each state column on the last Student's rows). The run is
 resumable: it continues after the last Student recorded.
 """
 
@@ -33,6 +35,7 @@ from tqdm import tqdm
 from agents import load_tutor, make_tutor
 from agents.vec_env import PerSampleVecEnv
 from experiments.config import plain, read_yaml_config
+from experiments.plots import plot_teaching_curve, plot_weights_against_columns
 from experiments.record import noise_detection_auroc
 from tsrl_env import DeepfakeCurriculumEnv
 from tsrl_env.config import EnvConfig, reject_unknown_keys
@@ -77,9 +80,14 @@ class TeachConfig:
 
 def load_teach_config(path: str | Path) -> TeachConfig:
     """Read a teaching YAML (a name under ``experiments/configs`` or a path)."""
-    settings = read_yaml_config(path)
+    return load_teach_config_dict(read_yaml_config(path), str(path))
+
+
+def load_teach_config_dict(settings: dict[str, Any], source: str = "the teaching config") -> TeachConfig:
+    """A :class:`TeachConfig` from its settings (as in a YAML file or ``teaching.json``)."""
+    settings = dict(settings)
     keys = ["env", "label_noise", "first_seed", "tutor", "tutor_kwargs", "imitation", "paired"]
-    reject_unknown_keys(settings, keys, f"teaching setting in {path}")
+    reject_unknown_keys(settings, keys, f"teaching setting in {source}")
     env = EnvConfig.from_dict(settings.pop("env", None) or {})
     if "label_noise" in settings:
         settings["label_noise"] = tuple(float(noise) for noise in settings["label_noise"])
@@ -162,7 +170,51 @@ def teach(config: TeachConfig, students: int, out: Path, progress: bool = True) 
         if progress:
             print(_curve_line(curve[-1]), flush=True)
         env.close()
+    write_teaching_report(out)
     return curve
+
+
+def write_teaching_report(out: Path) -> str:
+    """Write ``teaching.md`` and the two plots of a teaching run in ``out`` from its files; returns the markdown."""
+    saved = json.loads((out / "teaching.json").read_text())
+    curve = [TaughtStudent(**student) for student in saved["students"]]
+    columns = ["index", "seed", "label_noise", "teacher_share", "tutor_noise_auroc", "tutor_weight_flipped",
+               "tutor_weight_clean", "acting_noise_auroc", "seen_auc", "gain_seen_auc", "unseen_auc", "gain_unseen_auc",
+               "examples", "imitation_loss", "wall_time_s"]
+    rows = [[_shown(getattr(student, name)) for name in columns] for student in curve]
+    lines = [
+        "# Teaching curve",
+        "",
+        "One row per Student taught, in order. `tutor_*`: the tutor's own weights on a Student it had not yet learned from "
+        "(its noise AUROC: how well a low weight flags a flipped label); `acting_noise_auroc`: the weights the Student was "
+        "trained with (the teacher's share blended with the tutor's); `gain_*`: paired, test AUC minus a uniform-weight "
+        "Student's at the same seed. Teaching seeds; nothing here is an evaluation seed.",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "| " + " | ".join("---" for _ in columns) + " |",
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+        f"Compute: {sum(student.wall_time_s for student in curve) / 60:.0f} min of one process for {len(curve)} Students "
+        "(each trained taught and, for the paired gain, with uniform weights).",
+    ]
+    text = "\n".join(lines) + "\n"
+    write_atomically(out / "teaching.md", text)
+    (out / "plots").mkdir(exist_ok=True)
+    plot_teaching_curve(curve, out / "plots" / "teaching_curve.png")
+    examples = np.load(out / "examples.npz")
+    last = curve[-1].examples - (curve[-2].examples if len(curve) > 1 else 0)
+    tutor = load_tutor(saved["config"]["tutor"], out / "tutor.zip")
+    states = examples["states"][-last:]
+    weights = np.asarray(tutor.predict(states, deterministic=True)[0], np.float32).ravel()
+    layout = DeepfakeCurriculumEnv(load_teach_config_dict(saved["config"]).student_env(0)).state_layout
+    plot_weights_against_columns(states, weights, examples["targets"][-last:] < 0.5, layout, out / "plots" / "tutor_weights.png")
+    return text
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
 
 
 def _teach_one_student(

@@ -1,0 +1,85 @@
+"""tsrl teach: a tutor imitating the oracle over teaching Students, resumable, saved with the state it observes, and
+deployed frozen under its own name."""
+
+import json
+import shutil
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+from agents import TUTORS, register_saved_tutor, tutor_spec
+from experiments.config import RunConfig
+from experiments.teach import FIRST_TEACHING_SEED, TeachConfig, load_teach_config_dict, teach, write_teaching_report
+from experiments.train import train_student
+from tsrl_env import TINY_SETTINGS
+from tsrl_env.config import EnvConfig
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+COLUMNS = ["ema_loss", "counters", "p_fake", "correctness", "area_under_margin", "knn_disagreement", "trusted_probe"]
+
+
+def _config(**changes) -> TeachConfig:
+    env = EnvConfig.from_dict({**TINY_SETTINGS, "epochs": 1, "state_columns": COLUMNS})
+    settings = {"env": env, "label_noise": (0.3, 0.0), "imitation": {"epochs": 2, "batch_size": 128, "learning_rate": 1e-3}}
+    return TeachConfig(**{**settings, "paired": False, **changes})
+
+
+@pytest.fixture(scope="module")
+def taught(tmp_path_factory):
+    out = tmp_path_factory.mktemp("teach")
+    curve = teach(_config(), 2, out, progress=False)
+    return out, curve
+
+
+def test_teaching_records_a_curve_and_saves_a_tutor_with_the_state_it_observes(taught):
+    out, curve = taught
+    assert [student.seed for student in curve] == [FIRST_TEACHING_SEED, FIRST_TEACHING_SEED + 1]
+    assert [student.label_noise for student in curve] == [0.3, 0.0]
+    assert [student.teacher_share for student in curve] == [1.0, 0.5]
+    first = curve[0]
+    assert first.acting_noise_auroc == 1.0, "the first Student is weighted by the oracle alone"
+    assert curve[1].examples == 2 * first.examples
+    examples = np.load(out / "examples.npz")
+    assert set(np.unique(examples["targets"])) <= {0.0, 1.0} and (examples["targets"] == 0).any()
+    assert json.loads((out / "tutor.json").read_text())["env"]["state_columns"] == COLUMNS
+    assert (out / "teaching.md").read_text().count("\n| ") == 2 + 2  # header, rule and one row per Student
+    assert (out / "plots" / "teaching_curve.png").is_file() and (out / "plots" / "tutor_weights.png").is_file()
+
+
+def test_teaching_continues_after_the_last_student_and_refuses_another_config(taught, tmp_path):
+    out, curve = taught
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    longer = teach(_config(), 3, copy, progress=False)
+    assert [json.dumps(asdict(s)) for s in longer[:2]] == [json.dumps(asdict(s)) for s in curve]  # kept, NaNs included
+    assert longer[2].seed == FIRST_TEACHING_SEED + 2
+    assert longer[2].examples == 3 * curve[0].examples
+    with pytest.raises(ValueError, match="another teaching config"):
+        teach(_config(label_noise=(0.45,)), 4, copy, progress=False)
+
+
+def test_teaching_seeds_stay_clear_of_the_evaluation_seeds():
+    with pytest.raises(ValueError, match="teaching seeds must start at 1000"):
+        _config(first_seed=7)
+    assert load_teach_config_dict(_config().to_dict()) == _config()
+
+
+def test_a_saved_tutor_teaches_frozen_on_the_state_columns_it_was_taught_on(taught, tmp_path, monkeypatch):
+    out, _ = taught
+    monkeypatch.setitem(TUTORS, "taught_here", TUTORS["uniform"])  # restored after the test
+    register_saved_tutor("taught_here", out / "tutor.zip")
+    spec = tutor_spec("taught_here")
+    assert not spec.learns and spec.env_settings["state_columns"] == COLUMNS
+    # The Student's env has the default state; the tutor's own columns are added for the Student it teaches.
+    config = RunConfig(env=EnvConfig.from_dict({**TINY_SETTINGS, "epochs": 1}), tutor="taught_here", seed=5)
+    run = train_student(config, tmp_path, progress=False, save_student=False)
+    assert 0.0 <= run.epochs[-1].mean_weight <= 1.0
+    assert "trusted_probe" in run.epochs[-1].state_column_auroc
+
+
+def test_the_report_is_rebuilt_from_the_files_alone(taught):
+    out, _ = taught
+    (out / "teaching.md").unlink()
+    assert write_teaching_report(out) == (out / "teaching.md").read_text()
