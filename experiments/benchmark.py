@@ -39,9 +39,10 @@ import yaml
 from tqdm.auto import tqdm
 
 from agents import TUTORS
-from experiments.checkpoint import write_atomically
+from experiments.checkpoint import CHECKPOINT_NAME, checkpoint_settings, write_atomically
 from experiments.config import (
     CONFIG_DIR,
+    RESULT_NEUTRAL,
     RunConfig,
     SettingsChanged,
     fingerprint,
@@ -71,6 +72,7 @@ from tsrl_env.config import EnvConfig, reject_unknown_keys
 from tsrl_env.data import EmbeddedConfig, make_dataset
 from tsrl_env.files import directory_lock
 from tsrl_env.rewards import REWARD_NAMES
+from tsrl_env.validation import setting_differences
 
 
 @dataclass(frozen=True)
@@ -330,26 +332,32 @@ def read_record(path: Path) -> tuple[StudentRun, dict[str, Any] | None]:
 
 
 def changed_cells(config: BenchmarkConfig, out: Path) -> dict[tuple[str, str, int], list[str]]:
-    """The cells under ``out`` whose finished Student (its ``record.json``, or the ``run.json`` a record is rebuilt
-    from) was computed with other settings than ``config`` gives that cell now, with the settings that differ.
+    """The cells under ``out`` whose Student was computed or begun with other settings than ``config`` gives that
+    cell now, with the settings that differ: see :func:`_cell_differences`.
 
     Each cell is compared on its own Student's settings only, so adding a tutor or a seed to a grid changes no
     finished cell; records written before fingerprints existed are taken as matching.
     """
     changed = {}
     for cell in config.cells():
-        directory = cell_dir(out, *cell)
-        record, student = directory / "record.json", directory / cell[1] / "run.json"
-        if record.is_file():
-            saved = read_record(record)[1]
-        elif student.is_file():
-            saved = read_student_run(student)[1]
-        else:
-            continue
-        differences = fingerprint_differences(saved, config.run_config(*cell))
+        differences = _cell_differences(cell_dir(out, *cell), config.run_config(*cell))
         if differences:
             changed[cell] = differences
     return changed
+
+
+def _cell_differences(directory: Path, config: RunConfig) -> list[str]:
+    """How ``config`` differs from the settings of the cell's finished Student (its ``record.json``, or the
+    ``run.json`` a record is rebuilt from) or of its unfinished one (the checkpoint it would continue from)."""
+    record = directory / "record.json"
+    student = directory / config.tutor / "run.json"
+    checkpoint = directory / config.tutor / CHECKPOINT_NAME
+    if record.is_file():
+        return fingerprint_differences(read_record(record)[1], config)
+    if student.is_file():
+        return fingerprint_differences(read_student_run(student)[1], config)
+    saved = checkpoint_settings(checkpoint) if checkpoint.is_file() else None
+    return [] if saved is None else setting_differences(saved, config.to_dict(), ignore=RESULT_NEUTRAL)
 
 
 # How many changed cells a refusal lists.

@@ -120,6 +120,16 @@ def read_checkpoint(path: Path, config: RunConfig, label: str) -> dict[str, Any]
     return payload
 
 
+def checkpoint_settings(path: Path) -> dict[str, Any] | None:
+    """The run config the checkpoint at ``path`` was written with; None for a file that cannot be read as one (a
+    resume from it says why)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # whatever torch.load raises on a damaged file, read_checkpoint reports on resume
+        return None
+    return payload.get("config") if isinstance(payload, dict) else None
+
+
 @contextmanager
 def interrupt_on_stop_signals() -> Iterator[None]:
     """Turn SIGINT and SIGTERM into :class:`RunInterrupted` within the block (main thread only; elsewhere a no-op).

@@ -383,12 +383,7 @@ def check_run_settings(config: RunConfig) -> None:
 
 
 def _check_device(device: str) -> None:
-    try:
-        resolved = resolve_device(device)
-    except RuntimeError as error:
-        raise ValueError(
-            f"the env setting device {device!r} is not a torch device ({error}); use auto, cpu, cuda or cuda:N"
-        ) from None
+    resolved = resolve_device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"the env setting device is {device!r}, but CUDA is not available here; use auto or cpu")
     if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():

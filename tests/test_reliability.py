@@ -3,6 +3,7 @@ another config, frames a reader misreads, a benchmark's parent killed, two runs 
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -21,7 +22,7 @@ from PIL import Image
 
 import tsrl_env.files
 from experiments.benchmark import cell_dir, load_benchmark_config, load_records, run_benchmark, write_summary
-from experiments.checkpoint import write_checkpoint
+from experiments.checkpoint import CHECKPOINT_NAME, write_checkpoint
 from experiments.cli import main
 from experiments.config import SettingsChanged, read_yaml_config
 from tsrl_env import TINY_SETTINGS
@@ -80,6 +81,18 @@ def test_a_grid_rerun_under_changed_settings_refuses_its_stale_cells_and_recompu
         run_benchmark(load_benchmark_config(grid(config_path, ["uniform", "random"], epochs=3)), out, progress=False)
 
 
+def test_an_unfinished_cell_begun_under_other_settings_is_refused_before_any_work(tmp_path):
+    out = tmp_path / "out"
+    config = load_benchmark_config(grid(tmp_path / "grid.yaml", ["uniform"], epochs=1))
+    begun = cell_dir(out, "default", "uniform", 0) / "uniform"
+    begun.mkdir(parents=True)
+    earlier = dataclasses.replace(config.run_config("default", "uniform", 0), seed=3)
+    write_checkpoint(begun / CHECKPOINT_NAME, {"label": "uniform", "config": earlier.to_dict()})
+    with pytest.raises(SettingsChanged, match=r"default/uniform/seed0: seed: 3 -> 0"):
+        run_benchmark(config, out, progress=False)
+    assert (begun / CHECKPOINT_NAME).is_file() and not (out / "config.yaml").exists()
+
+
 def test_a_corrupt_record_names_its_file_and_is_rebuilt_from_its_students_run_without_training(tmp_path):
     out = tmp_path / "out"
     config = load_benchmark_config(grid(tmp_path / "grid.yaml", ["uniform"], epochs=1))
@@ -121,7 +134,8 @@ def test_resume_refuses_a_finished_student_of_other_settings_and_tutor_kwargs_re
 @pytest.mark.parametrize(
     "override, message",
     [
-        (["--device", "tpu"], r"the env setting device 'tpu' is not a torch device"),
+        (["--device", "tpu"], r"device must be auto or a torch device such as cpu, cuda or cuda:1, got 'tpu' \(Expected one"),
+        (["--device", "cuda:7"], r"the env setting device is 'cuda:7', but"),
         (["--backbone", "resnet_nope"], r"cannot build the Student of the env settings backbone='resnet_nope'"),
     ],
 )

@@ -7,6 +7,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from tsrl_env.data import data_source
 from tsrl_env.rewards import reward_class
 from tsrl_env.state import COUNTERS, DEFAULT_STATE_COLUMNS, STATE_COLUMNS
@@ -79,6 +81,8 @@ class EnvConfig:
         for name in ("dataset", "backbone", "reward", "device"):
             if not isinstance(getattr(self, name), str):
                 raise TypeError(f"{name} must be a string, got {shown(getattr(self, name))}")
+        if self.device != "auto":
+            _torch_device(self.device)
         if not isinstance(self.pretrained, (bool, str)):
             raise TypeError(f"pretrained must be True, False or a checkpoint path, got {shown(self.pretrained)}")
         if not isinstance(self.augment, bool):
@@ -115,3 +119,11 @@ class EnvConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _torch_device(device: str) -> torch.device:
+    """``device`` as a torch device; whether this machine has it is checked where the run starts."""
+    try:
+        return torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"device must be auto or a torch device such as cpu, cuda or cuda:1, got {device!r} ({error})") from None
