@@ -222,11 +222,11 @@ def train_student(
     checkpoint_path = out / CHECKPOINT_NAME
     checkpoint = read_checkpoint(checkpoint_path, config, label) if resume and checkpoint_path.is_file() else None
     out.mkdir(parents=True, exist_ok=True)
+    resume_command = resume_command or f"tsrl train --resume {run_dir}"
+    logger = _tensorboard_logger(run_dir / "tensorboard" / label, resume_command)
     env = DeepfakeCurriculumEnv(config.env, group=group, **tutor_spec(name).env_settings)
-    logger = configure(str(run_dir / "tensorboard" / label), ["tensorboard"])
     recorder = CurriculumRecorder(StudentRun(label), env, logger)
     learns = tutor_spec(name).learns and tutor_checkpoint is None
-    resume_command = resume_command or f"tsrl train --resume {run_dir}"
     checkpointer = EpochCheckpointer(checkpoint_path, config, label, env, recorder, learns, resume_command)
     if checkpoint is not None:
         recorder.load_state_dict(checkpoint["recorder"])
@@ -257,6 +257,17 @@ def train_student(
     write_atomically(record_path, json.dumps({**asdict(run), "fingerprint": fingerprint(student)}, indent=2))
     checkpoint_path.unlink(missing_ok=True)
     return run
+
+
+def _tensorboard_logger(folder: Path, resume_command: str) -> Logger:
+    try:
+        return configure(str(folder), ["tensorboard"])
+    except OSError as error:
+        raise OSError(
+            error.errno,
+            f"cannot write the TensorBoard logs in {str(folder)!r} ({error.strerror or error}); free space on its disk "
+            f"(or fix its permissions) and continue with: {resume_command}",
+        ) from error
 
 
 def read_student_run(path: Path) -> tuple[StudentRun, dict[str, Any] | None]:

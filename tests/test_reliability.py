@@ -24,7 +24,8 @@ import tsrl_env.files
 from experiments.benchmark import cell_dir, load_benchmark_config, load_records, run_benchmark, write_summary
 from experiments.checkpoint import CHECKPOINT_NAME, write_checkpoint
 from experiments.cli import main
-from experiments.config import SettingsChanged, read_yaml_config
+from experiments.config import SettingsChanged, load_run_config, read_yaml_config
+from experiments.train import train_student
 from tsrl_env import TINY_SETTINGS
 from tsrl_env.config import EnvConfig
 from tsrl_env.data import make_dataset
@@ -325,3 +326,13 @@ def test_the_command_line_prints_a_user_error_in_two_lines_with_exit_code_2(tmp_
     ]
     verbose = subprocess.run([*command, "--verbose", *arguments], cwd=ROOT, capture_output=True, text=True)
     assert verbose.returncode == 1 and "Traceback (most recent call last)" in verbose.stderr
+
+
+def test_tensorboard_logs_that_cannot_be_written_are_reported_with_their_folder_and_the_resume_command(tmp_path, monkeypatch):
+    def disk_full(folder: str, formats: list[str]) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("experiments.train.configure", disk_full)
+    message = r"cannot write the TensorBoard logs in '.*tensorboard/ppo' \(No space left on device\); .*tsrl train --resume"
+    with pytest.raises(OSError, match=message):
+        train_student(load_run_config("tiny"), tmp_path, progress=False)

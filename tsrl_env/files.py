@@ -79,8 +79,13 @@ def _take_lock(path: Path, mine: dict[str, Any]) -> None:
     # process ever reads a lock half written.
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(mine, file)
+        try:
+            with os.fdopen(handle, "w") as file:
+                json.dump(mine, file)
+        except OSError as error:
+            raise OSError(
+                error.errno, f"cannot write the lock file {str(path)!r} ({error.strerror or error}): free space on its disk"
+            ) from error
         while True:
             try:
                 os.link(temporary, path)
