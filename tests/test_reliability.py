@@ -184,6 +184,15 @@ def frame_folder(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "1", "RGBA"])
+def test_grayscale_palette_and_alpha_frames_decode_to_their_colours(mode, tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels).convert(mode)
+    image.save(tmp_path / "frame.png")
+    expected = np.asarray(image.convert("RGBA").convert("RGB"))
+    assert np.array_equal(np.asarray(decode_frame(str(tmp_path / "frame.png"))), expected)
+
+
 def test_16_bit_tiny_and_corrupt_stream_frames_are_read_right_or_caught_before_training(frame_folder):
     gray16 = frame_folder / "real" / "v0" / "gray16.png"
     assert Image.open(gray16).mode == "I;16"
