@@ -380,7 +380,7 @@ def _changed_report(out: Path, changed: dict[tuple[str, str, int], list[str]]) -
     listed = [f"  {variant}/{tutor}/seed{seed}: {'; '.join(diffs)}" for (variant, tutor, seed), diffs in changed.items()]
     more = [f"  ... and {len(listed) - _LISTED_CELLS} more"] if len(listed) > _LISTED_CELLS else []
     return "\n".join(
-        [f"{len(changed)} finished cell(s) under {out} were computed with other settings than now:"]
+        [f"{len(changed)} cell(s) under {out} were computed (or begun) with other settings than now:"]
         + listed[:_LISTED_CELLS]
         + more
     )

@@ -78,7 +78,7 @@ def test_a_grid_rerun_under_changed_settings_refuses_its_stale_cells_and_recompu
     old = json.loads(uniform.read_text())
     del old["fingerprint"]
     uniform.write_text(json.dumps(old))
-    with pytest.raises(SettingsChanged, match=r"1 finished cell\(s\)(.|\n)*default/random/seed0: env\.epochs: 2 -> 3"):
+    with pytest.raises(SettingsChanged, match=r"1 cell\(s\)(.|\n)*default/random/seed0: env\.epochs: 2 -> 3"):
         run_benchmark(load_benchmark_config(grid(config_path, ["uniform", "random"], epochs=3)), out, progress=False)
 
 
