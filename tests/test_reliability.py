@@ -254,7 +254,7 @@ def test_pool_workers_exit_when_their_parent_is_killed(tmp_path):
             os.kill(worker, signal.SIGKILL)
 
 
-def test_a_second_run_on_a_locked_directory_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path):
+def test_a_second_run_on_a_locked_directory_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path, caplog):
     out = tmp_path / "out"
     out.mkdir()
     holder = subprocess.Popen(
@@ -277,9 +277,9 @@ def test_a_second_run_on_a_locked_directory_is_refused_and_a_dead_holders_lock_i
     finally:
         holder.kill()
         holder.wait()
-    with pytest.warns(UserWarning, match=rf"taking over the lock of tsrl benchmark \(pid {holder.pid}, no longer running"):
-        with directory_lock(out, "tsrl train"):
-            assert json.loads((out / LOCK_NAME).read_text())["pid"] == os.getpid()
+    with directory_lock(out, "tsrl train"):
+        assert json.loads((out / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert f"taking over the lock of tsrl benchmark (pid {holder.pid}, no longer running" in caplog.text
     assert not (out / LOCK_NAME).exists()
 
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import tempfile
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 LOCK_NAME = ".tsrl.lock"
+
+logger = logging.getLogger(__name__)
 
 
 class DirectoryInUse(RuntimeError):
@@ -61,7 +63,7 @@ def directory_lock(directory: Path, holder: str) -> Iterator[None]:
     and host) and ``holder``, what it runs there (``"tsrl benchmark"``).
 
     A lock of another live process raises :class:`DirectoryInUse` naming it; a lock left by a process of this host
-    that no longer runs (killed) is taken over with a warning. A lock of another host cannot be checked: it is
+    that no longer runs (killed) is taken over with a logged warning. A lock of another host cannot be checked: it is
     refused, and the message says to delete it if that process is gone.
     """
     path = Path(directory) / LOCK_NAME
@@ -113,7 +115,7 @@ def _forget_stale_lock(path: Path, holder: dict[str, Any] | None, host: str) -> 
             f"{holder.get('since')}; lock file {path}): wait for it to end or give another output directory. If no "
             "such process runs any more, delete the lock file"
         )
-    warnings.warn(f"taking over {stale} on {path.parent}", stacklevel=2)
+    logger.warning("taking over %s on %s", stale, path.parent)
     path.unlink(missing_ok=True)
 
 
