@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import pytest
 import yaml
 
@@ -164,6 +165,8 @@ def test_numeric_actions_of_any_real_dtype_are_clipped_and_counted(tiny_env):
         (np.ones(BATCH, bool), 0),
         ([0.25] * BATCH, 0),
         (np.full(BATCH, 1.0000001, np.float64), BATCH),
+        (torch.full((BATCH,), 0.5, dtype=torch.bfloat16), 0),  # a tutor's tensors: any float type, in a graph or not
+        (torch.full((BATCH,), 2.0, requires_grad=True), BATCH),
     ]:
         _, _, _, _, info = tiny_env.step(action)
         assert info["clipped_actions"] == clipped

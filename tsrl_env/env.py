@@ -288,6 +288,9 @@ class DeepfakeCurriculumEnv(gym.Env):
 
 def _checked_weights(action: Any, shape: tuple[int, ...]) -> tuple[torch.Tensor, int]:
     """The weights clipped to [0, 1] as float32, and how many were clipped; a bad action raises and changes nothing."""
+    if isinstance(action, torch.Tensor):
+        # A tutor's tensor (on any device, of any float type, part of a graph or not) is read as its values.
+        action = action.detach().to("cpu", torch.float64).numpy()
     try:
         weights = np.asarray(action)
     except ValueError as error:  # ragged nested sequences
