@@ -58,6 +58,7 @@ from experiments.reproducibility import numeric_environment
 from experiments.summary import (
     ORACLE,
     REFERENCE,
+    benchmark_splits,
     learns,
     markdown_tables,
     paired_summary,
@@ -408,13 +409,14 @@ def write_summary(config: BenchmarkConfig, out: Path) -> str:
     records = load_records(config, out)
     if not records:
         raise RuntimeError(f"no finished cell under {out / 'cells'}; run the benchmark first")
-    rows = result_rows(records)
+    splits = benchmark_splits(records)
+    rows = result_rows(records, splits)
     write_csv(rows, out / "runs.csv")
-    summary = paired_summary(rows)
+    summary = paired_summary(rows, splits)
     write_csv(summary, out / "results.csv")
     total = len(list(config.cells()))
-    markdown = f"# Benchmark results\n\n{len(records)} of {total} runs finished.\n\n" + markdown_tables(summary)
-    power = power_table(summary)
+    markdown = f"# Benchmark results\n\n{len(records)} of {total} runs finished.\n\n" + markdown_tables(summary, splits)
+    power = power_table(summary, splits=splits)
     if power:
         markdown += "\n## Power\n\nSeeds a paired comparison needs, from the spread of the differences measured here.\n\n" + power
     columns = state_column_rows(records)

@@ -212,6 +212,7 @@ class CurriculumRecorder:
             self.run.noise_auroc = noise_detection_auroc(1.0 - mean_weight, self._flipped)
         if "test" in info:
             self.run.test = info["test"]
+            self._log_test(info["test"])
 
     def state_dict(self) -> dict[str, Any]:
         """The run so far, for a checkpoint; only between epochs, where no epoch is half recorded."""
@@ -243,4 +244,17 @@ class CurriculumRecorder:
             self.logger.record("tutor/mean_reward", record.mean_reward)
             if not math.isnan(record.noise_auroc):
                 self.logger.record("tutor/noise_auroc", record.noise_auroc)
+        self.logger.dump(self._samples_seen)
+
+    def _log_test(self, test: dict[str, dict[str, Any]]) -> None:
+        """Every test split's metrics under ``test/<split>/``, named as the data source names its splits."""
+        if self.logger is None:
+            return
+        for split, metrics in test.items():
+            for name, value in metrics.items():
+                if name == "family_auc":
+                    for family, auc in value.items():
+                        self.logger.record(f"test/{split}/auc_{family}", auc)
+                else:
+                    self.logger.record(f"test/{split}/{name}", value)
         self.logger.dump(self._samples_seen)

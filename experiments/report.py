@@ -6,16 +6,18 @@ import math
 
 from experiments.record import StudentRun
 
-FINAL_ROWS = (
-    ("seen AUC", "test_seen", "auc"),
-    ("seen video AUC", "test_seen", "video_auc"),
-    ("unseen AUC", "test_unseen", "auc"),
-    ("unseen video AUC", "test_unseen", "video_auc"),
-    ("seen ACC", "test_seen", "acc"),
-    ("unseen ACC", "test_unseen", "acc"),
-    ("seen EER", "test_seen", "eer"),
-    ("unseen EER", "test_unseen", "eer"),
-)
+# The final table's metric rows: each group is given for every test split before the next group starts.
+METRIC_GROUPS = ((("AUC", "auc"), ("video AUC", "video_auc")), (("ACC", "acc"),), (("EER", "eer"),))
+
+
+def split_label(split: str) -> str:
+    """A test split's name in tables: ``test_seen`` as ``seen``, ``test_Celeb-DF-v2`` as ``Celeb-DF-v2``."""
+    return split.removeprefix("test_")
+
+
+def tested_splits(runs: list[StudentRun]) -> list[str]:
+    """Every test split of ``runs``, in the order the first run holding it evaluated them."""
+    return list(dict.fromkeys(split for run in runs for split in run.test))
 
 
 def _number(value: float, digits: int = 3) -> str:
@@ -29,37 +31,42 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def epoch_table(baseline: StudentRun, tutored: StudentRun) -> str:
-    """Per epoch: both Students' validation AUC, the tutor's mean weight and mean reward."""
+def epoch_table(runs: list[StudentRun]) -> str:
+    """Per epoch: every Student's validation AUC, and the last one's (the tutored Student's) mean weight and reward."""
+    tutored = runs[-1]
     header = [
         "epoch",
         "phase",
-        f"{baseline.label} val AUC",
-        f"{tutored.label} val AUC",
+        *(f"{run.label} val AUC" for run in runs),
         f"{tutored.label} mean weight",
         f"{tutored.label} mean reward",
     ]
-    rows = [
-        [str(a.epoch), b.phase, _number(a.val_auc), _number(b.val_auc), _number(b.mean_weight), _number(b.mean_reward)]
-        for a, b in zip(baseline.epochs, tutored.epochs, strict=False)
-    ]
+    rows = []
+    for epochs in zip(*(run.epochs for run in runs), strict=False):
+        last = epochs[-1]
+        values = [*(epoch.val_auc for epoch in epochs), last.mean_weight, last.mean_reward]
+        rows.append([str(last.epoch), last.phase, *(_number(value) for value in values)])
     return format_table(header, rows)
 
 
-def final_table(runs: list[StudentRun]) -> str:
-    """Test metrics of every run side by side, frame and video level, plus wall time."""
+def final_table(runs: list[StudentRun], time_label: str = "wall time (s)") -> str:
+    """Test metrics of every run side by side on each of their test splits, frame and video level, plus each run's
+    wall time (its training, or what ``time_label`` names)."""
     header = ["metric", *(run.label for run in runs)]
-    rows = [[name, *(_number(run.test.get(split, {}).get(key, float("nan"))) for run in runs)] for name, split, key in FINAL_ROWS]
+    splits = tested_splits(runs)
+    rows = [
+        [f"{split_label(split)} {name}", *(_number(run.test.get(split, {}).get(key, float("nan"))) for run in runs)]
+        for group in METRIC_GROUPS
+        for split in splits
+        for name, key in group
+    ]
     families = sorted({family for run in runs for split in run.test.values() for family in split.get("family_auc", {})})
-    for split in ("test_seen", "test_unseen"):
+    for split in splits:
         for family in families:
             values = [run.test.get(split, {}).get("family_auc", {}).get(family) for run in runs]
             if any(value is not None for value in values):
                 rows.append(
-                    [
-                        f"{split.removeprefix('test_')} AUC {family}",
-                        *(_number(v if v is not None else float("nan")) for v in values),
-                    ]
+                    [f"{split_label(split)} AUC {family}", *(_number(v if v is not None else float("nan")) for v in values)]
                 )
-    rows.append(["wall time (s)", *(f"{run.wall_time_s:.0f}" for run in runs)])
+    rows.append([time_label, *(f"{run.wall_time_s:.0f}" for run in runs)])
     return format_table(header, rows)

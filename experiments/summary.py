@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,26 +25,17 @@ from scipy import stats
 
 from agents import TUTORS
 from experiments.config import split_tutor_entry
+from experiments.report import split_label, tested_splits
 
 METRICS = ("auc", "video_auc", "acc", "eer", "ap")
 SPLITS = ("test_seen", "test_unseen")
+"""The embedded benchmark's test splits; a benchmark on other data has its own (see :func:`benchmark_splits`)."""
 REFERENCE = "uniform"
 ORACLE = "oracle"
-# The metrics compared between tutors: (header, CSV column, True if higher is better).
-HEADLINE = (
-    ("seen AUC", "test_seen_auc", True),
-    ("unseen AUC", "test_unseen_auc", True),
-    ("seen video AUC", "test_seen_video_auc", True),
-    ("unseen video AUC", "test_unseen_video_auc", True),
-    ("seen EER", "test_seen_eer", False),
-    ("unseen EER", "test_unseen_eer", False),
-)
-# The oracle's gain is measured on these; a tutor's share of it is its own paired difference over the oracle's.
-SHARE_OF_ORACLE = ("test_seen_auc", "test_unseen_auc")
-# Columns of the secondary, unpaired table: (header, CSV column).
-UNPAIRED_COLUMNS = (
-    ("seen AUC", "test_seen_auc"),
-    ("unseen AUC", "test_unseen_auc"),
+# The metrics compared between tutors, each on every test split: (metric, header, True if higher is better).
+HEADLINE_METRICS = (("auc", "AUC", True), ("video_auc", "video AUC", True), ("eer", "EER", False))
+# Columns of the secondary, unpaired table after each split's AUC: (header, CSV column).
+UNPAIRED_EXTRA_COLUMNS = (
     ("mean weight flipped", "weight_flipped"),
     ("mean weight clean", "weight_clean"),
     ("mean reward flipped", "reward_flipped"),
@@ -52,20 +44,47 @@ UNPAIRED_COLUMNS = (
 )
 
 
+def headline(splits: Sequence[str] = SPLITS) -> tuple[tuple[str, str, bool], ...]:
+    """The metrics compared between tutors on ``splits``: (header, CSV column, True if higher is better)."""
+    return tuple(
+        (f"{split_label(split)} {name}", f"{split}_{metric}", higher)
+        for metric, name, higher in HEADLINE_METRICS
+        for split in splits
+    )
+
+
+def share_of_oracle_columns(splits: Sequence[str] = SPLITS) -> tuple[str, ...]:
+    """The oracle's gain is measured on these; a tutor's share of it is its own paired difference over the oracle's."""
+    return tuple(f"{split}_auc" for split in splits)
+
+
+def unpaired_columns(splits: Sequence[str] = SPLITS) -> tuple[tuple[str, str], ...]:
+    """Columns of the secondary, unpaired table: (header, CSV column)."""
+    return (*((f"{split_label(split)} AUC", f"{split}_auc") for split in splits), *UNPAIRED_EXTRA_COLUMNS)
+
+
+def benchmark_splits(records: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The test splits of a benchmark's records, in the order their data source evaluates them."""
+    return tuple(tested_splits([record["run"] for record in records]))
+
+
+HEADLINE = headline()  # the embedded benchmark's
+
+
 def learns(entry: str) -> bool:
     """Whether a benchmark's tutor entry (``ppo``, ``ppo@val_alignment``, ...) is a learned tutor."""
     tutor, _ = split_tutor_entry(entry)
     return tutor in TUTORS and TUTORS[tutor].learns
 
 
-def result_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One flat row per run: identifiers, test metrics, noise detection, weights on flipped vs clean samples, wall
-    time, and each headline metric's difference to the uniform Student of the same variant and seed."""
+def result_rows(records: list[dict[str, Any]], splits: Sequence[str] = SPLITS) -> list[dict[str, Any]]:
+    """One flat row per run: identifiers, test metrics on ``splits``, noise detection, weights on flipped vs clean
+    samples, wall time, and each headline metric's difference to the uniform Student of the same variant and seed."""
     rows = []
     for record in records:
         run = record["run"]
         row: dict[str, Any] = {"variant": record["variant"], "tutor": record["tutor"], "seed": record["seed"]}
-        for split in SPLITS:
+        for split in splits:
             for metric in METRICS:
                 row[f"{split}_{metric}"] = run.test.get(split, {}).get(metric, float("nan"))
         row["noise_auroc"] = run.noise_auroc
@@ -81,7 +100,7 @@ def result_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     nothing = defaultdict(lambda: float("nan"))
     for row in rows:
         baseline = uniform.get((row["variant"], row["seed"]), nothing)
-        row |= {f"diff_{column}": row[column] - baseline[column] for _, column, _ in HEADLINE}
+        row |= {f"diff_{column}": row[column] - baseline[column] for _, column, _ in headline(splits)}
         row["overhead_vs_uniform"] = row["wall_time_s"] / baseline["wall_time_s"] - 1.0 if baseline["wall_time_s"] else math.nan
     return rows
 
@@ -143,21 +162,22 @@ class PairedDifference:
         return "better" if (self.mean > 0) == higher_is_better else "worse"
 
 
-def paired_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per variant and tutor: for every headline metric the paired difference to uniform (mean, interval,
-    pairs, verdict, per-seed values), the share of the oracle's gain, the noise-detection AUROC and the unpaired
-    mean ± interval of each metric."""
+def paired_summary(rows: list[dict[str, Any]], splits: Sequence[str] = SPLITS) -> list[dict[str, Any]]:
+    """One row per variant and tutor: for every headline metric on ``splits`` the paired difference to uniform (mean,
+    interval, pairs, verdict, per-seed values), the share of the oracle's gain, the noise-detection AUROC and the
+    unpaired mean ± interval of each metric."""
+    compared = headline(splits)
     by_cell: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_cell[row["variant"], row["tutor"]].append(row)
     differences = {
-        cell: {column: PairedDifference.of({r["seed"]: r[f"diff_{column}"] for r in runs}) for _, column, _ in HEADLINE}
+        cell: {column: PairedDifference.of({r["seed"]: r[f"diff_{column}"] for r in runs}) for _, column, _ in compared}
         for cell, runs in by_cell.items()
     }
     summary = []
     for (variant, tutor), runs in by_cell.items():
         out: dict[str, Any] = {"variant": variant, "tutor": tutor, "kind": _kind(tutor), "seeds": len(runs)}
-        for _, column, higher in HEADLINE:
+        for _, column, higher in compared:
             difference = differences[variant, tutor][column]
             low, high = difference.interval
             out |= {
@@ -169,13 +189,13 @@ def paired_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 f"diff_{column}_verdict": difference.verdict(higher),
                 f"diff_{column}_per_seed": ";".join(f"{seed}:{value:+.4f}" for seed, value in difference.per_seed.items()),
             }
-        for column in SHARE_OF_ORACLE:
+        for column in share_of_oracle_columns(splits):
             oracle = differences.get((variant, ORACLE), {}).get(column)
             gain = oracle.mean if oracle is not None else float("nan")
             own = differences[variant, tutor][column].mean
             out[f"share_of_oracle_{column}"] = own / gain if gain > 0 else float("nan")
         out["noise_auroc"], out["noise_auroc_half"] = mean_interval([r["noise_auroc"] for r in runs])
-        for _, column in UNPAIRED_COLUMNS:
+        for _, column in unpaired_columns(splits):
             out[column], out[f"{column}_half"] = mean_interval([r[column] for r in runs])
         summary.append(out)
     return summary
@@ -209,29 +229,33 @@ def _plain_cell(mean: float, half: float, percent: bool = False) -> str:
     return f"{mean:.3f}" if math.isnan(half) else f"{mean:.3f} ± {half:.3f}"
 
 
-def _verdict(row: dict[str, Any]) -> str:
-    better = [name for name, column, _ in HEADLINE if row[f"diff_{column}_verdict"] == "better"]
-    worse = [name for name, column, _ in HEADLINE if row[f"diff_{column}_verdict"] == "worse"]
+def _verdict(row: dict[str, Any], compared: tuple[tuple[str, str, bool], ...]) -> str:
+    better = [name for name, column, _ in compared if row[f"diff_{column}_verdict"] == "better"]
+    worse = [name for name, column, _ in compared if row[f"diff_{column}_verdict"] == "worse"]
     parts = [f"better on {', '.join(better)}"] if better else []
     parts += [f"worse on {', '.join(worse)}"] if worse else []
     return "; ".join(parts) or "no difference shown"
 
 
-def markdown_tables(summary: list[dict[str, Any]]) -> str:
-    """Per variant: the paired table (tutors sorted by their difference on unseen AUC, differences whose interval
-    excludes 0 in bold), then the unpaired means. With one seed the paired table gives the differences alone and
-    says that one seed cannot separate tutors."""
+def markdown_tables(summary: list[dict[str, Any]], splits: Sequence[str] = SPLITS) -> str:
+    """Per variant: the paired table (tutors sorted by their difference on the AUC of the last of ``splits``, the
+    unseen or cross-dataset one, differences whose interval excludes 0 in bold), then the unpaired means. With one
+    seed the paired table gives the differences alone and says that one seed cannot separate tutors."""
+    compared = headline(splits)
+    shares = share_of_oracle_columns(splits)
+    ranked = f"diff_{splits[-1]}_auc"
     by_variant: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in summary:
         by_variant[row["variant"]].append(row)
     parts = []
     for variant, rows in by_variant.items():
-        rows = sorted(rows, key=lambda r: (r["tutor"] != REFERENCE, -np.nan_to_num(r["diff_test_unseen_auc"], nan=-9.0)))
-        pairs = max(r["diff_test_unseen_auc_pairs"] for r in rows)
-        has_oracle = any(not math.isnan(r[f"share_of_oracle_{SHARE_OF_ORACLE[0]}"]) for r in rows)
+        rows = sorted(rows, key=lambda r: (r["tutor"] != REFERENCE, -np.nan_to_num(r[ranked], nan=-9.0)))
+        pairs = max(r[f"{ranked}_pairs"] for r in rows)
+        has_oracle = any(not math.isnan(r[f"share_of_oracle_{shares[0]}"]) for r in rows)
         has_noise = any(not math.isnan(r["noise_auroc"]) for r in rows)
-        header = ["tutor", "kind", "pairs", *(f"Δ {name}" for name, _, _ in HEADLINE)]
-        header += ["share of oracle gain (seen / unseen AUC)"] if has_oracle else []
+        header = ["tutor", "kind", "pairs", *(f"Δ {name}" for name, _, _ in compared)]
+        oracle_splits = " / ".join(split_label(split) for split in splits)
+        header += [f"share of oracle gain ({oracle_splits} AUC)"] if has_oracle else []
         header += ["noise AUROC"] if has_noise else []
         header += ["verdict vs uniform"] if pairs > 1 else []
         lines = [f"### {variant}", ""]
@@ -245,21 +269,21 @@ def markdown_tables(summary: list[dict[str, Any]]) -> str:
             ]
         lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         for row in rows:
-            cells = [row["tutor"], row["kind"], str(row["diff_test_unseen_auc_pairs"])]
+            cells = [row["tutor"], row["kind"], str(row[f"{ranked}_pairs"])]
             if row["tutor"] == REFERENCE:
-                cells += ["0"] * len(HEADLINE)
+                cells += ["0"] * len(compared)
             else:
-                cells += [_difference_cell(row, column) for _, column, _ in HEADLINE]
+                cells += [_difference_cell(row, column) for _, column, _ in compared]
             if has_oracle:
-                shares = [row[f"share_of_oracle_{column}"] for column in SHARE_OF_ORACLE]
+                gains = [row[f"share_of_oracle_{column}"] for column in shares]
                 shown = row["tutor"] not in (REFERENCE, ORACLE)
-                cells.append(" / ".join(f"{s:+.0%}" if shown and not math.isnan(s) else "-" for s in shares))
+                cells.append(" / ".join(f"{s:+.0%}" if shown and not math.isnan(s) else "-" for s in gains))
             if has_noise:
                 cells.append(_plain_cell(row["noise_auroc"], row["noise_auroc_half"]))
             if pairs > 1:
-                cells.append(_verdict(row) if row["tutor"] != REFERENCE else "reference")
+                cells.append(_verdict(row, compared) if row["tutor"] != REFERENCE else "reference")
             lines.append("| " + " | ".join(cells) + " |")
-        columns = [c for c in UNPAIRED_COLUMNS if any(not math.isnan(r[c[1]]) for r in rows)]
+        columns = [c for c in unpaired_columns(splits) if any(not math.isnan(r[c[1]]) for r in rows)]
         unpaired = "mean ± 95% interval over independent Students" if pairs > 1 else "each Student's value"
         lines += ["", f"Unpaired: {unpaired} (secondary: it hides the effects that pairing shows).", ""]
         lines += ["| tutor | seeds | " + " | ".join(name for name, _ in columns) + " |", "|" + " --- |" * (len(columns) + 2)]
@@ -320,8 +344,10 @@ def seeds_needed(sd: float, effect: float, power: float = 0.8, alpha: float = 0.
     raise ValueError(f"an effect of {effect} with paired sd {sd} needs 10,000 pairs or more")
 
 
-def power_table(summary: list[dict[str, Any]], effects: tuple[float, ...] = (0.01, 0.02)) -> str:
-    """Markdown: per variant and AUC, the median paired sd of the non-reference tutors and the pairs needed for each
+def power_table(
+    summary: list[dict[str, Any]], effects: tuple[float, ...] = (0.01, 0.02), splits: Sequence[str] = SPLITS
+) -> str:
+    """Markdown: per variant and test split's AUC, the median paired sd of the non-reference tutors and the pairs needed for each
     effect at 80% power. The oracle (a near-constant gain) and uniform are left out."""
     lines = [
         "| variant | metric | tutors | median paired sd | "
@@ -334,7 +360,7 @@ def power_table(summary: list[dict[str, Any]], effects: tuple[float, ...] = (0.0
         if row["tutor"] not in (REFERENCE, ORACLE):
             by_variant[row["variant"]].append(row)
     for variant, rows in by_variant.items():
-        for name, column in (("seen AUC", "test_seen_auc"), ("unseen AUC", "test_unseen_auc")):
+        for name, column in ((f"{split_label(split)} AUC", f"{split}_auc") for split in splits):
             sds = [r[f"diff_{column}_sd"] for r in rows if not math.isnan(r[f"diff_{column}_sd"])]
             if not sds:
                 continue
