@@ -1,6 +1,7 @@
-"""The ``tsrl`` command line: ``train`` (the main job), ``benchmark`` (every tutor on one table), ``grid`` (example
-images per manipulation family), ``calibrate`` (what uniform-weight Students reach on the embedded benchmark) and
-``preprocess`` (videos to face crops in DeepfakeBench's layout)."""
+"""The ``tsrl`` command line: ``train`` (the main job), ``benchmark`` (every tutor on one table), ``evaluate`` (saved
+Students on any dataset's test splits), ``grid`` (example images per manipulation family), ``calibrate`` (what
+uniform-weight Students reach on the embedded benchmark) and ``preprocess`` (videos to face crops in DeepfakeBench's
+layout)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from experiments.benchmark import BACKENDS, available_benchmarks, load_benchmark
 from experiments.calibrate import calibrate
 from experiments.checkpoint import RunInterrupted, interrupt_on_stop_signals
 from experiments.config import RunConfig, load_run_config
+from experiments.evaluate import check_fits, evaluate_students, evaluation_config, find_students
 from experiments.report import epoch_table, final_table
 from experiments.teach import load_teach_config, teach, write_teaching_report
 from experiments.train import (
@@ -37,7 +39,18 @@ from tsrl_env.distributed import DistributedGroupView, ProcessGroupView
 from tsrl_env.files import directory_lock
 from tsrl_env.student import resolve_device
 
-RESUME_FIXED = ("config", "seed", "tutor", "tutor_checkpoint", "epochs", "warmup_epochs", "backbone")
+RESUME_FIXED = (
+    "config",
+    "seed",
+    "tutor",
+    "tutor_checkpoint",
+    "epochs",
+    "warmup_epochs",
+    "backbone",
+    "reward",
+    "batch_size",
+    "image_size",
+)
 """``tsrl train`` options that set what a run is: ``--resume`` refuses them."""
 
 
@@ -63,7 +76,7 @@ def _train(args: argparse.Namespace) -> None:
     group = _process_group(config) if args.ddp else ProcessGroupView()
     tutor_checkpoint = Path(config.tutor_checkpoint) if config.tutor_checkpoint else None
     # The Students of the run, in order: (tutor, tutor checkpoint); with --ddp every rank trains each of them.
-    students = [("uniform", None), (None, tutor_checkpoint)]
+    students = [(None, tutor_checkpoint)] if args.no_baseline else [("uniform", None), (None, tutor_checkpoint)]
     try:
         if group.rank == 0:
             _lead(args, config, group, students)
@@ -84,6 +97,9 @@ def _new_config(args: argparse.Namespace) -> RunConfig:
         backbone=args.backbone,
         device=args.device,
         lr=args.lr,
+        reward=args.reward,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
     )
 
 
@@ -93,7 +109,8 @@ def _resumed_config(args: argparse.Namespace) -> RunConfig:
     if fixed:
         raise SystemExit(
             f"tsrl train: --resume continues a run with its own config (RUN_DIR/config.yaml); {', '.join(fixed)} cannot "
-            "change it (only --lr, --device, --ddp, --deterministic and --no-progress can be given with --resume)"
+            "change it (only --lr, --device, --ddp, --deterministic, --no-baseline and --no-progress can be given with "
+            "--resume)"
         )
     if args.out is not None:
         raise SystemExit("tsrl train: --resume continues the run where it is (RUN_DIR); drop --out, which places new runs")
@@ -138,7 +155,7 @@ def _lead(
     resume = args.resume is not None
     try:
         with directory_lock(run_dir, "tsrl train"):
-            baseline, tutored = [
+            runs = [
                 train_student(
                     config,
                     run_dir,
@@ -154,11 +171,11 @@ def _lead(
     except RunStopped as stopped:
         print(f"\n{stopped}", file=sys.stderr)
         sys.exit(stopped.exit_code)
-    save_results([baseline, tutored], run_dir)
+    save_results(runs, run_dir)
     print()
-    print(epoch_table(baseline, tutored))
+    print(epoch_table(runs))
     print()
-    print(final_table([baseline, tutored]))
+    print(final_table(runs))
     print(f"\ntotal wall time {time.perf_counter() - start:.0f} s; TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}")
 
 
@@ -233,6 +250,19 @@ def _teach(args: argparse.Namespace) -> None:
     print(f"{len(curve)} Students taught in {out} ({time.perf_counter() - start:.0f} s this run); the tutor: {out / 'tutor.zip'}")
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    config = load_run_config(args.config, backbone=args.backbone, image_size=args.image_size, device=args.device)
+    env = evaluation_config(config)
+    students = [student for path in args.students for student in find_students(Path(path))]
+    for student in students:
+        check_fits(student, env)
+    out = _writable_directory(Path(args.out))
+    runs = evaluate_students(students, env)
+    save_results(runs, out)
+    print(final_table(runs, time_label="evaluation time (s)"))
+    print(f"\nmetrics of each Student in {out / 'results.json'}")
+
+
 def _grid(args: argparse.Namespace) -> None:
     path = save_family_grid(args.out, examples_per_family=args.examples, seed=args.seed)
     print(f"wrote {path}")
@@ -268,7 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="show the traceback of an error, not only its message")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="train a Student with uniform weights and one with a tutor, and compare them")
+    train = commands.add_parser(
+        "train", help="train a Student with uniform weights and one with a tutor, and compare them (--no-baseline: the tutored one only)"
+    )
     train.add_argument("--config", help="a config name under experiments/configs or a YAML path (default: demo)")
     train.add_argument("--seed", type=int, help="seed of both Students (overrides the config)")
     train.add_argument("--tutor", help="tutor name, e.g. ppo or sac (overrides the config)")
@@ -278,6 +310,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", help="auto, cpu, cuda, ... (overrides the config)")
     train.add_argument("--tutor-checkpoint", help="a saved tutor (tutor.zip) that teaches without learning")
     train.add_argument("--lr", type=float, help="the Student's learning rate (overrides the config; may change on --resume)")
+    train.add_argument("--reward", help="the tutor's reward, e.g. tsrl or next_visit (overrides the config)")
+    train.add_argument("--batch-size", type=int, help="samples per Student mini-batch (overrides the config)")
+    train.add_argument("--image-size", type=int, help="side of the images fed to the Student (overrides the config)")
+    train.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="train only the tutored Student, not the uniform-weight one beside it (give it again with --resume)",
+    )
     train.add_argument("--out", help="parent folder of the run directory (default: runs)")
     train.add_argument(
         "--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoints (finished Students are kept)"
@@ -316,6 +356,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     bench.set_defaults(handler=_benchmark)
+
+    evaluation = commands.add_parser(
+        "evaluate", help="test saved Students on the test splits of a dataset config, side by side (cross-dataset)"
+    )
+    evaluation.add_argument(
+        "students", nargs="+", metavar="STUDENT", help="a student.pt, a Student's folder, or a run directory (all its Students)"
+    )
+    evaluation.add_argument("--config", required=True, help="config name or YAML path whose env settings give the test data")
+    evaluation.add_argument("--backbone", help="timm model name the Students were trained as (overrides the config)")
+    evaluation.add_argument("--image-size", type=int, help="side of the images the Students were trained on (overrides the config)")
+    evaluation.add_argument("--device", help="auto, cpu, cuda, ... (overrides the config)")
+    evaluation.add_argument("--out", default="runs/evaluate", help="folder of results.json (default: runs/evaluate)")
+    evaluation.set_defaults(handler=_evaluate)
 
     grid = commands.add_parser("grid", help="save a PNG grid of real images and their manipulated versions, per family")
     grid.add_argument("--out", default="family_grid.png", help="PNG path (default: family_grid.png)")

@@ -5,9 +5,11 @@ absolute paths), as image folders, and a small video drawn with OpenCV around a 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,10 @@ import yaml
 from PIL import Image
 
 from experiments.cli import main
+from experiments.record import GroupTally, StudentRun
+from experiments.summary import benchmark_splits, markdown_tables, paired_summary, result_rows
 from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv
+from tsrl_env.config import MAX_AUTO_WORKERS, EnvConfig, worker_count
 from tsrl_env.data import REAL_FAMILY, Dataset, FrameStore, Split, make_dataset
 from tsrl_env.data.deepfakebench import sample_frames
 from tsrl_env.data.embedded import EmbeddedConfig, generate_embedded
@@ -349,7 +354,9 @@ def test_full_episode_on_deepfakebench_data_with_worker_processes(bench):
     env.close()
 
 
-def test_tsrl_train_reads_deepfakebench_data_from_its_config(bench, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def trained_run(bench, tmp_path_factory) -> tuple[Path, Path, str]:
+    """``tsrl train`` on the FaceForensics++ / Celeb-DF-v2 fixture: its config, its run directory and what it printed."""
     root, _ = bench
     config = {
         "tutor": "ppo",
@@ -363,14 +370,60 @@ def test_tsrl_train_reads_deepfakebench_data_from_its_config(bench, tmp_path, ca
             "num_workers": 0,
         },
     }
-    path = tmp_path / "real.yaml"
+    folder = tmp_path_factory.mktemp("trained")
+    path = folder / "real.yaml"
     path.write_text(yaml.safe_dump(config))
-    main(["train", "--config", str(path), "--out", str(tmp_path / "runs"), "--no-progress"])
-    assert "uniform val AUC" in capsys.readouterr().out
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        main(["train", "--config", str(path), "--out", str(folder / "runs"), "--no-progress"])
+    (run_dir,) = (folder / "runs").iterdir()
+    return path, run_dir, printed.getvalue()
+
+
+def test_tsrl_train_reads_deepfakebench_data_from_its_config(trained_run):
+    _, run_dir, printed = trained_run
+    assert "uniform val AUC" in printed
+    for dataset in ("FaceForensics++", "Celeb-DF-v2"):
+        for metric in ("AUC", "video AUC", "ACC", "EER"):
+            assert_numbers(printed, f"{dataset} {metric}", columns=2)
+    assert_numbers(printed, "FaceForensics++ AUC FF-DF", columns=2)
     results = json.loads((run_dir / "results.json").read_text())
     assert [run["label"] for run in results] == ["uniform", "ppo"]
     assert set(results[1]["test"]) == {"test_FaceForensics++", "test_Celeb-DF-v2"}
+
+
+def test_tsrl_evaluate_scores_saved_students_as_training_did(trained_run, tmp_path, capsys):
+    config, run_dir, _ = trained_run
+    main(["evaluate", str(run_dir), str(run_dir / "ppo" / "student.pt"), "--config", str(config), "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert f"{run_dir.name}/ppo" in printed.splitlines()[0]
+    for dataset in ("FaceForensics++", "Celeb-DF-v2"):
+        assert_numbers(printed, f"{dataset} AUC", columns=3)
+    trained = json.loads((run_dir / "results.json").read_text())
+    evaluated = json.loads((tmp_path / "results.json").read_text())
+    assert [run["label"] for run in evaluated] == [f"{run_dir.name}/ppo", f"{run_dir.name}/uniform", f"{run_dir.name}/ppo"]
+    assert evaluated[1]["test"] == trained[0]["test"] and evaluated[2]["test"] == trained[1]["test"]
+
+
+def test_tsrl_evaluate_refuses_a_student_of_another_backbone_or_size(trained_run, tmp_path):
+    config, run_dir, _ = trained_run
+    with pytest.raises(ValueError, match="trained as backbone 'test_resnet' at 32 px, but .* backbone 'resnet10t' at 32 px"):
+        main(["evaluate", str(run_dir), "--config", str(config), "--backbone", "resnet10t", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match="at 32 px, but .* 'test_resnet' at 48 px"):
+        main(["evaluate", str(run_dir), "--config", str(config), "--image-size", "48", "--out", str(tmp_path)])
+    bare = tmp_path / "bare" / "student.pt"
+    bare.parent.mkdir()
+    bare.write_bytes((run_dir / "ppo" / "student.pt").read_bytes())
+    with pytest.raises(ValueError, match="do not fit a Student of backbone 'resnet10t'"):
+        main(["evaluate", str(bare), "--config", str(config), "--backbone", "resnet10t", "--out", str(tmp_path)])
+    assert not (tmp_path / "results.json").exists()
+
+
+def assert_numbers(printed: str, row: str, columns: int) -> None:
+    """The printed table's row ``row`` holds ``columns`` numbers, no ``-``."""
+    (line,) = [line for line in printed.splitlines() if line.startswith(f"{row}  ")]
+    cells = line.removeprefix(row).split()
+    assert len(cells) == columns and all(cell.replace(".", "", 1).isdigit() for cell in cells), line
 
 
 def test_streaming_evaluation_gives_the_metrics_of_all_scores_at_once(bench):
@@ -526,3 +579,44 @@ def test_a_run_on_frame_files_resumes_exactly(bench, tmp_path, monkeypatch, writ
     records = [_comparable(json.loads((tmp_path / d / "ppo" / "run.json").read_text())) for d in ("whole", "resumed")]
     assert records[0] == records[1]
     assert _students_equal(tmp_path / "whole" / "ppo" / "student.pt", tmp_path / "resumed" / "ppo" / "student.pt")
+
+
+def test_benchmark_tables_name_the_test_splits_of_the_data(tmp_path):
+    splits = ("test_FaceForensics++", "test_Celeb-DF-v2")
+
+    def record(tutor: str, seed: int, auc: float) -> dict[str, Any]:
+        test = {split: {"auc": auc + k / 10, "video_auc": auc, "acc": 0.5, "eer": 0.3, "ap": 0.6} for k, split in enumerate(splits)}
+        run = StudentRun(tutor, test=test, wall_time_s=1.0, weight_by_label_noise=GroupTally(["clean", "flipped"], [1.0, 1.0], [1, 1]))
+        return {"variant": "ffpp", "tutor": tutor, "seed": seed, "run": run}
+
+    records = [record("uniform", seed, 0.6) for seed in range(2)] + [record("focal", seed, 0.6 + seed / 100) for seed in range(2)]
+    assert benchmark_splits(records) == splits
+    rows = result_rows(records, splits)
+    assert rows[3]["diff_test_Celeb-DF-v2_auc"] == pytest.approx(0.01)
+    markdown = markdown_tables(paired_summary(rows, splits), splits)
+    assert "Δ FaceForensics++ AUC | Δ Celeb-DF-v2 AUC | Δ FaceForensics++ video AUC" in markdown
+    assert "| FaceForensics++ AUC | Celeb-DF-v2 AUC |" in markdown
+
+
+def test_train_options_reach_the_run_and_no_baseline_trains_the_tutored_student_alone(tmp_path, capsys):
+    main(
+        ["train", "--config", "tiny", "--tutor", "self_paced", "--reward", "next_visit", "--batch-size", "16", "--image-size", "32"]
+        + ["--epochs", "1", "--warmup-epochs", "0", "--no-baseline", "--out", str(tmp_path), "--no-progress"]
+    )
+    (run_dir,) = tmp_path.iterdir()
+    env = yaml.safe_load((run_dir / "config.yaml").read_text())["env"]
+    assert (env["reward"], env["batch_size"], env["image_size"]) == ("next_visit", 16, 32)
+    assert [run["label"] for run in json.loads((run_dir / "results.json").read_text())] == ["self_paced"]
+    assert not (run_dir / "uniform").exists() and "uniform" not in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--batch-size"):
+        main(["train", "--resume", str(run_dir), "--batch-size", "8"])
+
+
+def test_num_workers_auto_is_the_cpus_less_one_at_most_eight(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(2)), raising=False)
+    assert worker_count("auto") == 1 and worker_count(3) == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert worker_count("auto") == MAX_AUTO_WORKERS == 8
+    assert EnvConfig(num_workers="auto").num_workers == "auto"
+    with pytest.raises(ValueError, match="num_workers must be a non-negative integer or auto, got 'many'"):
+        EnvConfig(num_workers="many")

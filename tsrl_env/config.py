@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,10 @@ from tsrl_env.validation import (
     reject_unknown_keys,
     shown,
 )
+
+AUTO_WORKERS = "auto"
+MAX_AUTO_WORKERS = 8
+"""More frame-decoding workers than this rarely help one Student: ``num_workers: auto`` stops there."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,8 @@ class EnvConfig:
         augment: random horizontal flips of training images.
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
         num_workers: DataLoader worker processes decoding frame files, for datasets that leave their images on
-            disk (``deepfakebench``, ``folder``); 0 decodes in the env's own process. In-memory datasets ignore it.
+            disk (``deepfakebench``, ``folder``); 0 decodes in the env's own process, ``"auto"`` uses the CPUs this
+            process may run on less one, at most 8 (see :func:`worker_count`). In-memory datasets ignore it.
         seed: seed of the first episode when ``reset`` is called without one, and of the ``features`` column's
             projection (the same for every episode, so that a tutor sees the same state space across Students).
 
@@ -74,7 +80,7 @@ class EnvConfig:
     weight_decay: float = 0.0
     augment: bool = True
     device: str = "auto"
-    num_workers: int = 4
+    num_workers: int | str = 4
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -87,9 +93,13 @@ class EnvConfig:
             raise TypeError(f"pretrained must be True, False or a checkpoint path, got {shown(self.pretrained)}")
         if not isinstance(self.augment, bool):
             raise TypeError(f"augment must be true or false, got {shown(self.augment)}")
-        integers = {"batch_size": 1, "epochs": 1, "warmup_epochs": 0, "trusted_batch_size": 1, "num_workers": 0, "seed": 0}
+        integers = {"batch_size": 1, "epochs": 1, "warmup_epochs": 0, "trusted_batch_size": 1, "seed": 0}
         for name, minimum in integers.items():
             object.__setattr__(self, name, integer_setting(name, getattr(self, name), minimum))
+        if isinstance(self.num_workers, str) and self.num_workers != AUTO_WORKERS:
+            raise ValueError(f"num_workers must be a non-negative integer or {AUTO_WORKERS}, got {self.num_workers!r}")
+        if self.num_workers != AUTO_WORKERS:
+            object.__setattr__(self, "num_workers", integer_setting("num_workers", self.num_workers, 0))
         if self.image_size is not None:
             object.__setattr__(self, "image_size", image_size_setting(self.image_size, or_none=True))
         if self.state_feature_dim is not None:
@@ -119,6 +129,15 @@ class EnvConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def worker_count(num_workers: int | str) -> int:
+    """The DataLoader workers of the ``num_workers`` setting: ``"auto"`` is the CPUs this process may run on less one
+    (the env's own process needs one), at most :data:`MAX_AUTO_WORKERS`; a count is itself."""
+    if num_workers != AUTO_WORKERS:
+        return int(num_workers)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(max(cpus - 1, 0), MAX_AUTO_WORKERS)
 
 
 def _torch_device(device: str) -> torch.device:

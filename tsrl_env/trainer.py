@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler, Subset
 from torch.utils.data import Dataset as TorchDataset
 
-from tsrl_env.config import EnvConfig
+from tsrl_env.config import EnvConfig, worker_count
 from tsrl_env.data import Dataset, FrameStore, Split, make_dataset
 from tsrl_env.distributed import ProcessGroupView
 from tsrl_env.metrics import detection_metrics, per_family_auc
@@ -290,7 +290,7 @@ class StudentTrainer:
 
     def _frame_loader(self, frames: TorchDataset, persistent: bool = False, **batching: Any) -> DataLoader:
         """A DataLoader decoding frame files in ``num_workers`` processes (kept between epochs when ``persistent``)."""
-        workers = self.config.num_workers
+        workers = worker_count(self.config.num_workers)
         return DataLoader(
             frames,
             num_workers=workers,
