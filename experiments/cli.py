@@ -22,7 +22,7 @@ from experiments.benchmark import BACKENDS, available_benchmarks, load_benchmark
 from experiments.calibrate import calibrate
 from experiments.checkpoint import RunInterrupted, interrupt_on_stop_signals
 from experiments.config import RunConfig, load_run_config
-from experiments.evaluate import check_fits, evaluate_students, evaluation_config, find_students
+from experiments.evaluate import check_evaluation, evaluate_students, evaluation_config, find_students
 from experiments.report import epoch_table, final_table
 from experiments.teach import load_teach_config, teach, write_teaching_report
 from experiments.train import (
@@ -254,8 +254,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     config = load_run_config(args.config, backbone=args.backbone, image_size=args.image_size, device=args.device)
     env = evaluation_config(config)
     students = [student for path in args.students for student in find_students(Path(path))]
-    for student in students:
-        check_fits(student, env)
+    check_evaluation(students, env)
     out = _writable_directory(Path(args.out))
     runs = evaluate_students(students, env)
     save_results(runs, out)

@@ -84,14 +84,19 @@ def check_fits(student: SavedStudent, env: EnvConfig) -> None:
 
 def evaluation_config(config: RunConfig) -> EnvConfig:
     """The env settings Students are evaluated with: ``config``'s, never downloading weights the Students replace."""
-    return config.env.replace(pretrained=False)
+    return config.env.replace(pretrained=False, pretrained_file=None)
+
+
+def check_evaluation(students: list[SavedStudent], env: EnvConfig) -> None:
+    """Refuse, before any data is read, Students that do not fit ``env`` and settings that cannot run here (device)."""
+    for student in students:
+        check_fits(student, env)
+    check_run_settings(RunConfig(env=env))
 
 
 def evaluate_students(students: list[SavedStudent], env: EnvConfig) -> list[StudentRun]:
     """Each Student's metrics on every test split of ``env``'s data (loaded once), as a run record with no epochs."""
-    for student in students:
-        check_fits(student, env)
-    check_run_settings(RunConfig(env=env))
+    check_evaluation(students, env)
     trainer = StudentTrainer(env)
     runs = []
     try:
