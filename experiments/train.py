@@ -48,7 +48,7 @@ from tsrl_env.config import EnvConfig
 from tsrl_env.data import EmbeddedConfig
 from tsrl_env.distributed import ProcessGroupView
 from tsrl_env.env import RESTORE_MAY_CHANGE
-from tsrl_env.student import Student, resolve_device
+from tsrl_env.student import Student, available_devices, resolve_device
 
 RESUME_MAY_CHANGE = tuple(f"env.{name}" for name in RESTORE_MAY_CHANGE)
 """Settings a resumed run may change (a lower learning rate after a diverging loss, another device): a finished
@@ -396,11 +396,14 @@ def check_run_settings(config: RunConfig) -> None:
 def _check_device(device: str) -> None:
     resolved = resolve_device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"the env setting device is {device!r}, but CUDA is not available here; use auto or cpu")
+        raise ValueError(
+            f"the env setting device is {device!r}, but CUDA is not available here; this machine has: "
+            f"{', '.join(available_devices())} (auto picks CUDA where there is one)"
+        )
     if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
         raise ValueError(
-            f"the env setting device is {device!r}, but this machine has {torch.cuda.device_count()} CUDA device(s); "
-            "use auto, cuda or an index below that"
+            f"the env setting device is {device!r}, but this machine has {torch.cuda.device_count()} CUDA device(s) "
+            f"({', '.join(available_devices())}); use auto, cuda or one of those"
         )
 
 
@@ -408,12 +411,12 @@ def _check_backbone(env: EnvConfig) -> None:
     """Build the Student once, on a copy of torch's RNG so that the run's own draws stay those of an unchecked run."""
     try:
         with torch.random.fork_rng(devices=[]):
-            Student.from_timm(env.backbone, env.pretrained)
+            Student.from_timm(env.backbone, env.pretrained_weights)
     except Exception as error:  # timm and the weights' download raise many kinds: each means these two settings
         raise ValueError(
-            f"cannot build the Student of the env settings backbone={env.backbone!r}, pretrained={env.pretrained!r} "
-            f"({type(error).__name__}: {error}); name a timm model, and set pretrained to false or to a local "
-            "checkpoint file where its published weights cannot be downloaded"
+            f"cannot build the Student of the env settings backbone={env.backbone!r}, pretrained={env.pretrained!r}, "
+            f"pretrained_file={env.pretrained_file!r} ({type(error).__name__}: {error}); name a timm model, and set "
+            "pretrained to false, or pretrained_file to a local file of its weights where they cannot be downloaded"
         ) from error
 
 

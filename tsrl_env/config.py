@@ -13,6 +13,7 @@ import torch
 from tsrl_env.data import data_source
 from tsrl_env.rewards import reward_class
 from tsrl_env.state import COUNTERS, DEFAULT_STATE_COLUMNS, STATE_COLUMNS
+from tsrl_env.student import available_devices
 from tsrl_env.validation import (
     ema_alpha_setting,
     image_size_setting,
@@ -34,7 +35,9 @@ class EnvConfig:
 
     Attributes:
         dataset: data source name (see ``tsrl_env.data.register_dataset``); ``dataset_options`` go to its loader.
-        backbone: timm model name of the Student; ``pretrained`` is False (offline), True or a checkpoint path.
+        backbone: timm model name of the Student; ``pretrained`` is False (offline), True (timm's published weights,
+            downloaded) or a file of weights; ``pretrained_file`` a local file of weights, timm's or DeepfakeBench's
+            Xception (see :func:`tsrl_env.student.load_pretrained_file`), for machines without network access.
         image_size: side of the square images fed to the Student; the dataset's own size when None.
         batch_size: samples per Student mini-batch, i.e. per environment step.
         epochs: tutored epochs per episode, after ``warmup_epochs`` epochs with uniform weights.
@@ -66,6 +69,7 @@ class EnvConfig:
     dataset_options: dict[str, Any] = field(default_factory=dict)
     backbone: str = "regnetx_002"
     pretrained: bool | str = False
+    pretrained_file: str | None = None
     image_size: int | None = None
     batch_size: int = 64
     epochs: int = 6
@@ -91,6 +95,13 @@ class EnvConfig:
             _torch_device(self.device)
         if not isinstance(self.pretrained, (bool, str)):
             raise TypeError(f"pretrained must be True, False or a checkpoint path, got {shown(self.pretrained)}")
+        if self.pretrained_file is not None and not isinstance(self.pretrained_file, str):
+            raise TypeError(f"pretrained_file must be the path of a file of weights, got {shown(self.pretrained_file)}")
+        if self.pretrained_file is not None and self.pretrained is not False:
+            raise ValueError(
+                f"pretrained ({self.pretrained!r}) and pretrained_file ({self.pretrained_file!r}) are both set; keep one "
+                "(pretrained_file loads the local file, pretrained: true downloads timm's weights)"
+            )
         if not isinstance(self.augment, bool):
             raise TypeError(f"augment must be true or false, got {shown(self.augment)}")
         integers = {"batch_size": 1, "epochs": 1, "warmup_epochs": 0, "trusted_batch_size": 1, "seed": 0}
@@ -130,6 +141,11 @@ class EnvConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def pretrained_weights(self) -> bool | str:
+        """Where the Student's first weights come from, as :meth:`tsrl_env.student.Student.from_timm` takes it."""
+        return self.pretrained if self.pretrained_file is None else self.pretrained_file
+
 
 def worker_count(num_workers: int | str) -> int:
     """The DataLoader workers of the ``num_workers`` setting: ``"auto"`` is the CPUs this process may run on less one
@@ -145,4 +161,7 @@ def _torch_device(device: str) -> torch.device:
     try:
         return torch.device(device)
     except RuntimeError as error:
-        raise ValueError(f"device must be auto or a torch device such as cpu, cuda or cuda:1, got {device!r} ({error})") from None
+        raise ValueError(
+            f"device must be auto or a torch device such as cpu, cuda or cuda:1, got {device!r}; this machine has: "
+            f"{', '.join(available_devices())}"
+        ) from None

@@ -22,6 +22,62 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
+def load_pretrained_file(model: nn.Module, path: Path) -> None:
+    """Load the weights in ``path`` into the timm ``model``, all but its classifier, which stays new.
+
+    The file holds a state dict (or a checkpoint with one under ``state_dict``) with timm's key names, or with
+    DeepfakeBench's: its detectors' ``backbone.`` prefix and Xception's ``last_linear`` head are mapped to timm's names,
+    and 1x1 convolution weights stored as matrices (the ``pointwise`` layers of the Xception file DeepfakeBench
+    starts from) are given their two unit dimensions. Anything else that does not match is refused, named.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained_file {str(path)!r} does not exist; give the path of a saved state dict")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    own = model.state_dict()
+    head = _classifier_name(model)
+    kept = {name: value for name, value in timm_key_names(state, own).items() if not name.startswith(f"{head}.")}
+    wanted = [name for name in own if not name.startswith(f"{head}.")]
+    problems = {
+        "missing": [name for name in wanted if name not in kept],
+        "unexpected": [name for name in kept if name not in own],
+        "of another shape": [name for name in kept if name in own and kept[name].shape != own[name].shape],
+    }
+    found = [f"{len(names)} {kind} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})" for kind, names in problems.items() if names]
+    if found:
+        raise ValueError(
+            f"the weights in {str(path)!r} do not fit the backbone {type(model).__name__}: keys {'; '.join(found)}; give a "
+            "file saved from the same timm model (or DeepfakeBench's Xception for legacy_xception)"
+        )
+    model.load_state_dict(kept, strict=False)
+
+
+def timm_key_names(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with DeepfakeBench's key names turned into timm's where they differ (see :func:`load_pretrained_file`)."""
+    mapped = {}
+    for key, value in state.items():
+        name = key.removeprefix("module.").removeprefix("backbone.")
+        if name.startswith("last_linear."):
+            name = "fc." + name.removeprefix("last_linear.")
+        if name in own and value.ndim == 2 and own[name].ndim == 4 and own[name].shape[2:] == (1, 1):
+            value = value[:, :, None, None]
+        mapped[name] = value
+    return mapped
+
+
+def _classifier_name(model: nn.Module) -> str:
+    head = model.get_classifier()
+    return next(name for name, module in model.named_modules() if module is head)
+
+
+def available_devices() -> list[str]:
+    """The devices this machine can train on, as the ``device`` setting names them."""
+    cuda = [f"cuda:{index}" for index in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    mps = ["mps"] if torch.backends.mps.is_available() else []
+    return ["cpu", *cuda, *mps]
+
+
 class Student(nn.Module):
     """A binary real/fake classifier whose forward returns ``(logits, features)``.
 
@@ -61,22 +117,26 @@ class Student(nn.Module):
     def from_timm(cls, name: str, pretrained: bool | str | Path = False) -> Student:
         """A two-class timm backbone, from scratch by default.
 
-        ``pretrained=True`` loads timm's published weights (needs the network); a path loads a local checkpoint
-        file instead. Either way the classifier is a new two-class head.
+        ``pretrained=True`` loads timm's published weights (needs the network); a path loads a local file of weights
+        instead (see :func:`load_pretrained_file`). Either way the classifier is a new two-class head.
         """
         if not timm.is_model(name):
             close = difflib.get_close_matches(name, timm.list_models(), n=5)
             hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models() for the names"
             raise ValueError(f"unknown backbone {name!r}{hint}")
-        kwargs: dict = {"num_classes": NUM_CLASSES}
         if isinstance(pretrained, (str, Path)):
-            checkpoint = Path(pretrained)
-            if not checkpoint.is_file():
-                raise FileNotFoundError(f"pretrained checkpoint {checkpoint} does not exist")
-            kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(checkpoint)})
-        else:
-            kwargs["pretrained"] = bool(pretrained)
-        return cls(timm.create_model(name, **kwargs))
+            model = timm.create_model(name, num_classes=NUM_CLASSES)
+            load_pretrained_file(model, Path(pretrained))
+            return cls(model)
+        try:
+            return cls(timm.create_model(name, pretrained=bool(pretrained), num_classes=NUM_CLASSES))
+        except OSError as error:  # network, proxy and Hugging Face Hub failures are all OSErrors
+            raise RuntimeError(
+                f"cannot download timm's pretrained weights of {name!r} ({type(error).__name__}: {error}); without "
+                f"network access, fetch them where there is one (timm.create_model({name!r}, pretrained=True) saves "
+                "them under ~/.cache/huggingface) and set the env setting pretrained_file: PATH to the file, or set "
+                "pretrained: false to train from scratch"
+            ) from error
 
     @property
     def classifier(self) -> nn.Linear:

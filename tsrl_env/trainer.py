@@ -100,7 +100,7 @@ class StudentTrainer:
         """A new Student of the configured backbone, initialised from ``seed`` (the global RNG untouched), on the device."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            student = Student.from_timm(self.config.backbone, self.config.pretrained)
+            student = Student.from_timm(self.config.backbone, self.config.pretrained_weights)
         return student.to(self.device, memory_format=torch.channels_last)
 
     def build_optimizer(self, student: Student) -> torch.optim.Optimizer:

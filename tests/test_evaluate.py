@@ -1,0 +1,63 @@
+"""Tests of a Student's first weights from a local file (timm's key names or DeepfakeBench's Xception) and of the
+message when timm's weights cannot be downloaded."""
+
+from __future__ import annotations
+
+
+import pytest
+import timm
+import torch
+
+from tsrl_env.config import EnvConfig
+from tsrl_env.student import Student
+
+
+def test_pretrained_file_round_trip_leaves_the_classifier_new(tmp_path):
+    source = timm.create_model("test_resnet", num_classes=1000)
+    path = tmp_path / "weights.pth"
+    torch.save(source.state_dict(), path)
+    student = Student.from_timm("test_resnet", EnvConfig(backbone="test_resnet", pretrained_file=str(path)).pretrained_weights)
+    loaded = student.model.state_dict()
+    for name, value in source.state_dict().items():
+        if not name.startswith("fc."):
+            assert torch.equal(loaded[name], value), name
+    assert loaded["fc.weight"].shape == (2, source.num_features)
+
+
+def deepfakebench_xception(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm's legacy_xception state dict as a DeepfakeBench detector saves it: ``backbone.`` keys, the head named
+    ``last_linear``, pointwise convolutions stored as matrices."""
+    renamed = {}
+    for name, value in state.items():
+        if name.startswith("fc."):
+            name = "last_linear." + name.removeprefix("fc.")
+        renamed[f"backbone.{name}"] = value.flatten(1) if "pointwise" in name else value
+    return renamed
+
+
+def test_deepfakebench_xception_key_names_are_mapped_to_timms(tmp_path):
+    source = timm.create_model("legacy_xception", num_classes=2)
+    path = tmp_path / "ckpt_best.pth"
+    torch.save(deepfakebench_xception(source.state_dict()), path)
+    loaded = Student.from_timm("legacy_xception", str(path)).model.state_dict()
+    for name, value in source.state_dict().items():
+        if not name.startswith("fc."):
+            assert torch.equal(loaded[name], value), name
+
+
+def test_a_file_of_another_backbone_is_refused_naming_the_keys(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save(timm.create_model("resnet10t", num_classes=2).state_dict(), path)
+    with pytest.raises(ValueError, match=r"do not fit the backbone ResNet: keys \d+ missing .* of another shape"):
+        Student.from_timm("test_resnet", str(path))
+    with pytest.raises(ValueError, match="pretrained .* and pretrained_file .* are both set; keep one"):
+        EnvConfig(pretrained=True, pretrained_file=str(path))
+
+
+def test_a_failed_download_says_how_to_use_a_local_file(monkeypatch):
+    def offline(*args: object, **kwargs: object) -> None:
+        raise OSError("We couldn't connect to 'https://huggingface.co'")
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(RuntimeError, match="cannot download timm's pretrained weights of 'test_resnet' .* pretrained_file: PATH"):
+        Student.from_timm("test_resnet", True)
