@@ -209,12 +209,19 @@ def plot_teaching_curve(curve: list[Any], path: Path) -> Path:
     return _save(figure, path)
 
 
-def plot_weights_against_columns(states: np.ndarray, weights: np.ndarray, flipped: np.ndarray, layout: Any, path: Path) -> Path:
+def plot_weights_against_columns(
+    states: np.ndarray, weights: np.ndarray, flipped: np.ndarray, layout: Any, path: Path, title: str = ""
+) -> Path:
     """The tutor's weight against each single state column, flipped and clean labels apart (at most 3,000 rows each)."""
     names = [name for name, where in layout.columns.items() if where.stop - where.start == 1 and name not in ("counters",)]
     names += list(layout.parts)
-    figure = Figure(figsize=(3.2 * len(names), 3.2))
-    axes = np.atleast_1d(figure.subplots(1, len(names)))
+    columns = (len(names) + 1) // 2
+    figure = Figure(figsize=(3.2 * columns, 7.0))
+    axes = np.atleast_1d(figure.subplots(2, columns)).ravel()
+    for unused in axes[len(names) :]:
+        unused.set_visible(False)
+    if title:
+        figure.suptitle(title)
     rng = np.random.default_rng(0)
     for axis, name in zip(axes, names):
         values = layout.values(states, name)

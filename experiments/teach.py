@@ -201,13 +201,16 @@ def write_teaching_report(out: Path) -> str:
     write_atomically(out / "teaching.md", text)
     (out / "plots").mkdir(exist_ok=True)
     plot_teaching_curve(curve, out / "plots" / "teaching_curve.png")
+    # The tutor's weights on the rows of the last Student with wrong labels to find.
+    shown = next((student for student in reversed(curve) if student.label_noise > 0), curve[-1])
+    rows = slice(curve[shown.index - 1].examples if shown.index else 0, shown.examples)
     examples = np.load(out / "examples.npz")
-    last = curve[-1].examples - (curve[-2].examples if len(curve) > 1 else 0)
+    states = examples["states"][rows]
     tutor = load_tutor(saved["config"]["tutor"], out / "tutor.zip")
-    states = examples["states"][-last:]
     weights = np.asarray(tutor.predict(states, deterministic=True)[0], np.float32).ravel()
     layout = DeepfakeCurriculumEnv(load_teach_config_dict(saved["config"]).student_env(0)).state_layout
-    plot_weights_against_columns(states, weights, examples["targets"][-last:] < 0.5, layout, out / "plots" / "tutor_weights.png")
+    title = f"the final tutor on teaching Student {shown.index + 1} (seed {shown.seed}, label noise {shown.label_noise:.2f})"
+    plot_weights_against_columns(states, weights, examples["targets"][rows] < 0.5, layout, out / "plots" / "tutor_weights.png", title)
     return text
 
 
