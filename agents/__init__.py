@@ -114,6 +114,7 @@ def register_saved_tutor(name: str, path: str | Path) -> None:
             raise TypeError(f"the saved tutor {name!r} acts as taught and takes no keywords, got {sorted(kwargs)}")
         return algorithm.load(path, env=env)
 
+    make.__doc__ = f"The {saved['algorithm']} tutor saved at {path.name}, acting frozen on the state columns it was taught on."
     TUTORS[name] = TutorSpec(make=make, load=algorithm.load, learns=False, env_settings=dict(saved["env"]))
 
 
