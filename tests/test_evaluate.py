@@ -1,13 +1,16 @@
-"""Tests of a Student's first weights from a local file (timm's key names or DeepfakeBench's Xception) and of the
-message when timm's weights cannot be downloaded."""
+"""Tests of a Student's first weights from a local file (timm's key names or DeepfakeBench's Xception), of the message
+when timm's weights cannot be downloaded, and of the learning-rate schedule across a checkpoint."""
 
 from __future__ import annotations
 
+import io
 
+import numpy as np
 import pytest
 import timm
 import torch
 
+from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv
 from tsrl_env.config import EnvConfig
 from tsrl_env.student import Student
 
@@ -61,3 +64,36 @@ def test_a_failed_download_says_how_to_use_a_local_file(monkeypatch):
     monkeypatch.setattr(timm, "create_model", offline)
     with pytest.raises(RuntimeError, match="cannot download timm's pretrained weights of 'test_resnet' .* pretrained_file: PATH"):
         Student.from_timm("test_resnet", True)
+
+
+def test_the_lr_schedule_steps_over_every_epoch_and_resumes_from_a_checkpoint():
+    settings = {**TINY_SETTINGS, "batch_size": 64, "lr": 0.01, "lr_schedule": {"step_epochs": 1, "gamma": 0.5}}
+
+    def lr(env: DeepfakeCurriculumEnv) -> float:
+        return env.trainer.optimizer.param_groups[0]["lr"]
+
+    def finish_epoch(env: DeepfakeCurriculumEnv) -> dict:
+        weights = np.full(env.batch_size, 0.5, np.float32)
+        for _ in range(env.steps_per_epoch):
+            _, _, _, _, info = env.step(weights)
+        return info
+
+    env = DeepfakeCurriculumEnv(**settings)
+    env.reset(seed=0)
+    state = torch.load(io.BytesIO(_saved(env.epoch_start_state())), weights_only=False)
+    assert lr(env) == 0.005  # the Student's second epoch: one warm-up epoch came before
+    finish_epoch(env)
+    assert lr(env) == 0.0025
+    expected = finish_epoch(env)["test"]
+
+    resumed = DeepfakeCurriculumEnv(**settings)
+    resumed.reset(options={"restore": state})
+    assert lr(resumed) == 0.005
+    finish_epoch(resumed)
+    assert lr(resumed) == 0.0025 and finish_epoch(resumed)["test"] == expected
+
+
+def _saved(state: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()

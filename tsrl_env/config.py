@@ -18,6 +18,7 @@ from tsrl_env.validation import (
     ema_alpha_setting,
     image_size_setting,
     integer_setting,
+    lr_schedule_setting,
     names_setting,
     real_setting,
     reject_unknown_keys,
@@ -53,6 +54,9 @@ class EnvConfig:
         state_counters: which transition counters the ``counters`` column holds (see ``tsrl_env.state.COUNTERS``).
         ema_alpha: smoothing of each sample's EMA loss.
         lr, weight_decay: the Student's Adam optimiser.
+        lr_schedule: None (a constant ``lr``, the default) or a step schedule ``{"step_epochs": n, "gamma": g}``: the
+            learning rate of the Student's epoch ``e`` (counting from 0, warm-up epochs included) is
+            ``lr * g ** (e // n)``. Checkpoints keep the epoch count, so a resume continues the schedule.
         augment: random horizontal flips of training images.
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
         num_workers: DataLoader worker processes decoding frame files, for datasets that leave their images on
@@ -82,6 +86,7 @@ class EnvConfig:
     ema_alpha: float = 0.1
     lr: float = 1e-3
     weight_decay: float = 0.0
+    lr_schedule: dict[str, Any] | None = None
     augment: bool = True
     device: str = "auto"
     num_workers: int | str = 4
@@ -118,6 +123,8 @@ class EnvConfig:
         for name in ("lr", "weight_decay"):
             object.__setattr__(self, name, real_setting(name, getattr(self, name)))
         object.__setattr__(self, "ema_alpha", ema_alpha_setting(self.ema_alpha))
+        if self.lr_schedule is not None:
+            object.__setattr__(self, "lr_schedule", lr_schedule_setting(self.lr_schedule))
         reward_class(self.reward)  # an unknown name raises, listing the registered ones
         columns = names_setting("state_columns", self.state_columns, STATE_COLUMNS, "state column")
         object.__setattr__(self, "state_columns", columns)

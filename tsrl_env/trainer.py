@@ -90,6 +90,7 @@ class StudentTrainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.data_generator = torch.Generator()
         self.epoch = 0
+        self.epochs_begun = 0  # every epoch of this Student, warm-up included: the learning-rate schedule's clock
         self.step_in_epoch = 0
         self._order = torch.arange(train_size)
         self._epoch_batches = _EpochBatches(self.batch_size, self.steps_per_epoch, self.rows)
@@ -113,10 +114,14 @@ class StudentTrainer:
         self.network = self.group.wrap(self.student)
         self.optimizer = self.build_optimizer(self.student)
         self.data_generator.manual_seed(data_seed)
+        self.epochs_begun = 0
 
     def start_epoch(self, epoch: int) -> None:
         """Draw epoch ``epoch``'s order of the training samples (and start decoding its first frames, if on disk)."""
         self.epoch = epoch
+        if self.config.lr_schedule is not None:
+            self._set_lr(scheduled_lr(self.config.lr, self.config.lr_schedule, self.epochs_begun))
+        self.epochs_begun += 1
         self._order = torch.randperm(len(self.splits["train"]), generator=self.data_generator)
         self.step_in_epoch = 0
         train = self.splits["train"].images
@@ -262,6 +267,7 @@ class StudentTrainer:
             "student": {name: value.detach().clone() for name, value in self.student.state_dict().items()},
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "data_generator": self.data_generator.get_state(),
+            "epochs_begun": self.epochs_begun,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -271,9 +277,15 @@ class StudentTrainer:
         self.network = self.group.wrap(self.student)
         self.optimizer = self.build_optimizer(self.student)
         self.optimizer.load_state_dict(state["optimizer"])
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.config.lr
+        self._set_lr(self.config.lr)
         self.data_generator.set_state(state["data_generator"])
+        # A checkpoint written before the schedule existed was of a constant learning rate: its count does not matter.
+        self.epochs_begun = int(state.get("epochs_begun", 0))
+
+    def _set_lr(self, lr: float) -> None:
+        assert self.optimizer is not None, "call start() or load_state_dict() first"
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     def close(self) -> None:
         """Stop the frame-decoding worker processes, if any (the next epoch starts new ones)."""
@@ -298,6 +310,11 @@ class StudentTrainer:
             persistent_workers=persistent and workers > 0,
             **batching,
         )
+
+
+def scheduled_lr(lr: float, schedule: dict[str, Any], epoch: int) -> float:
+    """The learning rate of a Student's epoch ``epoch`` (from 0, warm-up included) under the step ``schedule``."""
+    return lr * schedule["gamma"] ** (epoch // schedule["step_epochs"])
 
 
 def normalise_images(images: torch.Tensor) -> torch.Tensor:

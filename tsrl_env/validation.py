@@ -60,6 +60,21 @@ def real_setting(name: str, value: Any) -> float:
     return float(value)
 
 
+def lr_schedule_setting(value: Any) -> dict[str, Any]:
+    """``value`` as a step schedule of the learning rate: ``{"step_epochs": n, "gamma": g}``, ``lr`` times ``g`` after
+    every ``n`` epochs of the Student (warm-up included), ``g`` in (0, 1]."""
+    if not isinstance(value, dict):
+        raise TypeError(f"lr_schedule must be none or a mapping such as {{step_epochs: 10, gamma: 0.5}}, got {shown(value)}")
+    reject_unknown_keys(value, ["step_epochs", "gamma"], "lr_schedule key")
+    missing = sorted({"step_epochs", "gamma"} - set(value))
+    if missing:
+        raise ValueError(f"lr_schedule lacks {', '.join(missing)}; give both, e.g. {{step_epochs: 10, gamma: 0.5}}")
+    gamma = real_setting("lr_schedule gamma", value["gamma"])
+    if not 0 < gamma <= 1:
+        raise ValueError(f"lr_schedule gamma must be in (0, 1], got {gamma}")
+    return {"step_epochs": integer_setting("lr_schedule step_epochs", value["step_epochs"], 1), "gamma": gamma}
+
+
 def ema_alpha_setting(value: Any) -> float:
     """``value`` as the smoothing factor of an exponential moving average, in (0, 1]."""
     alpha = real_setting("ema_alpha", value)
