@@ -47,7 +47,7 @@ def write_yaml(path: Path, settings: Any) -> Path:
         ({"backbone": None}, TypeError, r"backbone must be a string, got None \(NoneType\)"),
         ({"dataset": ["embedded"]}, TypeError, r"dataset must be a string, got \['embedded'\] \(list\)"),
         ({"dataset_options": [1]}, TypeError, r"dataset_options must be a mapping of option names to values, got \[1\]"),
-        ({"augment": "yes"}, TypeError, r"augment must be true or false, got 'yes' \(str\)"),
+        ({"augment": "yes"}, TypeError, r"augment must be true, false or deepfakebench, got 'yes' \(str\)"),
         ({"pretrained": 1}, TypeError, r"pretrained must be True, False or a checkpoint path, got 1 \(int\)"),
         ({"state_counters": "learned"}, TypeError, r"state_counters must be a list of counter names \(learned, forgotten\)"),
         ({"batch_size": 0}, ValueError, r"batch_size must be a positive integer, got 0"),

@@ -1,5 +1,6 @@
 """Tests of a Student's first weights from a local file (timm's key names or DeepfakeBench's Xception), of the message
-when timm's weights cannot be downloaded, and of the learning-rate schedule across a checkpoint."""
+when timm's weights cannot be downloaded, the learning-rate schedule and DeepfakeBench's augmentations
+across a checkpoint."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import timm
 import torch
 
 from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv
+from tsrl_env.augment import DEEPFAKEBENCH, augmented, deepfakebench_transform
 from tsrl_env.config import EnvConfig
 from tsrl_env.student import Student
 
@@ -97,3 +99,24 @@ def _saved(state: dict) -> bytes:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     return buffer.getvalue()
+
+
+def test_deepfakebench_augmentations_are_fixed_by_the_seed_and_resume_exactly():
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    transform = deepfakebench_transform()
+    assert torch.equal(augmented(image, 7, transform), augmented(image, 7, transform))
+    assert len({augmented(image, seed, transform).sum().item() for seed in range(8)}) > 1
+
+    settings = {**TINY_SETTINGS, "batch_size": 64, "augment": DEEPFAKEBENCH}
+    env = DeepfakeCurriculumEnv(**settings)
+    env.reset(seed=0)
+    state = torch.load(io.BytesIO(_saved(env.epoch_start_state())), weights_only=False)
+    weights = np.full(env.batch_size, 0.5, np.float32)
+    first = [env.step(weights)[0] for _ in range(env.steps_per_epoch)]
+    resumed = DeepfakeCurriculumEnv(**settings)
+    observation, _ = resumed.reset(options={"restore": state})
+    again = [resumed.step(weights)[0] for _ in range(resumed.steps_per_epoch)]
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    flips_only = DeepfakeCurriculumEnv(**{**settings, "augment": True})
+    flips_only.reset(seed=0)
+    assert not np.array_equal(flips_only.step(weights)[0], first[0])

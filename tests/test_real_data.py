@@ -25,13 +25,14 @@ from experiments.cli import main
 from experiments.record import GroupTally, StudentRun
 from experiments.summary import benchmark_splits, markdown_tables, paired_summary, result_rows
 from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv
+from tsrl_env.augment import DEEPFAKEBENCH
 from tsrl_env.config import MAX_AUTO_WORKERS, EnvConfig, worker_count
 from tsrl_env.data import REAL_FAMILY, Dataset, FrameStore, Split, make_dataset
 from tsrl_env.data.deepfakebench import sample_frames
 from tsrl_env.data.embedded import EmbeddedConfig, generate_embedded
 from tsrl_env.metrics import detection_metrics, per_family_auc
 from tsrl_env.student import FAKE_CLASS
-from tsrl_env.trainer import normalise_images
+from tsrl_env.trainer import StudentTrainer, normalise_images
 
 TINY = {
     "image_size": 32,
@@ -620,3 +621,19 @@ def test_num_workers_auto_is_the_cpus_less_one_at_most_eight(monkeypatch):
     assert EnvConfig(num_workers="auto").num_workers == "auto"
     with pytest.raises(ValueError, match="num_workers must be a non-negative integer or auto, got 'many'"):
         EnvConfig(num_workers="many")
+
+
+def test_deepfakebench_augmentations_are_the_same_whatever_decodes_them(bench):
+    root, _ = bench
+    settings = {"dataset": "deepfakebench", "dataset_options": options(root), "backbone": "test_resnet", "batch_size": 16}
+    batches = []
+    for workers in (0, 2):
+        trainer = StudentTrainer(EnvConfig(**settings, augment=DEEPFAKEBENCH, num_workers=workers))
+        trainer.start(student_seed=0, data_seed=3)
+        trainer.start_epoch(0)
+        batches.append(trainer.next_batch())
+        trainer.close()
+    (ids, _, images, _), (ids_2, _, images_2, _) = batches
+    assert torch.equal(ids, ids_2) and torch.equal(images, images_2)
+    frames = torch.stack([trainer.splits["train"].images[int(i)] for i in ids])
+    assert not torch.equal(images.abs(), normalise_images(frames).abs()), "blur, jitter or JPEG changed some image"

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from tsrl_env.augment import DEEPFAKEBENCH
 from tsrl_env.data import data_source
 from tsrl_env.rewards import reward_class
 from tsrl_env.state import COUNTERS, DEFAULT_STATE_COLUMNS, STATE_COLUMNS
@@ -57,7 +58,9 @@ class EnvConfig:
         lr_schedule: None (a constant ``lr``, the default) or a step schedule ``{"step_epochs": n, "gamma": g}``: the
             learning rate of the Student's epoch ``e`` (counting from 0, warm-up epochs included) is
             ``lr * g ** (e // n)``. Checkpoints keep the epoch count, so a resume continues the schedule.
-        augment: random horizontal flips of training images.
+        augment: random horizontal flips of training images (``True``), none (``False``), or ``"deepfakebench"``:
+            the flips plus DeepfakeBench's blur, brightness/contrast and JPEG augmentations, seeded per sample so that
+            a resume sees the same images (see :mod:`tsrl_env.augment`).
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
         num_workers: DataLoader worker processes decoding frame files, for datasets that leave their images on
             disk (``deepfakebench``, ``folder``); 0 decodes in the env's own process, ``"auto"`` uses the CPUs this
@@ -87,7 +90,7 @@ class EnvConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     lr_schedule: dict[str, Any] | None = None
-    augment: bool = True
+    augment: bool | str = True
     device: str = "auto"
     num_workers: int | str = 4
     seed: int = 0
@@ -107,8 +110,8 @@ class EnvConfig:
                 f"pretrained ({self.pretrained!r}) and pretrained_file ({self.pretrained_file!r}) are both set; keep one "
                 "(pretrained_file loads the local file, pretrained: true downloads timm's weights)"
             )
-        if not isinstance(self.augment, bool):
-            raise TypeError(f"augment must be true or false, got {shown(self.augment)}")
+        if not isinstance(self.augment, bool) and self.augment != DEEPFAKEBENCH:
+            raise TypeError(f"augment must be true, false or {DEEPFAKEBENCH}, got {shown(self.augment)}")
         integers = {"batch_size": 1, "epochs": 1, "warmup_epochs": 0, "trusted_batch_size": 1, "seed": 0}
         for name, minimum in integers.items():
             object.__setattr__(self, name, integer_setting(name, getattr(self, name), minimum))

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler, Subset
 from torch.utils.data import Dataset as TorchDataset
 
+from tsrl_env.augment import DEEPFAKEBENCH, SEED_BOUND, SeededAugmentation, augmented_batch, deepfakebench_transform
 from tsrl_env.config import EnvConfig, worker_count
 from tsrl_env.data import Dataset, FrameStore, Split, make_dataset
 from tsrl_env.distributed import ProcessGroupView
@@ -94,6 +95,8 @@ class StudentTrainer:
         self.step_in_epoch = 0
         self._order = torch.arange(train_size)
         self._epoch_batches = _EpochBatches(self.batch_size, self.steps_per_epoch, self.rows)
+        self._augmentation = deepfakebench_transform() if config.augment == DEEPFAKEBENCH else None
+        self._sample_seeds: torch.Tensor | None = None  # this epoch's augmentation seed of each training sample
         self._train_loader: DataLoader | None = None  # made at the first epoch of a dataset whose frames are on disk
         self._train_batches: Iterator[torch.Tensor] | None = None
 
@@ -123,11 +126,15 @@ class StudentTrainer:
             self._set_lr(scheduled_lr(self.config.lr, self.config.lr_schedule, self.epochs_begun))
         self.epochs_begun += 1
         self._order = torch.randperm(len(self.splits["train"]), generator=self.data_generator)
+        if self._augmentation is not None:
+            self._sample_seeds = torch.randint(SEED_BOUND, (len(self._order),), generator=self.data_generator)
+            self._epoch_batches.seeds = self._sample_seeds
         self.step_in_epoch = 0
         train = self.splits["train"].images
         if isinstance(train, FrameStore):
             if self._train_loader is None:
-                self._train_loader = self._frame_loader(train, batch_sampler=self._epoch_batches, persistent=True)
+                frames = train if self._augmentation is None else SeededAugmentation(train, self._augmentation)
+                self._train_loader = self._frame_loader(frames, batch_sampler=self._epoch_batches, persistent=True)
             # Workers start decoding this epoch's first batches at once, ahead of the Student.
             self._epoch_batches.order = self._order
             self._train_batches = iter(self._train_loader)
@@ -141,6 +148,9 @@ class StudentTrainer:
         train = self.splits["train"]
         if train.in_memory:
             images = train.images[row_ids]
+            if self._augmentation is not None:
+                seeds = self._sample_seeds[row_ids.cpu()]
+                images = augmented_batch(images.cpu(), seeds, self._augmentation).to(self.device, non_blocking=True)
         else:
             assert self._train_batches is not None, "call start_epoch() first"
             images = next(self._train_batches).to(self.device, non_blocking=True)
@@ -358,12 +368,14 @@ class _EpochBatches(Sampler[list[int]]):
         self.steps_per_epoch = steps_per_epoch
         self.rows = rows
         self.order = torch.arange(batch_size * steps_per_epoch)
+        self.seeds: torch.Tensor | None = None  # per sample id, set with seeded augmentations: items are (id, seed)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[int] | list[tuple[int, int]]]:
         order = self.order
         for step in range(self.steps_per_epoch):
             start = step * self.batch_size
-            yield order[start + self.rows.start : start + self.rows.stop].tolist()
+            ids = order[start + self.rows.start : start + self.rows.stop]
+            yield ids.tolist() if self.seeds is None else list(zip(ids.tolist(), self.seeds[ids].tolist(), strict=True))
 
     def __len__(self) -> int:
         return self.steps_per_epoch
