@@ -298,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser(
-        "train", help="train a Student with uniform weights and one with a tutor, and compare them (--no-baseline: the tutored one only)"
+        "train",
+        help="train a Student with uniform weights and one with a tutor, and compare them (--no-baseline: the tutored one only)",
     )
     train.add_argument("--config", help="a config name under experiments/configs or a YAML path (default: demo)")
     train.add_argument("--seed", type=int, help="seed of both Students (overrides the config)")
@@ -364,7 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluation.add_argument("--config", required=True, help="config name or YAML path whose env settings give the test data")
     evaluation.add_argument("--backbone", help="timm model name the Students were trained as (overrides the config)")
-    evaluation.add_argument("--image-size", type=int, help="side of the images the Students were trained on (overrides the config)")
+    evaluation.add_argument(
+        "--image-size", type=int, help="side of the images the Students were trained on (overrides the config)"
+    )
     evaluation.add_argument("--device", help="auto, cpu, cuda, ... (overrides the config)")
     evaluation.add_argument("--out", default="runs/evaluate", help="folder of results.json (default: runs/evaluate)")
     evaluation.set_defaults(handler=_evaluate)

@@ -586,8 +586,10 @@ def test_benchmark_tables_name_the_test_splits_of_the_data(tmp_path):
     splits = ("test_FaceForensics++", "test_Celeb-DF-v2")
 
     def record(tutor: str, seed: int, auc: float) -> dict[str, Any]:
-        test = {split: {"auc": auc + k / 10, "video_auc": auc, "acc": 0.5, "eer": 0.3, "ap": 0.6} for k, split in enumerate(splits)}
-        run = StudentRun(tutor, test=test, wall_time_s=1.0, weight_by_label_noise=GroupTally(["clean", "flipped"], [1.0, 1.0], [1, 1]))
+        metrics = {"video_auc": auc, "acc": 0.5, "eer": 0.3, "ap": 0.6}
+        test = {split: {"auc": auc + k / 10, **metrics} for k, split in enumerate(splits)}
+        noise = GroupTally(["clean", "flipped"], [1.0, 1.0], [1, 1])
+        run = StudentRun(tutor, test=test, wall_time_s=1.0, weight_by_label_noise=noise)
         return {"variant": "ffpp", "tutor": tutor, "seed": seed, "run": run}
 
     records = [record("uniform", seed, 0.6) for seed in range(2)] + [record("focal", seed, 0.6 + seed / 100) for seed in range(2)]
@@ -601,8 +603,9 @@ def test_benchmark_tables_name_the_test_splits_of_the_data(tmp_path):
 
 def test_train_options_reach_the_run_and_no_baseline_trains_the_tutored_student_alone(tmp_path, capsys):
     main(
-        ["train", "--config", "tiny", "--tutor", "self_paced", "--reward", "next_visit", "--batch-size", "16", "--image-size", "32"]
-        + ["--epochs", "1", "--warmup-epochs", "0", "--no-baseline", "--out", str(tmp_path), "--no-progress"]
+        ["train", "--config", "tiny", "--tutor", "self_paced", "--reward", "next_visit", "--batch-size", "16"]
+        + ["--image-size", "32", "--epochs", "1", "--warmup-epochs", "0", "--no-baseline"]
+        + ["--out", str(tmp_path), "--no-progress"]
     )
     (run_dir,) = tmp_path.iterdir()
     env = yaml.safe_load((run_dir / "config.yaml").read_text())["env"]

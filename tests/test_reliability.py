@@ -135,7 +135,7 @@ def test_resume_refuses_a_finished_student_of_other_settings_and_tutor_kwargs_re
 @pytest.mark.parametrize(
     "override, message",
     [
-        (["--device", "tpu"], r"device must be auto or a torch device such as cpu, cuda or cuda:1, got 'tpu'; this machine has: cpu"),
+        (["--device", "tpu"], r"device must be auto or a torch device such as cpu, cuda or cuda:1, got 'tpu'; this machine has"),
         (["--device", "cuda:7"], r"the env setting device is 'cuda:7', but"),
         (["--backbone", "resnet_nope"], r"cannot build the Student of the env settings backbone='resnet_nope'"),
     ],

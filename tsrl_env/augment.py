@@ -5,11 +5,12 @@ training frame: a Gaussian blur (probability 0.5, kernel 3, 5 or 7), brightness 
 JPEG round trip at quality 40-100 (0.5). Not reproduced: its rotation (probability 0 in the reference), its isotropic
 resize, and the FancyPCA and hue/saturation alternatives it draws instead of brightness/contrast now and then.
 
-They come from ``torchvision.transforms.v2`` (the JPEG round trip from Pillow): it is a dependency already, works on the uint8 tensors the data sources
-decode (no NumPy or PIL round trip), and draws from torch's RNG only, which one ``torch.manual_seed`` per sample fixes
-exactly. Albumentations would add a dependency and draw from NumPy's and Python's global RNGs. Each sample's seed is
-drawn at the epoch start from the trainer's data generator (saved in every checkpoint) and indexed by sample id, so
-the images depend neither on the DataLoader worker that decodes them nor on the number of workers.
+They come from ``torchvision.transforms.v2`` (the JPEG round trip from Pillow, torchvision's encoder being
+deprecated): it is a dependency already, works on the uint8 tensors the data sources decode (no NumPy or PIL round
+trip), and draws from torch's RNG only, which one ``torch.manual_seed`` per sample fixes exactly. Albumentations
+would add a dependency and draw from NumPy's and Python's global RNGs. Each sample's seed is drawn at the epoch start
+from the trainer's data generator (saved in every checkpoint) and indexed by sample id, so the images depend neither
+on the DataLoader worker that decodes them nor on the number of workers.
 """
 
 from __future__ import annotations

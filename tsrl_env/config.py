@@ -170,7 +170,7 @@ def _torch_device(device: str) -> torch.device:
     """``device`` as a torch device; whether this machine has it is checked where the run starts."""
     try:
         return torch.device(device)
-    except RuntimeError as error:
+    except RuntimeError:
         raise ValueError(
             f"device must be auto or a torch device such as cpu, cuda or cuda:1, got {device!r}; this machine has: "
             f"{', '.join(available_devices())}"

@@ -44,7 +44,9 @@ def load_pretrained_file(model: nn.Module, path: Path) -> None:
         "unexpected": [name for name in kept if name not in own],
         "of another shape": [name for name in kept if name in own and kept[name].shape != own[name].shape],
     }
-    found = [f"{len(names)} {kind} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})" for kind, names in problems.items() if names]
+    found = [
+        f"{len(names)} {kind} ({', '.join(names[:3])}{', ...' * (len(names) > 3)})" for kind, names in problems.items() if names
+    ]
     if found:
         raise ValueError(
             f"the weights in {str(path)!r} do not fit the backbone {type(model).__name__}: keys {'; '.join(found)}; give a "

@@ -142,21 +142,23 @@ class StudentTrainer:
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The epoch's next batch: its sample ids, this process's ids, images (augmented, normalised) and labels."""
         start = self.step_in_epoch * self.batch_size
-        ids = self._order[start : start + self.batch_size].to(self.device)  # the whole batch: the same on every rank
+        host_ids = self._order[start : start + self.batch_size]  # the whole batch: the same on every rank
+        # From pageable memory to the device: safe, no wait for the device (here and for the flips below).
+        ids = host_ids.to(self.device, non_blocking=True)
         self.step_in_epoch += 1
         row_ids = ids[self.rows]
         train = self.splits["train"]
         if train.in_memory:
             images = train.images[row_ids]
             if self._augmentation is not None:
-                seeds = self._sample_seeds[row_ids.cpu()]
+                seeds = self._sample_seeds[host_ids[self.rows]]
                 images = augmented_batch(images.cpu(), seeds, self._augmentation).to(self.device, non_blocking=True)
         else:
             assert self._train_batches is not None, "call start_epoch() first"
             images = next(self._train_batches).to(self.device, non_blocking=True)
         if self.config.augment:
             # Drawn for the whole batch on every rank, so that the generator stays where one process would have it.
-            flip = (torch.rand(len(ids), generator=self.data_generator) < 0.5)[self.rows].to(self.device)
+            flip = (torch.rand(len(ids), generator=self.data_generator) < 0.5)[self.rows].to(self.device, non_blocking=True)
             images = torch.where(flip[:, None, None, None], images.flip(-1), images)
         return ids, row_ids, normalise_images(images), train.labels[row_ids]
 
