@@ -8,7 +8,9 @@ splits of the config given, with the metrics ``tsrl train`` reports, one column 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,18 +37,31 @@ class SavedStudent:
 
 def find_students(path: Path) -> list[SavedStudent]:
     """The Students ``path`` names: a ``student.pt``, a Student's folder holding one, or a run directory (each of its
-    Students, by folder name). A Student of a run directory knows its run's settings."""
+    Students, in the order of its ``results.json``, then by folder name). A Student of a run directory knows its run's
+    settings."""
     if path.is_file():
         return [_saved_student(path)]
     if (path / STUDENT_FILE).is_file():
         return [_saved_student(path / STUDENT_FILE)]
-    found = sorted(path.glob(f"*/{STUDENT_FILE}")) if path.is_dir() else []
+    found = sorted(path.glob(f"*/{STUDENT_FILE}"), key=_run_order(path)) if path.is_dir() else []
     if not found:
         raise FileNotFoundError(
             f"{str(path)!r} is neither a {STUDENT_FILE}, nor a folder holding one, nor a run directory of tsrl train with "
             "saved Students; give one of those"
         )
     return [_saved_student(weights) for weights in found]
+
+
+def _run_order(run_dir: Path) -> Callable[[Path], tuple[int, str]]:
+    """Sort key of a run's ``LABEL/student.pt`` files: the Students its ``results.json`` lists, in its order, first."""
+    results = run_dir / "results.json"
+    labels = [run["label"] for run in json.loads(results.read_text())] if results.is_file() else []
+
+    def key(weights: Path) -> tuple[int, str]:
+        label = weights.parent.name
+        return (labels.index(label) if label in labels else len(labels), label)
+
+    return key
 
 
 def _saved_student(weights: Path) -> SavedStudent:

@@ -402,8 +402,8 @@ def test_tsrl_evaluate_scores_saved_students_as_training_did(trained_run, tmp_pa
         assert_numbers(printed, f"{dataset} AUC", columns=3)
     trained = json.loads((run_dir / "results.json").read_text())
     evaluated = json.loads((tmp_path / "results.json").read_text())
-    assert [run["label"] for run in evaluated] == [f"{run_dir.name}/ppo", f"{run_dir.name}/uniform", f"{run_dir.name}/ppo"]
-    assert evaluated[1]["test"] == trained[0]["test"] and evaluated[2]["test"] == trained[1]["test"]
+    assert [run["label"] for run in evaluated] == [f"{run_dir.name}/{label}" for label in ("uniform", "ppo", "ppo")]
+    assert [run["test"] for run in evaluated] == [trained[0]["test"], trained[1]["test"], trained[1]["test"]]
 
 
 def test_tsrl_evaluate_refuses_a_student_of_another_backbone_or_size(trained_run, tmp_path):

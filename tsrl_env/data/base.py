@@ -158,7 +158,9 @@ class Dataset:
 
     @property
     def test_splits(self) -> list[str]:
-        return sorted(name for name in self.splits if name.startswith("test"))
+        """The test splits in the order the source made them: DeepfakeBench's in its ``test_dataset`` order, so that
+        tables give the in-domain dataset first when it is listed first."""
+        return [name for name in self.splits if name.startswith("test")]
 
     @property
     def image_size(self) -> int:
