@@ -83,6 +83,19 @@ def tutor_spec(name: str) -> TutorSpec:
         raise ValueError(f"unknown tutor {name!r}{hint}; accepted: {', '.join(TUTORS)}") from None
 
 
+def tutor_kind(name: str) -> str:
+    """What kind of tutor ``name`` is, in words: ``taught`` (saved by ``tsrl teach``, acts frozen), ``meta-gradient``
+    (weighs with the Student and a trusted set), ``learned`` (per sample), ``learned, whole batch`` or ``heuristic``."""
+    spec = tutor_spec(name)
+    if spec.env_settings:
+        return "taught"
+    if spec.make in META_REWEIGHT_TUTORS.values():
+        return "meta-gradient"
+    if spec.learns:
+        return "learned, whole batch" if spec.acts_on_batch else "learned"
+    return "heuristic"
+
+
 def make_tutor(name: str, env: gym.Env | VecEnv, **kwargs: Any) -> Any:
     """The tutor registered as ``name``, acting on ``env``; keywords go to its constructor."""
     return tutor_spec(name).make(env, **kwargs)
@@ -146,5 +159,6 @@ __all__ = [
     "make_tutor",
     "register_saved_tutor",
     "single_episode_view",
+    "tutor_kind",
     "tutor_spec",
 ]

@@ -37,18 +37,8 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 def tutors_table() -> str:
     import agents
     import experiments  # noqa: F401  (registers the tutors saved under experiments/tutors)
-    from agents.meta_reweight import META_REWEIGHT_TUTORS
 
-    def kind(spec: agents.TutorSpec) -> str:
-        if spec.env_settings:
-            return "taught, acts frozen"
-        if spec.make in META_REWEIGHT_TUTORS.values():
-            return "meta-gradient, trusted set"
-        if not spec.learns:
-            return "heuristic"
-        return "learned, whole batch" if spec.acts_on_batch else "learned, per sample"
-
-    rows = [(f"`{name}`", kind(spec), _summary(inspect.getdoc(spec.make))) for name, spec in agents.TUTORS.items()]
+    rows = [(f"`{name}`", agents.tutor_kind(name), _summary(inspect.getdoc(spec.make))) for name, spec in agents.TUTORS.items()]
     return _table(("name", "kind", "what it does (its docstring)"), rows)
 
 

@@ -81,11 +81,16 @@ def fingerprint_differences(
 ) -> list[str]:
     """``"setting: saved -> now"`` for each setting where the fingerprint ``saved`` and ``config`` differ.
 
-    A result written before fingerprints existed (``saved`` None) is taken as matching: nothing says otherwise.
+    A result written before fingerprints existed (``saved`` None) is taken as matching: nothing says otherwise. An env
+    setting added since ``saved`` was written is taken at its default, since a new setting's default keeps the results
+    it had before the setting existed (``python -m experiments.fingerprint compare`` checks that).
     """
     if saved is None:
         return []
-    return setting_differences(saved, fingerprint(config), ignore=ignore)
+    now = fingerprint(config)
+    defaults = plain(EnvConfig().to_dict())
+    env = {**{key: defaults[key] for key in now["env"] if key in defaults}, **saved.get("env", {})}
+    return setting_differences({**saved, "env": env}, now, ignore=ignore)
 
 
 def split_tutor_entry(entry: str) -> tuple[str, str | None]:

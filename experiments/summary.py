@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from agents import TUTORS
+from agents import TUTORS, tutor_kind
 from experiments.config import split_tutor_entry
 from experiments.report import split_label, tested_splits
 
@@ -106,8 +106,10 @@ def result_rows(records: list[dict[str, Any]], splits: Sequence[str] = SPLITS) -
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """``rows`` as CSV; a column some rows lack (a state column only one tutor observed) is left empty in them."""
+    fieldnames = list(dict.fromkeys(key for row in rows for key in row))
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=fieldnames)
         writer.writeheader()
         writer.writerows(rows)
 
@@ -201,10 +203,11 @@ def paired_summary(rows: list[dict[str, Any]], splits: Sequence[str] = SPLITS) -
     return summary
 
 
-def _kind(tutor: str) -> str:
+def _kind(entry: str) -> str:
+    tutor, _ = split_tutor_entry(entry)
     if tutor == ORACLE:
         return "reference"
-    return "learned" if learns(tutor) else "heuristic"
+    return tutor_kind(tutor) if tutor in TUTORS else "heuristic"
 
 
 def _signed(value: float) -> str:
