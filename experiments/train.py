@@ -49,6 +49,7 @@ from tsrl_env.data import EmbeddedConfig
 from tsrl_env.distributed import ProcessGroupView
 from tsrl_env.env import RESTORE_MAY_CHANGE
 from tsrl_env.student import Student, available_devices, resolve_device
+from tsrl_env.trainer import resolved_precision
 
 RESUME_MAY_CHANGE = tuple(f"env.{name}" for name in RESTORE_MAY_CHANGE)
 """Settings a resumed run may change (a lower learning rate after a diverging loss, another device): a finished
@@ -384,6 +385,7 @@ def check_run_settings(config: RunConfig) -> None:
     the device, the backbone's name and its pretrained weights, a batch larger than the training split (where the
     settings alone give its size: the embedded benchmark; the other sources check it once their files are read)."""
     _check_device(config.env.device)
+    resolved_precision(config.env.precision, resolve_device(config.env.device))
     _check_backbone(config.env)
     train_size = _known_train_size(config.env)
     if train_size is not None and config.env.batch_size > train_size:

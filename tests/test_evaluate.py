@@ -1,6 +1,6 @@
 """Tests of a Student's first weights from a local file (timm's key names or DeepfakeBench's Xception), of the message
-when timm's weights cannot be downloaded, the learning-rate schedule and DeepfakeBench's augmentations
-across a checkpoint."""
+when timm's weights cannot be downloaded, and of the learning-rate schedule, DeepfakeBench's augmentations and bf16
+autocast across a checkpoint."""
 
 from __future__ import annotations
 
@@ -120,3 +120,23 @@ def test_deepfakebench_augmentations_are_fixed_by_the_seed_and_resume_exactly():
     flips_only = DeepfakeCurriculumEnv(**{**settings, "augment": True})
     flips_only.reset(seed=0)
     assert not np.array_equal(flips_only.step(weights)[0], first[0])
+
+
+def test_bf16_autocast_trains_and_resumes_and_auto_is_fp32_on_the_cpu():
+    settings = {**TINY_SETTINGS, "batch_size": 64, "epochs": 1}
+    weights = np.full(64, 0.5, np.float32)
+    runs, states = {}, {}
+    for precision in ("fp32", "auto", "bf16"):
+        env = DeepfakeCurriculumEnv(**settings, precision=precision)
+        observation, _ = env.reset(seed=0)
+        states[precision] = torch.load(io.BytesIO(_saved(env.epoch_start_state())), weights_only=False)
+        runs[precision] = [observation, *(env.step(weights)[0] for _ in range(env.steps_per_epoch))]
+    assert all(np.array_equal(a, b) for a, b in zip(runs["fp32"], runs["auto"], strict=True))
+    assert runs["bf16"][0].dtype == np.float32 and np.isfinite(runs["bf16"][-1]).all()
+    assert not np.array_equal(runs["bf16"][-1], runs["fp32"][-1])
+    resumed = DeepfakeCurriculumEnv(**settings, precision="bf16")
+    again = [resumed.reset(options={"restore": states["bf16"]})[0]]
+    again += [resumed.step(weights)[0] for _ in range(resumed.steps_per_epoch)]
+    assert all(np.array_equal(a, b) for a, b in zip(runs["bf16"], again, strict=True))
+    with pytest.raises(ValueError, match="precision fp16 needs a CUDA device, and the device is cpu"):
+        DeepfakeCurriculumEnv(**settings, precision="fp16", device="cpu")

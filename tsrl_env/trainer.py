@@ -75,6 +75,9 @@ class StudentTrainer:
         # This process's rows of every training batch; refused before any data is loaded if the shards would differ.
         self.rows = self.group.equal_shard(config.batch_size, "batch_size")
         self.device = resolve_device(config.device)
+        self.precision = resolved_precision(config.precision, self.device)
+        # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none.
+        self._scaler = torch.amp.GradScaler(self.device.type) if self.precision == torch.float16 else None
         self.dataset = make_dataset(config.dataset, **config.dataset_options) if dataset is None else dataset
         if self.dataset.bad_frames:
             skipped = self.dataset.bad_frames
@@ -168,7 +171,7 @@ class StudentTrainer:
         ids, row_ids, images, labels = self.next_batch()
         assert self.network is not None, "call start() or load_state_dict() first"
         self.network.train()
-        logits, features = self.network(images)
+        logits, features = self._forward(self.network, images)
         losses = F.cross_entropy(logits, labels, reduction="none")
         probabilities = logits.detach().softmax(dim=1)
         correct = probabilities.argmax(dim=1) == labels
@@ -211,9 +214,23 @@ class StudentTrainer:
                 f"{self.config.lr / 10:g}"
             )
         self.optimizer.zero_grad(set_to_none=True)
-        row_loss.backward()
-        self.optimizer.step()
+        if self._scaler is None:
+            row_loss.backward()
+            self.optimizer.step()
+        else:
+            self._scaler.scale(row_loss).backward()
+            self._scaler.step(self.optimizer)
+            self._scaler.update()
         return loss
+
+    def _forward(self, module: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and features of ``module`` (the Student, or its DDP wrapper), under autocast at a lower precision
+        when set, handed on as float32 so that losses, states and rewards are computed as at full precision."""
+        if self.precision is None:
+            return module(images)
+        with torch.autocast(self.device.type, dtype=self.precision):
+            logits, features = module(images)
+        return logits.float(), features.float()
 
     def whole_batch(self, rows: torch.Tensor, kind: str) -> torch.Tensor:
         """The whole batch's values from every process's ``rows`` of them (this process's alone when not distributed);
@@ -226,7 +243,7 @@ class StudentTrainer:
         """Logits and features of normalised ``images`` without gradients, in training mode with BatchNorm statistics
         frozen: the normalisation of the training forward, leaving no trace in the Student (for rewards)."""
         with self.student.frozen_batch_statistics():
-            return self.student(images)
+            return self._forward(self.student, images)
 
     def images_of(self, split: str, ids: torch.Tensor) -> torch.Tensor:
         """The normalised images of ``split``'s samples ``ids`` (CPU ids), on the device."""
@@ -258,7 +275,7 @@ class StudentTrainer:
         self.student.eval()
         start = 0
         for images in self._evaluation_batches(data, positions):
-            logits = self.student(normalise_images(images.to(self.device, non_blocking=True)))[0]
+            logits = self._forward(self.student, normalise_images(images.to(self.device, non_blocking=True)))[0]
             shard_scores[start : start + len(images)] = logits.softmax(dim=1)[:, FAKE_CLASS]
             start += len(images)
         self.student.train(was_training)
@@ -280,6 +297,7 @@ class StudentTrainer:
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "data_generator": self.data_generator.get_state(),
             "epochs_begun": self.epochs_begun,
+            "grad_scaler": None if self._scaler is None else self._scaler.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -293,6 +311,8 @@ class StudentTrainer:
         self.data_generator.set_state(state["data_generator"])
         # A checkpoint written before the schedule existed was of a constant learning rate: its count does not matter.
         self.epochs_begun = int(state.get("epochs_begun", 0))
+        if self._scaler is not None and state.get("grad_scaler"):
+            self._scaler.load_state_dict(state["grad_scaler"])
 
     def _set_lr(self, lr: float) -> None:
         assert self.optimizer is not None, "call start() or load_state_dict() first"
@@ -322,6 +342,22 @@ class StudentTrainer:
             persistent_workers=persistent and workers > 0,
             **batching,
         )
+
+
+def resolved_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast type of the ``precision`` setting on ``device``; None for full float32 precision.
+
+    ``auto`` is bf16 on a CUDA device that supports it, fp16 on an older one and float32 elsewhere: the CPU's results
+    stay those of float32. ``bf16`` runs on the CPU too; ``fp16`` needs CUDA.
+    """
+    cuda = device.type == "cuda"
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+    if precision == "fp16" and not cuda:
+        raise ValueError(f"precision fp16 needs a CUDA device, and the device is {device}; use bf16, fp32 or auto there")
+    if precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"{device} does not support bf16; use precision fp16 or auto (fp16 with loss scaling there)")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def scheduled_lr(lr: float, schedule: dict[str, Any], epoch: int) -> float:
