@@ -63,9 +63,9 @@ class EnvConfig:
             the flips plus DeepfakeBench's blur, brightness/contrast and JPEG augmentations, seeded per sample so that
             a resume sees the same images (see :mod:`tsrl_env.augment`).
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
-        precision: the Student's forward passes in ``"fp32"`` (the default), ``"bf16"`` or ``"fp16"`` autocast (with
-            loss scaling; CUDA only), or ``"auto"``: bf16 on CUDA where supported, else fp16 on CUDA, fp32 on the CPU.
-            Losses, states and rewards are computed in float32 either way.
+        precision: the Student's forward passes in float32 (None, the default, or ``"fp32"``), in ``"bf16"`` or
+            ``"fp16"`` autocast (with loss scaling; CUDA only), or ``"auto"``: bf16 on CUDA where supported, else fp16
+            on CUDA, float32 on the CPU. Losses, states and rewards are computed in float32 either way.
         num_workers: DataLoader worker processes decoding frame files, for datasets that leave their images on
             disk (``deepfakebench``, ``folder``); 0 decodes in the env's own process, ``"auto"`` uses the CPUs this
             process may run on less one, at most 8 (see :func:`worker_count`). In-memory datasets ignore it.
@@ -96,7 +96,7 @@ class EnvConfig:
     lr_schedule: dict[str, Any] | None = None
     augment: bool | str = True
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str | None = None
     num_workers: int | str = 4
     seed: int = 0
 
@@ -106,8 +106,8 @@ class EnvConfig:
                 raise TypeError(f"{name} must be a string, got {shown(getattr(self, name))}")
         if self.device != "auto":
             _torch_device(self.device)
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {shown(self.precision)}")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be none or one of {', '.join(PRECISIONS)}, got {shown(self.precision)}")
         if not isinstance(self.pretrained, (bool, str)):
             raise TypeError(f"pretrained must be True, False or a checkpoint path, got {shown(self.pretrained)}")
         if self.pretrained_file is not None and not isinstance(self.pretrained_file, str):

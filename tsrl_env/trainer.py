@@ -344,7 +344,7 @@ class StudentTrainer:
         )
 
 
-def resolved_precision(precision: str, device: torch.device) -> torch.dtype | None:
+def resolved_precision(precision: str | None, device: torch.device) -> torch.dtype | None:
     """The autocast type of the ``precision`` setting on ``device``; None for full float32 precision.
 
     ``auto`` is bf16 on a CUDA device that supports it, fp16 on an older one and float32 elsewhere: the CPU's results
@@ -357,7 +357,7 @@ def resolved_precision(precision: str, device: torch.device) -> torch.dtype | No
         raise ValueError(f"precision fp16 needs a CUDA device, and the device is {device}; use bf16, fp32 or auto there")
     if precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
         raise ValueError(f"{device} does not support bf16; use precision fp16 or auto (fp16 with loss scaling there)")
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return {None: None, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def scheduled_lr(lr: float, schedule: dict[str, Any], epoch: int) -> float:
