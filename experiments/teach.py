@@ -14,7 +14,8 @@ clean dataset alone. The tutor saved is a ``TutorPPO`` (``tutor.zip``, loadable 
 with ``tutor.json`` beside it, naming the env settings it observes (its state columns).
 
 Files in the output directory: ``teaching.json`` (the config and one record per Student taught: the teaching curve),
-``examples.npz`` (the aggregated state rows and teacher weights), ``tutor.zip`` and ``tutor.json``, and the report
+``examples.npz`` (the aggregated state rows and teacher weights), ``tutor.zip`` and ``tutor.json``, ``uniform/seedN``
+(the paired uniform Students, read back on a rerun), and the report
 (:func:`write_teaching_report`): ``teaching.md`` (the curve as a table), ``plots/teaching_curve.png`` and
 ``plots/tutor_weights.png`` (the tutor's weight against each state column on the last Student's rows). The run is
 resumable: it continues after the last Student recorded.
@@ -34,9 +35,10 @@ from tqdm import tqdm
 
 from agents import load_tutor, make_tutor
 from agents.vec_env import PerSampleVecEnv
-from experiments.config import plain, read_yaml_config
+from experiments.config import RunConfig, plain, read_yaml_config
 from experiments.plots import plot_teaching_curve, plot_weights_against_columns
 from experiments.record import noise_detection_auroc
+from experiments.train import train_student
 from tsrl_env import DeepfakeCurriculumEnv
 from tsrl_env.config import EnvConfig, reject_unknown_keys
 from tsrl_env.files import write_atomically
@@ -138,7 +140,7 @@ def teach(config: TeachConfig, students: int, out: Path, progress: bool = True) 
             tutor = load_tutor(config.tutor, out / "tutor.zip", view) if curve else make_tutor(config.tutor, view, seed=config.first_seed, **config.tutor_kwargs)
         teacher_share = 0.5**index
         episode = _teach_one_student(env, tutor, make_tutor("oracle", env), teacher_share, f"Student {index + 1}/{students}", progress)
-        uniform = _uniform_test_auc(config.student_env(index)) if config.paired else (math.nan, math.nan)
+        uniform = _uniform_test_auc(config.student_env(index), out / "uniform" / f"seed{config.first_seed + index}") if config.paired else (math.nan, math.nan)
         examples = _aggregated(examples, episode["states"], episode["targets"])
         losses = tutor.pretrain_behaviour_cloning(examples["states"], examples["targets"], **_imitation_settings(config))
         flipped = episode["flipped"]
@@ -243,16 +245,11 @@ def _teach_one_student(
     return {**{key: np.concatenate(value) for key, value in rows.items()}, "test": info["test"]}
 
 
-def _uniform_test_auc(env_config: EnvConfig) -> tuple[float, float]:
-    """Seen and unseen test AUC of a uniform-weight Student at the same seed (same data, initialisation, order)."""
-    env = DeepfakeCurriculumEnv(env_config)
-    env.reset(seed=env_config.seed)
-    ones = np.ones(env.action_space.shape, np.float32)
-    terminated, info = False, {}
-    while not terminated:
-        _, _, terminated, _, info = env.step(ones)
-    env.close()
-    return info["test"]["test_seen"]["auc"], info["test"]["test_unseen"]["auc"]
+def _uniform_test_auc(env_config: EnvConfig, out: Path) -> tuple[float, float]:
+    """Seen and unseen test AUC of a uniform-weight Student at the same seed (same data, initialisation, order),
+    trained (or read back, on a rerun) under ``out``."""
+    run = train_student(RunConfig(env=env_config, seed=env_config.seed), out, "uniform", progress=False, save_student=False, resume=True)
+    return run.test["test_seen"]["auc"], run.test["test_unseen"]["auc"]
 
 
 def _aggregated(examples: dict[str, np.ndarray | None], states: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:

@@ -19,7 +19,6 @@ variants interleaved round by round, medians; the ratio is the median of per-rou
 from __future__ import annotations
 
 import argparse
-from statistics import median
 
 import numpy as np
 
@@ -31,10 +30,9 @@ from experiments.bench.common import (
     describe,
     env_settings,
     interleaved_times,
-    paired_ratio,
     setup,
+    timing_table,
 )
-from experiments.report import format_table
 from tsrl_env.state import DEFAULT_STATE_COLUMNS
 
 NOISE_COLUMNS = ("area_under_margin", "knn_disagreement", "trusted_probe")
@@ -77,20 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         runners[tutor] = ActingEpochs(env(DEFAULT_STATE_COLUMNS), tutor, args.seed).epoch
 
     times = interleaved_times(runners, args.repeats, device)
-    steps = default.steps_per_epoch
-    rows = [
-        [
-            name,
-            f"{median(seconds):.3f}",
-            f"{1000 * median(seconds) / steps:.1f}",
-            f"{paired_ratio(seconds, times['default']):.2f}",
-            f"{min(seconds):.3f}-{max(seconds):.3f}",
-        ]
-        for name, seconds in times.items()
-    ]
     print(describe(args, default))
-    print(format_table(["variant", "epoch s (median)", "ms per step", "x default", "epoch s (min-max)"], rows))
-
+    print(timing_table(times, "default", default.steps_per_epoch))
 
 if __name__ == "__main__":
     main()

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from experiments.report import format_table
 from tsrl_env import DeepfakeCurriculumEnv, PerSampleVectorEnv, StudentTrainer
 from tsrl_env.student import resolve_device
 
@@ -218,3 +219,22 @@ def interleaved_times(epochs: dict[str, Callable[[], None]], repeats: int, devic
 def paired_ratio(times: list[float], baseline: list[float]) -> float:
     """Median over rounds of ``times[r] / baseline[r]``."""
     return statistics.median(t / b for t, b in zip(times, baseline, strict=True))
+
+
+def timing_table(times: dict[str, list[float]], baseline: str, steps: int, passes: dict[str, str] | None = None) -> str:
+    """The table the timing benchmarks print: per variant (with what it runs per batch, when ``passes`` says) its median
+    epoch, milliseconds per step, ratio to ``baseline`` (:func:`paired_ratio`) and the spread of its epochs."""
+    described = [] if passes is None else ["Student passes per batch"]
+    header = ["variant", *described, "epoch s (median)", "ms per step", f"x {baseline}", "epoch s (min-max)"]
+    rows = [
+        [
+            name,
+            *([] if passes is None else [passes[name]]),
+            f"{statistics.median(seconds):.3f}",
+            f"{1000 * statistics.median(seconds) / steps:.1f}",
+            f"{paired_ratio(seconds, times[baseline]):.2f}",
+            f"{min(seconds):.3f}-{max(seconds):.3f}",
+        ]
+        for name, seconds in times.items()
+    ]
+    return format_table(header, rows)

@@ -24,7 +24,6 @@ env's epoch-end evaluations are no-ops and the Student's warm-up epochs are skip
 from __future__ import annotations
 
 import argparse
-from statistics import median
 
 import numpy as np
 import torch
@@ -39,11 +38,10 @@ from experiments.bench.common import (
     describe,
     interleaved_times,
     make_env,
-    paired_ratio,
     setup,
+    timing_table,
     trainer_of,
 )
-from experiments.report import format_table
 from tsrl_env import DeepfakeCurriculumEnv
 from tsrl_env.state import SampleHistory
 from tsrl_env.student import FAKE_CLASS
@@ -159,25 +157,8 @@ def main(argv: list[str] | None = None) -> None:
             runners[name] = FixedWeightEpochs(env, "batch", args.seed).epoch
 
     times = interleaved_times(runners, args.repeats, device)
-    steps = data_env.steps_per_epoch
-    rows = [
-        [
-            name,
-            VARIANTS[name],
-            f"{median(seconds):.3f}",
-            f"{1000 * median(seconds) / steps:.1f}",
-            f"{paired_ratio(seconds, times['plain']):.2f}",
-            f"{min(seconds):.3f}-{max(seconds):.3f}",
-        ]
-        for name, seconds in times.items()
-    ]
     print(describe(args, data_env))
-    print(
-        format_table(
-            ["variant", "Student passes per batch", "epoch s (median)", "ms per step", "x plain", "epoch s (min-max)"], rows
-        )
-    )
-
+    print(timing_table(times, "plain", data_env.steps_per_epoch, VARIANTS))
 
 if __name__ == "__main__":
     main()
