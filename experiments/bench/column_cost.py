@@ -78,5 +78,6 @@ def main(argv: list[str] | None = None) -> None:
     print(describe(args, default))
     print(timing_table(times, "default", default.steps_per_epoch))
 
+
 if __name__ == "__main__":
     main()

@@ -160,5 +160,6 @@ def main(argv: list[str] | None = None) -> None:
     print(describe(args, data_env))
     print(timing_table(times, "plain", data_env.steps_per_epoch, VARIANTS))
 
+
 if __name__ == "__main__":
     main()
