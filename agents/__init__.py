@@ -44,7 +44,8 @@ class TutorSpec:
     ``make(env, **kwargs)`` builds a tutor; ``load(path, env=None)`` reloads a saved one, ready to predict (and
     to learn further, if it learns); ``learns`` is False for fixed curricula. ``acts_on_batch`` is True for a
     tutor that learns from whole-batch observations instead of the per-sample view. ``env_settings`` are env
-    settings the tutor needs (a taught tutor's state columns): the Student it teaches is trained under them.
+    settings the tutor needs (a taught tutor's state columns): the Student it teaches is trained under them. ``kind``
+    says what it is in tables: ``learned``, ``learned, whole batch``, ``heuristic``, ``meta-gradient`` or ``taught``.
     """
 
     make: Callable[..., Any]
@@ -52,6 +53,7 @@ class TutorSpec:
     learns: bool
     acts_on_batch: bool = False
     env_settings: Mapping[str, Any] = field(default_factory=dict)
+    kind: str = "learned"
 
 
 def _load_sb3(algorithm: type[BaseAlgorithm], path: str | Path, env: gym.Env | VecEnv | None = None) -> BaseAlgorithm:
@@ -68,8 +70,11 @@ TUTORS: dict[str, TutorSpec] = {
     "td3": _sb3(make_td3, TD3),
     "ddpg": _sb3(make_ddpg, DDPG),
     "a2c": _sb3(make_a2c, A2C),
-    "attention": TutorSpec(make=make_attention_tutor, load=load_attention_tutor, learns=True, acts_on_batch=True),
-    **{name: TutorSpec(make=cls, load=cls.load, learns=False) for name, cls in {**HEURISTICS, **META_REWEIGHT_TUTORS}.items()},
+    "attention": TutorSpec(
+        make=make_attention_tutor, load=load_attention_tutor, learns=True, acts_on_batch=True, kind="learned, whole batch"
+    ),
+    **{name: TutorSpec(make=cls, load=cls.load, learns=False, kind="heuristic") for name, cls in HEURISTICS.items()},
+    **{name: TutorSpec(make=cls, load=cls.load, learns=False, kind="meta-gradient") for name, cls in META_REWEIGHT_TUTORS.items()},
 }
 
 
@@ -84,16 +89,8 @@ def tutor_spec(name: str) -> TutorSpec:
 
 
 def tutor_kind(name: str) -> str:
-    """What kind of tutor ``name`` is, in words: ``taught`` (saved by ``tsrl teach``, acts frozen), ``meta-gradient``
-    (weighs with the Student and a trusted set), ``learned`` (per sample), ``learned, whole batch`` or ``heuristic``."""
-    spec = tutor_spec(name)
-    if spec.env_settings:
-        return "taught"
-    if spec.make in META_REWEIGHT_TUTORS.values():
-        return "meta-gradient"
-    if spec.learns:
-        return "learned, whole batch" if spec.acts_on_batch else "learned"
-    return "heuristic"
+    """What kind of tutor ``name`` is, in words (:attr:`TutorSpec.kind`)."""
+    return tutor_spec(name).kind
 
 
 def make_tutor(name: str, env: gym.Env | VecEnv, **kwargs: Any) -> Any:
@@ -128,7 +125,7 @@ def register_saved_tutor(name: str, path: str | Path) -> None:
         return algorithm.load(path, env=env)
 
     make.__doc__ = f"The {saved['algorithm']} tutor saved at {path.name}, acting frozen on the state columns it was taught on."
-    TUTORS[name] = TutorSpec(make=make, load=algorithm.load, learns=False, env_settings=dict(saved["env"]))
+    TUTORS[name] = TutorSpec(make=make, load=algorithm.load, learns=False, env_settings=dict(saved["env"]), kind="taught")
 
 
 def load_tutor(name: str, path: str | Path, env: gym.Env | VecEnv | None = None) -> Any:
