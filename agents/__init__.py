@@ -15,9 +15,8 @@ reward (any reward that pays late), PPO and the off-policy tutors credit each re
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -74,7 +73,9 @@ TUTORS: dict[str, TutorSpec] = {
         make=make_attention_tutor, load=load_attention_tutor, learns=True, acts_on_batch=True, kind="learned, whole batch"
     ),
     **{name: TutorSpec(make=cls, load=cls.load, learns=False, kind="heuristic") for name, cls in HEURISTICS.items()},
-    **{name: TutorSpec(make=cls, load=cls.load, learns=False, kind="meta-gradient") for name, cls in META_REWEIGHT_TUTORS.items()},
+    **{
+        name: TutorSpec(make=cls, load=cls.load, learns=False, kind="meta-gradient") for name, cls in META_REWEIGHT_TUTORS.items()
+    },
 }
 
 
