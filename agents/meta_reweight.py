@@ -73,7 +73,9 @@ class _MetaReweightTutor(HeuristicTutor):
         super().__init__(env, seed, **params)
         trainer: StudentTrainer = _env_attr(env, "trainer")
         if TRUSTED_SPLIT not in trainer.splits:
-            raise ValueError(f"the {self.name!r} tutor needs a {TRUSTED_SPLIT!r} split of clean labels; the dataset has {list(trainer.splits)}")
+            raise ValueError(
+                f"the {self.name!r} tutor needs a {TRUSTED_SPLIT!r} split of clean labels; the dataset has {list(trainer.splits)}"
+            )
         self.trainer = trainer
         self.trusted_generator = torch.Generator().manual_seed(0 if seed is None else seed)
         self._trusted_order = torch.empty(0, dtype=torch.long)
@@ -81,14 +83,23 @@ class _MetaReweightTutor(HeuristicTutor):
     def weights(self, states: np.ndarray, progress: float) -> np.ndarray:
         batch = _env_attr(self.env, "pending_batch")
         if len(batch.row_ids) != len(batch.ids):
-            raise ValueError(f"the {self.name!r} tutor weighs the whole batch in one process; train the Student without a process group")
+            raise ValueError(
+                f"the {self.name!r} tutor weighs the whole batch in one process; train the Student without a process group"
+            )
         if len(states) != len(batch.ids):
-            raise ValueError(f"the {self.name!r} tutor weights the whole batch awaiting weights ({len(batch.ids)} rows), got {len(states)} rows")
+            raise ValueError(
+                f"the {self.name!r} tutor weights the whole batch awaiting weights ({len(batch.ids)} rows), got {len(states)} rows"
+            )
         trusted_images, trusted_labels = self._next_trusted_batch()
         return self.batch_weights(batch.images, batch.labels, batch.losses.detach(), trusted_images, trusted_labels).cpu().numpy()
 
     def batch_weights(
-        self, images: torch.Tensor, labels: torch.Tensor, losses: torch.Tensor, trusted_images: torch.Tensor, trusted_labels: torch.Tensor
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        losses: torch.Tensor,
+        trusted_images: torch.Tensor,
+        trusted_labels: torch.Tensor,
     ) -> torch.Tensor:
         raise NotImplementedError
 
@@ -119,7 +130,12 @@ class LearningToReweight(_MetaReweightTutor):
     name = "l2rw"
 
     def batch_weights(
-        self, images: torch.Tensor, labels: torch.Tensor, losses: torch.Tensor, trusted_images: torch.Tensor, trusted_labels: torch.Tensor
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        losses: torch.Tensor,
+        trusted_images: torch.Tensor,
+        trusted_labels: torch.Tensor,
     ) -> torch.Tensor:
         kept = trusted_alignment(self.trainer.student, images, labels, trusted_images, trusted_labels).clamp_min(0.0)
         largest = kept.max()
@@ -142,7 +158,9 @@ class MetaWeightNet(_MetaReweightTutor):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0 if seed is None else seed)
             hidden = int(self.params["hidden"])
-            self.network = nn.Sequential(nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, 1), nn.Sigmoid()).to(self.trainer.device)
+            self.network = nn.Sequential(nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, 1), nn.Sigmoid()).to(
+                self.trainer.device
+            )
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.params["meta_lr"])
 
     def _check_params(self) -> None:
@@ -150,7 +168,12 @@ class MetaWeightNet(_MetaReweightTutor):
             raise ValueError(f"meta_weight_net needs meta_lr > 0 and hidden >= 1, got {self.params}")
 
     def batch_weights(
-        self, images: torch.Tensor, labels: torch.Tensor, losses: torch.Tensor, trusted_images: torch.Tensor, trusted_labels: torch.Tensor
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        losses: torch.Tensor,
+        trusted_images: torch.Tensor,
+        trusted_labels: torch.Tensor,
     ) -> torch.Tensor:
         student = self.trainer.student
         step_size = self.trainer.config.lr

@@ -137,10 +137,20 @@ def teach(config: TeachConfig, students: int, out: Path, progress: bool = True) 
         env = DeepfakeCurriculumEnv(config.student_env(index))
         if tutor is None:
             view = PerSampleVecEnv(env, autoreset=False)
-            tutor = load_tutor(config.tutor, out / "tutor.zip", view) if curve else make_tutor(config.tutor, view, seed=config.first_seed, **config.tutor_kwargs)
+            tutor = (
+                load_tutor(config.tutor, out / "tutor.zip", view)
+                if curve
+                else make_tutor(config.tutor, view, seed=config.first_seed, **config.tutor_kwargs)
+            )
         teacher_share = 0.5**index
-        episode = _teach_one_student(env, tutor, make_tutor("oracle", env), teacher_share, f"Student {index + 1}/{students}", progress)
-        uniform = _uniform_test_auc(config.student_env(index), out / "uniform" / f"seed{config.first_seed + index}") if config.paired else (math.nan, math.nan)
+        episode = _teach_one_student(
+            env, tutor, make_tutor("oracle", env), teacher_share, f"Student {index + 1}/{students}", progress
+        )
+        uniform = (
+            _uniform_test_auc(config.student_env(index), out / "uniform" / f"seed{config.first_seed + index}")
+            if config.paired
+            else (math.nan, math.nan)
+        )
         examples = _aggregated(examples, episode["states"], episode["targets"])
         losses = tutor.pretrain_behaviour_cloning(examples["states"], examples["targets"], **_imitation_settings(config))
         flipped = episode["flipped"]
@@ -180,9 +190,23 @@ def write_teaching_report(out: Path) -> str:
     """Write ``teaching.md`` and the two plots of a teaching run in ``out`` from its files; returns the markdown."""
     saved = json.loads((out / "teaching.json").read_text())
     curve = [TaughtStudent(**student) for student in saved["students"]]
-    columns = ["index", "seed", "label_noise", "teacher_share", "tutor_noise_auroc", "tutor_weight_flipped",
-               "tutor_weight_clean", "acting_noise_auroc", "seen_auc", "gain_seen_auc", "unseen_auc", "gain_unseen_auc",
-               "examples", "imitation_loss", "wall_time_s"]
+    columns = [
+        "index",
+        "seed",
+        "label_noise",
+        "teacher_share",
+        "tutor_noise_auroc",
+        "tutor_weight_flipped",
+        "tutor_weight_clean",
+        "acting_noise_auroc",
+        "seen_auc",
+        "gain_seen_auc",
+        "unseen_auc",
+        "gain_unseen_auc",
+        "examples",
+        "imitation_loss",
+        "wall_time_s",
+    ]
     rows = [[_shown(getattr(student, name)) for name in columns] for student in curve]
     lines = [
         "# Teaching curve",
@@ -212,7 +236,9 @@ def write_teaching_report(out: Path) -> str:
     weights = np.asarray(tutor.predict(states, deterministic=True)[0], np.float32).ravel()
     layout = DeepfakeCurriculumEnv(load_teach_config_dict(saved["config"]).student_env(0)).state_layout
     title = f"the final tutor on teaching Student {shown.index + 1} (seed {shown.seed}, label noise {shown.label_noise:.2f})"
-    plot_weights_against_columns(states, weights, examples["targets"][rows] < 0.5, layout, out / "plots" / "tutor_weights.png", title)
+    plot_weights_against_columns(
+        states, weights, examples["targets"][rows] < 0.5, layout, out / "plots" / "tutor_weights.png", title
+    )
     return text
 
 
@@ -248,7 +274,9 @@ def _teach_one_student(
 def _uniform_test_auc(env_config: EnvConfig, out: Path) -> tuple[float, float]:
     """Seen and unseen test AUC of a uniform-weight Student at the same seed (same data, initialisation, order),
     trained (or read back, on a rerun) under ``out``."""
-    run = train_student(RunConfig(env=env_config, seed=env_config.seed), out, "uniform", progress=False, save_student=False, resume=True)
+    run = train_student(
+        RunConfig(env=env_config, seed=env_config.seed), out, "uniform", progress=False, save_student=False, resume=True
+    )
     return run.test["test_seen"]["auc"], run.test["test_unseen"]["auc"]
 
 
@@ -260,13 +288,20 @@ def _aggregated(examples: dict[str, np.ndarray | None], states: np.ndarray, targ
 
 def _imitation_settings(config: TeachConfig) -> dict[str, Any]:
     settings = config.imitation
-    return {"epochs": int(settings["epochs"]), "batch_size": int(settings["batch_size"]), "learning_rate": float(settings["learning_rate"])}
+    return {
+        "epochs": int(settings["epochs"]),
+        "batch_size": int(settings["batch_size"]),
+        "learning_rate": float(settings["learning_rate"]),
+    }
 
 
 def _observed_settings(config: TeachConfig) -> dict[str, Any]:
     """What ``tutor.json`` says: the tutor's algorithm and the env settings of the state it reads."""
     env = config.env
-    return {"algorithm": config.tutor, "env": {"state_columns": list(env.state_columns), "state_counters": list(env.state_counters)}}
+    return {
+        "algorithm": config.tutor,
+        "env": {"state_columns": list(env.state_columns), "state_counters": list(env.state_counters)},
+    }
 
 
 def _read_curve(path: Path, config: TeachConfig) -> list[TaughtStudent]:

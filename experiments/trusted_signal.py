@@ -42,7 +42,9 @@ def measure(env: DeepfakeCurriculumEnv, seed: int) -> list[dict[str, float]]:
         ids = torch.randint(len(trusted), (env.batch_size,), generator=generator)
         trusted_images = env.trainer.images_of(TRUSTED_SPLIT, ids)
         trusted_labels = trusted.labels[ids.to(env.device)]
-        alignments.append(trusted_alignment(env.student, batch.images, batch.labels, trusted_images, trusted_labels).cpu().numpy())
+        alignments.append(
+            trusted_alignment(env.student, batch.images, batch.labels, trusted_images, trusted_labels).cpu().numpy()
+        )
         flipped.append(flipped_mask[batch.ids.cpu().numpy()])
         _, _, terminated, _, info = env.step(ones)
         if "val" in info:
@@ -53,7 +55,11 @@ def measure(env: DeepfakeCurriculumEnv, seed: int) -> list[dict[str, float]]:
 
 def _statistics(epoch: int, alignment: np.ndarray, flipped: np.ndarray) -> dict[str, float]:
     on_flipped, on_clean = alignment[flipped], alignment[~flipped]
-    pooled = float(np.sqrt((on_flipped.var(ddof=1) * (len(on_flipped) - 1) + on_clean.var(ddof=1) * (len(on_clean) - 1)) / (len(alignment) - 2)))
+    pooled = float(
+        np.sqrt(
+            (on_flipped.var(ddof=1) * (len(on_flipped) - 1) + on_clean.var(ddof=1) * (len(on_clean) - 1)) / (len(alignment) - 2)
+        )
+    )
     gap = float(on_clean.mean() - on_flipped.mean())
     standard_error = pooled * float(np.sqrt(1 / len(on_flipped) + 1 / len(on_clean)))
     return {
@@ -69,13 +75,17 @@ def _statistics(epoch: int, alignment: np.ndarray, flipped: np.ndarray) -> dict[
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments.trusted_signal", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="teach_noise", help="teaching config whose Student is measured (default: teach_noise)")
+    parser.add_argument(
+        "--config", default="teach_noise", help="teaching config whose Student is measured (default: teach_noise)"
+    )
     parser.add_argument("--seed", type=int, default=FIRST_TEACHING_SEED, help="a teaching seed (default: 1000)")
     parser.add_argument("--label-noise", type=float, default=0.30)
     parser.add_argument("--out", default="experiments/results/teaching/trusted_signal")
     args = parser.parse_args(argv)
     config = load_teach_config(args.config)
-    env_config = config.env.replace(seed=args.seed, dataset_options={**config.env.dataset_options, "label_noise": args.label_noise})
+    env_config = config.env.replace(
+        seed=args.seed, dataset_options={**config.env.dataset_options, "label_noise": args.label_noise}
+    )
     rows = measure(DeepfakeCurriculumEnv(env_config), args.seed)
     columns = list(rows[0])
     lines = [

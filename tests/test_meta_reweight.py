@@ -30,7 +30,9 @@ def test_trusted_alignment_is_each_samples_gradient_dotted_with_the_trusted_grad
     alignment = trusted_alignment(student, batch.images, batch.labels, trusted_images, trusted_labels)
     params = dict(student.named_parameters())
     with student.frozen_batch_statistics():
-        trusted = torch.autograd.grad(per_sample_losses(student, params, trusted_images, trusted_labels).mean(), list(params.values()))
+        trusted = torch.autograd.grad(
+            per_sample_losses(student, params, trusted_images, trusted_labels).mean(), list(params.values())
+        )
         losses = per_sample_losses(student, params, batch.images, batch.labels)
         for i in range(4):
             own = torch.autograd.grad(losses[i], list(params.values()), retain_graph=True)
@@ -59,7 +61,11 @@ def test_meta_weight_net_steps_along_the_gradient_through_a_literal_virtual_step
     params = {name: p.detach().requires_grad_() for name, p in student.named_parameters()}
     with student.frozen_batch_statistics():
         weights = functional_call(tutor.network, network_params, (inputs,)).squeeze(1)
-        step = torch.autograd.grad((weights * per_sample_losses(student, params, batch.images, batch.labels)).mean(), list(params.values()), create_graph=True)
+        step = torch.autograd.grad(
+            (weights * per_sample_losses(student, params, batch.images, batch.labels)).mean(),
+            list(params.values()),
+            create_graph=True,
+        )
         virtual = {name: p - step_size * g for (name, p), g in zip(params.items(), step)}
         meta_loss = per_sample_losses(student, virtual, trusted_images, trusted_labels).mean()
     expected = torch.autograd.grad(meta_loss, list(network_params.values()))

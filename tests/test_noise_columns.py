@@ -75,7 +75,10 @@ def test_trusted_probe_is_the_fitted_logistic_regression_of_the_trusted_set(env)
     mean, std = features.mean(dim=0), features.std(dim=0).clamp_min(1e-6)
     weight = (probe.weight * std).requires_grad_()
     bias = (probe.bias + (mean * probe.weight).sum()).requires_grad_()
-    objective = F.binary_cross_entropy_with_logits(((features - mean) / std) @ weight + bias, labels) + 0.5 * probe.l2 * weight.square().sum()
+    objective = (
+        F.binary_cross_entropy_with_logits(((features - mean) / std) @ weight + bias, labels)
+        + 0.5 * probe.l2 * weight.square().sum()
+    )
     gradients = torch.autograd.grad(objective, [weight, bias])
     assert max(float(g.abs().max()) for g in gradients) < 1e-3
     assert env.splits["val"].flipped.sum() == 0, "the trusted set must be clean"

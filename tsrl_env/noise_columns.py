@@ -103,7 +103,9 @@ class TrustedProbe(StateColumn):
 
     def __init__(self, config: EnvConfig, trainer: StudentTrainer) -> None:
         if self.trusted_split not in trainer.splits:
-            raise ValueError(f"the trusted_probe column needs a {self.trusted_split!r} split of clean labels; the dataset has {list(trainer.splits)}")
+            raise ValueError(
+                f"the trusted_probe column needs a {self.trusted_split!r} split of clean labels; the dataset has {list(trainer.splits)}"
+            )
         self.trainer = trainer
         self.weight = torch.zeros(trainer.student.num_features, device=trainer.device)
         self.bias = torch.zeros((), device=trainer.device)
@@ -136,7 +138,9 @@ class TrustedProbe(StateColumn):
 
         def objective() -> torch.Tensor:
             optimizer.zero_grad()
-            loss = F.binary_cross_entropy_with_logits(standardised @ weight + bias, labels) + 0.5 * self.l2 * weight.square().sum()
+            loss = (
+                F.binary_cross_entropy_with_logits(standardised @ weight + bias, labels) + 0.5 * self.l2 * weight.square().sum()
+            )
             loss.backward()
             return loss
 
