@@ -14,7 +14,6 @@ reward (any reward that pays late), PPO and the off-policy tutors credit each re
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from agents.next_visit import NextVisitReplayBuffer
 from agents.ppo import SigmoidGaussianPolicy, TutorPPO, loss_rank_targets
 from agents.vec_env import BatchVecEnv, PerSampleVecEnv, as_per_sample_vec_env
 from agents.zoo import make_a2c, make_ddpg, make_sac, make_td3
+from tsrl_env.validation import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -84,9 +84,7 @@ def tutor_spec(name: str) -> TutorSpec:
     try:
         return TUTORS[name]
     except KeyError:
-        close = difflib.get_close_matches(name.lower(), list(TUTORS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown tutor {name!r}{hint}; accepted: {', '.join(TUTORS)}") from None
+        raise ValueError(f"unknown tutor {name!r}{did_you_mean(name, TUTORS)}; accepted: {', '.join(TUTORS)}") from None
 
 
 def tutor_kind(name: str) -> str:

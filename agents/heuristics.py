@@ -7,7 +7,6 @@ the number of tutored epochs (0 in the first tutored epoch, ``(epochs - 1) / epo
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 
 from tsrl_env.state import StateLayout
+from tsrl_env.validation import did_you_mean
 
 LN2 = math.log(2.0)
 """Cross-entropy of a binary classifier at chance (p = 0.5), and every sample's EMA loss before its first visit."""
@@ -40,8 +40,7 @@ class HeuristicTutor:
     def __init__(self, env: gym.Env | VecEnv, seed: int | None = None, **params: float) -> None:
         for key in params:
             if key not in self.defaults:
-                close = difflib.get_close_matches(key, list(self.defaults), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                hint = did_you_mean(key, self.defaults)
                 accepted = ", ".join(self.defaults) or "none"
                 raise TypeError(f"unknown parameter {key!r} of the {self.name!r} tutor{hint}; accepted: {accepted}")
         self.env = env

@@ -43,6 +43,7 @@ from experiments.checkpoint import CHECKPOINT_NAME, checkpoint_settings, write_a
 from experiments.config import (
     CONFIG_DIR,
     RESULT_NEUTRAL,
+    TRAIN_ONLY,
     RunConfig,
     SettingsChanged,
     fingerprint,
@@ -73,7 +74,7 @@ from tsrl_env.config import EnvConfig, reject_unknown_keys
 from tsrl_env.data import EmbeddedConfig, make_dataset
 from tsrl_env.files import directory_lock
 from tsrl_env.rewards import REWARD_NAMES
-from tsrl_env.validation import setting_differences
+from tsrl_env.validation import did_you_mean, setting_differences
 
 
 @dataclass(frozen=True)
@@ -116,18 +117,31 @@ class BenchmarkConfig:
 def load_benchmark_config(path: str | Path, tutors: list[str] | None = None, seeds: list[int] | None = None) -> BenchmarkConfig:
     """Read a benchmark YAML (a name under ``experiments/configs`` or a path); ``tutors``/``seeds`` override it."""
     settings = read_yaml_config(path)
-    reject_unknown_keys(settings, ["env", "tutors", "seeds", "variants", "tutor_kwargs"], f"benchmark setting in {path}")
+    elsewhere = {
+        **EnvConfig.placed_under_env(),
+        **dict.fromkeys(
+            TRAIN_ONLY,
+            "it is a tsrl train setting; a benchmark config lists tutors: [...] and seeds: [...] (tsrl benchmark alone "
+            "lists the benchmark configs)",
+        ),
+    }
+    reject_unknown_keys(
+        settings, ["env", "tutors", "seeds", "variants", "tutor_kwargs"], f"benchmark setting in {path}", elsewhere
+    )
+    source = f"in {path}"
     if tutors:
         settings["tutors"] = tutors
+        source = "given to --tutors"
     if seeds:
         settings["seeds"] = seeds
-    entries = [split_tutor_entry(entry) for entry in settings.get("tutors", [])]
-    unknown = [tutor for tutor, _ in entries if tutor not in TUTORS]
-    if unknown:
-        raise ValueError(f"unknown tutor(s) {unknown} in {path}; accepted: {', '.join(TUTORS)}")
-    unknown = [reward for _, reward in entries if reward is not None and reward not in REWARD_NAMES]
-    if unknown:
-        raise ValueError(f"unknown reward(s) {unknown} in {path} (tutor@reward); accepted: {', '.join(REWARD_NAMES)}")
+    for tutor, reward in (split_tutor_entry(entry) for entry in settings.get("tutors", [])):
+        if tutor not in TUTORS:
+            raise ValueError(f"unknown tutor {tutor!r} {source}{did_you_mean(tutor, TUTORS)}; accepted: {', '.join(TUTORS)}")
+        if reward is not None and reward not in REWARD_NAMES:
+            raise ValueError(
+                f"unknown reward {reward!r} {source} (tutor@reward){did_you_mean(reward, REWARD_NAMES)}; accepted: "
+                f"{', '.join(REWARD_NAMES)}"
+            )
     config = BenchmarkConfig(
         env=EnvConfig.from_dict(settings.get("env") or {}),
         tutors=tuple(settings.get("tutors", BenchmarkConfig.tutors)),

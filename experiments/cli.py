@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 import yaml
 
+from agents import TUTORS
 from experiments.benchmark import BACKENDS, available_benchmarks, load_benchmark_config, run_benchmark, write_summary
 from experiments.calibrate import calibrate
 from experiments.checkpoint import RunInterrupted, interrupt_on_stop_signals
-from experiments.config import RunConfig, load_run_config
+from experiments.config import RunConfig, config_names, load_run_config
 from experiments.evaluate import check_evaluation, evaluate_students, evaluation_config, find_students
 from experiments.report import epoch_table, final_table
 from experiments.teach import load_teach_config, teach, write_teaching_report
@@ -37,6 +38,7 @@ from tsrl_env.data import save_family_grid
 from tsrl_env.data.preprocess import preprocess_videos
 from tsrl_env.distributed import DistributedGroupView, ProcessGroupView
 from tsrl_env.files import directory_lock
+from tsrl_env.rewards import REWARD_NAMES
 from tsrl_env.student import resolve_device
 
 RESUME_FIXED = (
@@ -294,6 +296,8 @@ def _preprocess(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tsrl", description="Tutor-Student RL curricula for deepfake detection.")
+    tutors, rewards = ", ".join(TUTORS), ", ".join(REWARD_NAMES)
+    run_configs, benchmark_configs = ", ".join(config_names("run")), ", ".join(config_names("benchmark"))
     parser.add_argument("--verbose", action="store_true", help="show the traceback of an error, not only its message")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -301,16 +305,16 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a Student with uniform weights and one with a tutor, and compare them (--no-baseline: the tutored one only)",
     )
-    train.add_argument("--config", help="a config name under experiments/configs or a YAML path (default: demo)")
+    train.add_argument("--config", help=f"a YAML path or one of: {run_configs} (default: demo)")
     train.add_argument("--seed", type=int, help="seed of both Students (overrides the config)")
-    train.add_argument("--tutor", help="tutor name, e.g. ppo or sac (overrides the config)")
+    train.add_argument("--tutor", help=f"one of: {tutors} (overrides the config)")
     train.add_argument("--epochs", type=int, help="tutored epochs (overrides the config)")
     train.add_argument("--warmup-epochs", type=int, help="uniform-weight epochs before tutoring (overrides the config)")
     train.add_argument("--backbone", help="timm model name of the Student (overrides the config)")
     train.add_argument("--device", help="auto, cpu, cuda, ... (overrides the config)")
     train.add_argument("--tutor-checkpoint", help="a saved tutor (tutor.zip) that teaches without learning")
     train.add_argument("--lr", type=float, help="the Student's learning rate (overrides the config; may change on --resume)")
-    train.add_argument("--reward", help="the tutor's reward, e.g. tsrl or next_visit (overrides the config)")
+    train.add_argument("--reward", help=f"the tutor's reward, one of: {rewards} (overrides the config)")
     train.add_argument("--batch-size", type=int, help="samples per Student mini-batch (overrides the config)")
     train.add_argument("--image-size", type=int, help="side of the images fed to the Student (overrides the config)")
     train.add_argument(
@@ -336,8 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_train)
 
     bench = commands.add_parser("benchmark", help="run a tutor x seed x variant grid and write results.csv, results.md, plots")
-    bench.add_argument("--config", help="config name or YAML path; without it, list the configs with their sizes")
-    bench.add_argument("--tutors", help="comma-separated tutor names (overrides the config)")
+    bench.add_argument("--config", help=f"a YAML path or one of: {benchmark_configs}; without it, list them with their sizes")
+    bench.add_argument(
+        "--tutors", help=f"comma-separated tutors (overrides the config), each one of: {tutors}; tutor@reward for a learned one"
+    )
     bench.add_argument("--seeds", type=int, help="run seeds 0..N-1 (overrides the config)")
     bench.add_argument(
         "--workers", type=int, default=1, help="cells at once: local processes, or the local Ray instance's size (default: 1)"
@@ -363,7 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument(
         "students", nargs="+", metavar="STUDENT", help="a student.pt, a Student's folder, or a run directory (all its Students)"
     )
-    evaluation.add_argument("--config", required=True, help="config name or YAML path whose env settings give the test data")
+    evaluation.add_argument(
+        "--config", required=True, help=f"whose env settings give the test data: a YAML path or one of: {run_configs}"
+    )
     evaluation.add_argument("--backbone", help="timm model name the Students were trained as (overrides the config)")
     evaluation.add_argument(
         "--image-size", type=int, help="side of the images the Students were trained on (overrides the config)"
@@ -379,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid.set_defaults(handler=_grid)
 
     calibration = commands.add_parser("calibrate", help="test AUCs of uniform-weight Students with and without label noise")
-    calibration.add_argument("--config", default="demo", help="config name or YAML path (default: demo)")
+    calibration.add_argument("--config", default="demo", help=f"a YAML path or one of: {run_configs} (default: demo)")
     calibration.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="Student seeds (default: 0 1)")
     calibration.add_argument("--backbone", help="timm model name of the Student (overrides the config)")
     calibration.add_argument("--device", help="auto, cpu, cuda, ... (overrides the config)")
@@ -405,11 +413,23 @@ def build_parser() -> argparse.ArgumentParser:
     teaching = commands.add_parser(
         "teach", help="teach one tutor over many Students (imitation of the oracle with dataset aggregation) and save it"
     )
-    teaching.add_argument("--config", default="teach_noise", help="teaching YAML: a path or a name under experiments/configs (default: teach_noise)")
-    teaching.add_argument("--students", type=int, default=8, help="Students (episodes) to teach on, seeds from the config's first_seed (default: 8)")
-    teaching.add_argument("--out", default="runs/teach", help="directory of the tutor and its teaching curve; a rerun continues it (default: runs/teach)")
+    teaching.add_argument(
+        "--config",
+        default="teach_noise",
+        help=f"teaching YAML: a path or one of: {', '.join(config_names('teach'))} (default: teach_noise)",
+    )
+    teaching.add_argument(
+        "--students", type=int, default=8, help="Students (episodes) to teach on, seeds from the config's first_seed (default: 8)"
+    )
+    teaching.add_argument(
+        "--out",
+        default="runs/teach",
+        help="directory of the tutor and its teaching curve; a rerun continues it (default: runs/teach)",
+    )
     teaching.add_argument("--no-progress", action="store_true", help="hide the progress bars and per-Student lines")
-    teaching.add_argument("--summary-only", action="store_true", help="rewrite teaching.md and the plots of --out, teaching nothing")
+    teaching.add_argument(
+        "--summary-only", action="store_true", help="rewrite teaching.md and the plots of --out, teaching nothing"
+    )
     teaching.set_defaults(handler=_teach)
     return parser
 

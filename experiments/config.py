@@ -16,6 +16,10 @@ from tsrl_env.data import dataset_identity
 from tsrl_env.validation import setting_differences
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+BENCHMARK_ONLY = ("tutors", "seeds", "variants")
+"""Top-level keys of a benchmark config that a run config (``tsrl train``) does not take."""
+TRAIN_ONLY = ("tutor", "seed", "tutor_checkpoint")
+"""Top-level keys of a run config that a benchmark config does not take (it lists ``tutors`` and ``seeds``)."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,17 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def config_names(kind: str) -> list[str]:
+    """The configs under ``experiments/configs`` of one kind, by name: ``"run"`` (``tsrl train`` and ``evaluate``),
+    ``"benchmark"`` (they list ``tutors``) or ``"teach"`` (they list the ``label_noise`` of the teaching Students)."""
+
+    def kind_of(path: Path) -> str:
+        keys = yaml.safe_load(path.read_text()) or {}
+        return "benchmark" if "tutors" in keys else "teach" if "label_noise" in keys else "run"
+
+    return sorted(path.stem for path in CONFIG_DIR.glob("*.yaml") if kind_of(path) == kind)
+
+
 def read_yaml_config(path: str | Path) -> dict[str, Any]:
     """The settings in a YAML config given as a path or as a name under ``experiments/configs``."""
     config_path = Path(path)
@@ -155,7 +170,11 @@ def load_run_config(path: str | Path | None = None, **overrides: Any) -> RunConf
     if path is not None:
         settings = read_yaml_config(path)
     run_fields = [f.name for f in dataclasses.fields(RunConfig)]
-    reject_unknown_keys(settings, run_fields, f"run setting in {path}")
+    elsewhere = {
+        **EnvConfig.placed_under_env(),
+        **dict.fromkeys(BENCHMARK_ONLY, "it is a benchmark setting: run this file with tsrl benchmark --config"),
+    }
+    reject_unknown_keys(settings, run_fields, f"run setting in {path}", elsewhere)
     env_settings = settings.pop("env", None) or {}
     if not isinstance(env_settings, dict):
         raise TypeError(f"the env section of {path} must be a mapping of environment settings, got {shown(env_settings)}")

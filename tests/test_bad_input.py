@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import pytest
+import torch
 import yaml
 
 from agents import TutorPPO, make_tutor
@@ -122,6 +122,65 @@ def test_a_bad_yaml_config_is_refused_before_any_work(tmp_path):
         main(["train", "--config", "tiny", "--seed", "-1", "--out", str(tmp_path / "negative")])
     with pytest.raises(TypeError, match=r"unknown environment setting 'batchsize'"):
         main(["benchmark", "--config", str(write_yaml(tmp_path / "bench.yaml", {"env": {"batchsize": 8}}))])
+
+
+@pytest.mark.parametrize(
+    "argv, error, message",
+    [
+        (
+            ["benchmark", "--config", "smoke", "--tutors", "ppo,sack"],
+            ValueError,
+            r"unknown tutor 'sack' given to --tutors \(did you mean 'sac'\?\); accepted: ppo, sac",
+        ),
+        (
+            ["benchmark", "--config", "smoke", "--tutors", "ppo@tsrll"],
+            ValueError,
+            r"unknown reward 'tsrll' given to --tutors \(tutor@reward\) \(did you mean 'tsrl'\?\)",
+        ),
+        (["train", "--config", "tiny", "--reward", "tsrll"], ValueError, r"unknown reward 'tsrll' \(did you mean 'tsrl'\?\)"),
+        (
+            ["benchmark", "--config", "tiny"],
+            TypeError,
+            r"'seed' is not a benchmark setting in tiny: it is a tsrl train setting; a benchmark config lists tutors",
+        ),
+        (
+            ["train", "--config", "smoke"],
+            TypeError,
+            r"'tutors' is not a run setting in smoke: it is a benchmark setting: run this file with tsrl benchmark",
+        ),
+    ],
+)
+def test_a_name_or_a_config_of_the_wrong_kind_is_refused_with_what_to_give(argv, error, message, tmp_path):
+    with pytest.raises(error, match=message):
+        main([*argv, "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_env_setting_at_the_top_level_is_told_to_go_under_env(tmp_path):
+    path = tmp_path / "top.yaml"
+    path.write_text("lr: 0.01\nenv:\n  epochs: 1\n")
+    with pytest.raises(
+        TypeError, match=r"'lr' is not a run setting in .*top.yaml: it is an environment setting, so indent it under env:"
+    ):
+        load_run_config(path)
+    with pytest.raises(TypeError, match=r"'lr' is not a benchmark setting in .*: it is an environment setting"):
+        main(["benchmark", "--config", str(path)])
+
+
+@pytest.mark.parametrize(
+    "command, choices",
+    [
+        ("train", ["noise_mentor", "meta_weight_net", "next_visit", "val_alignment", "deepfakebench_reference", "tiny"]),
+        ("benchmark", ["noise_mentor", "teaching_heldout", "benchmark_paired"]),
+        ("evaluate", ["deepfakebench", "tiny"]),
+        ("teach", ["teach_noise"]),
+    ],
+)
+def test_every_subcommands_help_lists_its_choices(command, choices, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    shown = " ".join(capsys.readouterr().out.split())  # argparse folds long lines
+    assert all(choice in shown for choice in choices), shown
 
 
 # Actions: NaN/inf, wrong shape and wrong dtype are errors that change nothing; out of [0, 1] is clipped and counted.

@@ -158,6 +158,11 @@ class EnvConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def placed_under_env(cls) -> dict[str, str]:
+        """Where each environment setting belongs when a config file has it at its top level: for the error's hint."""
+        return {f.name: "it is an environment setting, so indent it under env:" for f in dataclasses.fields(cls)}
+
     @property
     def pretrained_weights(self) -> bool | str:
         """Where the Student's first weights come from, as :meth:`tsrl_env.student.Student.from_timm` takes it."""

@@ -20,13 +20,23 @@ MIN_IMAGE_SIZE = 8
 """The smallest image side a Student is fed (smaller images leave a backbone's strided stages with nothing)."""
 
 
-def reject_unknown_keys(given: Iterable[str], accepted: list[str], what: str) -> None:
-    """Raise a TypeError naming the first unknown key, with a did-you-mean and the accepted keys."""
+def did_you_mean(name: Any, accepted: Iterable[str]) -> str:
+    """`` (did you mean 'sac'?)`` for the accepted name closest to ``name``, or nothing when none is close."""
+    close = difflib.get_close_matches(str(name).lower(), list(accepted), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def reject_unknown_keys(
+    given: Iterable[str], accepted: list[str], what: str, belongs_elsewhere: dict[str, str] | None = None
+) -> None:
+    """Raise a TypeError naming the first unknown key, with a did-you-mean and the accepted keys; a key named in
+    ``belongs_elsewhere`` is told where it belongs instead (``'lr' is an env setting: put it under env:``)."""
     for key in given:
-        if key not in accepted:
-            close = difflib.get_close_matches(key, accepted, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise TypeError(f"unknown {what} {key!r}{hint}; accepted: {', '.join(accepted)}")
+        if key in accepted:
+            continue
+        if belongs_elsewhere and key in belongs_elsewhere:
+            raise TypeError(f"{key!r} is not a {what}: {belongs_elsewhere[key]}")
+        raise TypeError(f"unknown {what} {key!r}{did_you_mean(key, accepted)}; accepted: {', '.join(accepted)}")
 
 
 def shown(value: Any) -> str:
@@ -118,7 +128,7 @@ def registered(registry: dict[str, Entry], name: Any, what: str) -> Entry:
     try:
         return registry[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown {what} {name!r}; accepted: {', '.join(registry)}") from None
+        raise ValueError(f"unknown {what} {name!r}{did_you_mean(name, registry)}; accepted: {', '.join(registry)}") from None
 
 
 ON_BAD_FRAMES = ("error", "skip")
