@@ -18,6 +18,7 @@ Every transition is terminal, so each advantage is the sample's reward minus the
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -211,21 +212,25 @@ class TutorPPO(PPO):
             "action_std": action_std,
             **(policy_kwargs or {}),
         }
-        super().__init__(
-            policy,
-            venv,
-            learning_rate=learning_rate,
-            n_steps=n_steps or 1,
-            batch_size=batch_size,
-            n_epochs=n_epochs,
-            gamma=gamma,
-            clip_range=clip_range,
-            ent_coef=ent_coef,
-            vf_coef=vf_coef,
-            policy_kwargs=policy_kwargs,
-            rollout_buffer_class=RolloutNormalizedBuffer,
-            **kwargs,
-        )
+        # One rollout is one Student epoch, whose size rarely divides by the mini-batch: SB3 warns about the short
+        # last mini-batch, which is expected here and says nothing the user can act on.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*truncated mini-batch", category=UserWarning)
+            super().__init__(
+                policy,
+                venv,
+                learning_rate=learning_rate,
+                n_steps=n_steps or 1,
+                batch_size=batch_size,
+                n_epochs=n_epochs,
+                gamma=gamma,
+                clip_range=clip_range,
+                ent_coef=ent_coef,
+                vf_coef=vf_coef,
+                policy_kwargs=policy_kwargs,
+                rollout_buffer_class=RolloutNormalizedBuffer,
+                **kwargs,
+            )
 
     def _setup_model(self) -> None:
         super()._setup_model()

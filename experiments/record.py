@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from stable_baselines3.common.logger import Logger
 
-from tsrl_env import DeepfakeCurriculumEnv
+from tsrl_env import DeepfakeCurriculumEnv, TrainingListener
 from tsrl_env.data import REAL_FAMILY
 from tsrl_env.state import DEFAULT_STATE_COLUMNS, StateLayout, state_column_class
 
@@ -125,17 +125,27 @@ class StudentRun:
         return cls(epochs=epochs, **rest, **tallies)
 
 
-class CurriculumRecorder:
+class CurriculumRecorder(TrainingListener):
     """Turns the environment's steps into a :class:`StudentRun` and logs each finished epoch.
 
     Epoch scalars go to a Stable-Baselines3 ``Logger`` (TensorBoard, CSV, ...) under ``student/`` and ``tutor/``,
     with the number of training samples seen as the x-axis, the same axis SB3 uses for a tutor's own statistics.
+    The recorder listens to ``env`` (its warm-up epochs happen inside ``reset``) and hands every finished epoch's
+    record to ``on_epoch``, as the epoch ends.
     """
 
-    def __init__(self, run: StudentRun, env: DeepfakeCurriculumEnv, logger: Logger | None = None) -> None:
+    def __init__(
+        self,
+        run: StudentRun,
+        env: DeepfakeCurriculumEnv,
+        logger: Logger | None = None,
+        on_epoch: Callable[[EpochRecord], None] | None = None,
+    ) -> None:
         self.run = run
         self.env = env
         self.logger = logger
+        self.on_epoch = on_epoch
+        env.listeners.append(self)
         self.layout = env.state_layout
         train = env.dataset.splits["train"]
         self._flipped = train.flipped.numpy().astype(np.int64)
@@ -162,19 +172,18 @@ class CurriculumRecorder:
         # One value per training sample and epoch (each sample is visited at most once an epoch); NaN = not visited.
         self._epoch_scores = {name: np.full(len(self._flipped), np.nan) for name in ("weight", *self._suspicions)}
 
-    def warmup(self, reset_info: dict[str, Any]) -> None:
-        """Record the uniform-weight warm-up epochs that ``reset`` ran."""
-        for record in reset_info["warmup"]:
-            self._samples_seen += self.env.steps_per_epoch * self.env.batch_size
-            self._finish(
-                EpochRecord(len(self.run.epochs) + 1, "warm-up", record["val"]["auc"], 1.0, float("nan"), float("nan"), [])
-            )
+    def batch_trained(self, samples: int) -> None:
+        """The environment trained the Student on ``samples`` more (the x-axis of the logs)."""
+        self._samples_seen += samples
+
+    def warmup_epoch_ended(self, epoch: int, val: dict[str, Any]) -> None:
+        """Record a uniform-weight warm-up epoch that ``reset`` ran."""
+        self._finish(EpochRecord(len(self.run.epochs) + 1, "warm-up", val["auc"], 1.0, float("nan"), float("nan"), []))
 
     def step(self, states: np.ndarray, info: dict[str, Any]) -> None:
         """Record one environment step: ``states`` are the rows the weights were chosen from."""
         weights = info["weights"]
         ids = info["sample_ids"]
-        self._samples_seen += len(ids)
         self._weights.append(float(weights.mean()))
         self._rewards.append(float(np.mean(info["sample_rewards"])))
         self._losses.append(info["loss"])
@@ -234,6 +243,8 @@ class CurriculumRecorder:
 
     def _finish(self, record: EpochRecord) -> None:
         self.run.epochs.append(record)
+        if self.on_epoch is not None:
+            self.on_epoch(record)
         if self.logger is None:
             return
         self.logger.record("student/epoch", record.epoch)

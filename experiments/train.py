@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger, configure
-from tqdm.auto import tqdm
 
 from agents import load_tutor, make_tutor, single_episode_view, tutor_spec
 from experiments.checkpoint import (
@@ -42,6 +41,7 @@ from experiments.checkpoint import (
     write_checkpoint,
 )
 from experiments.config import RunConfig, SettingsChanged, fingerprint, fingerprint_differences
+from experiments.progress import StudentProgress
 from experiments.record import CurriculumRecorder, StudentRun
 from tsrl_env import DeepfakeCurriculumEnv
 from tsrl_env.config import EnvConfig
@@ -73,7 +73,6 @@ class _StudentRunCallback(BaseCallback):
         # frame DataLoader draws a seed): from here on the global RNGs are those the run was checkpointed with.
         if self.rng_states is not None:
             set_global_rng_states(self.rng_states)
-        self.recorder.warmup(self.training_env.reset_infos[0])
 
     def _on_rollout_start(self) -> None:
         # The tutor has learned from everything before this point, and the environment's latest epoch-start state
@@ -226,7 +225,10 @@ def train_student(
     resume_command = resume_command or f"tsrl train --resume {run_dir}"
     logger = _tensorboard_logger(run_dir / "tensorboard" / label, resume_command)
     env = DeepfakeCurriculumEnv(config.env, group=group, **tutor_spec(name).env_settings)
-    recorder = CurriculumRecorder(StudentRun(label), env, logger)
+    watched = _student_progress(label, env, checkpoint) if progress else None
+    recorder = CurriculumRecorder(StudentRun(label), env, logger, on_epoch=watched.epoch_finished if watched else None)
+    if watched is not None:
+        env.listeners.append(watched)
     learns = tutor_spec(name).learns and tutor_checkpoint is None
     checkpointer = EpochCheckpointer(checkpoint_path, config, label, env, recorder, learns, resume_command)
     if checkpoint is not None:
@@ -235,16 +237,18 @@ def train_student(
     try:
         with interrupt_on_stop_signals():
             if learns:
-                agent = _learn(name, student, env, recorder, checkpointer, logger, checkpoint, progress)
+                agent = _learn(name, student, env, recorder, checkpointer, logger, checkpoint)
             else:
                 if tutor_checkpoint is not None:
                     agent = load_tutor_checkpoint(name, tutor_checkpoint, env)
                 else:
                     agent = make_tutor(name, env, seed=config.seed, **student.tutor_kwargs)
-                _act(env, agent, recorder, checkpointer, config.seed, checkpoint, label, progress)
+                _act(env, agent, recorder, checkpointer, config.seed, checkpoint)
     except (RunInterrupted, FloatingPointError) as error:
         raise checkpointer.stopped(error) from error
     finally:
+        if watched is not None:
+            watched.close()
         logger.close()
         env.close()
     run = recorder.run
@@ -258,6 +262,14 @@ def train_student(
     write_atomically(record_path, json.dumps({**asdict(run), "fingerprint": fingerprint(student)}, indent=2))
     checkpoint_path.unlink(missing_ok=True)
     return run
+
+
+def _student_progress(label: str, env: DeepfakeCurriculumEnv, checkpoint: dict[str, Any] | None) -> StudentProgress:
+    """The progress display of one Student: every warm-up and tutored epoch's samples, from a resume's epoch on."""
+    per_epoch = env.steps_per_epoch * env.batch_size
+    epochs = env.config.warmup_epochs + env.config.epochs
+    done = 0 if checkpoint is None else (env.config.warmup_epochs + checkpoint["env"]["epoch"]) * per_epoch
+    return StudentProgress(label, epochs * per_epoch, done, epochs)
 
 
 def _tensorboard_logger(folder: Path, resume_command: str) -> Logger:
@@ -329,7 +341,6 @@ def _learn(
     checkpointer: EpochCheckpointer,
     logger: Logger,
     checkpoint: dict[str, Any] | None,
-    progress: bool,
 ) -> Any:
     """A learned tutor teaching one episode while it learns, from the start or from ``checkpoint``."""
     view = single_episode_view(name, env)
@@ -345,7 +356,7 @@ def _learn(
         total_timesteps=total - agent.num_timesteps,
         callback=_StudentRunCallback(recorder, checkpointer, checkpoint["rng"] if checkpoint else None),
         reset_num_timesteps=checkpoint is None,
-        progress_bar=progress,
+        progress_bar=False,  # the run's own display counts the Student's samples, warm-up included
     )
     return agent
 
@@ -444,20 +455,17 @@ def _act(
     checkpointer: EpochCheckpointer,
     seed: int,
     checkpoint: dict[str, Any] | None,
-    label: str,
-    progress: bool,
 ) -> None:
     """Drive one episode (from the start or from ``checkpoint``) with the tutor's deterministic weights, learning nothing."""
     if checkpoint is None:
-        states, info = env.reset(seed=seed)
-        recorder.warmup(info)
+        states, _ = env.reset(seed=seed)
     else:
         states, _ = env.reset(options={"restore": checkpoint["env"]})
         restore_tutor_state(agent, checkpoint["tutor"])
         set_global_rng_states(checkpoint["rng"])
     checkpointer.save_if_new_epoch(agent)
     remaining = (env.config.epochs - env.epoch) * env.steps_per_epoch
-    for _ in tqdm(range(remaining), desc=label, disable=not progress):
+    for _ in range(remaining):
         actions, _ = agent.predict(states, deterministic=True)
         next_states, _, terminated, _, info = env.step(np.asarray(actions, np.float32).reshape(env.action_space.shape))
         recorder.step(states, info)

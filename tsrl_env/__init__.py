@@ -12,7 +12,7 @@ import gymnasium as gym
 
 from tsrl_env.config import EnvConfig
 from tsrl_env.data import register_dataset
-from tsrl_env.env import DeepfakeCurriculumEnv
+from tsrl_env.env import DeepfakeCurriculumEnv, TrainingListener
 from tsrl_env.noise_columns import AreaUnderMargin, KnnLabelDisagreement, TrustedProbe
 from tsrl_env.rewards import LateCredit, Reward, register_reward
 from tsrl_env.state import DEFAULT_STATE_COLUMNS, StateColumn, register_state_column
@@ -51,6 +51,7 @@ __all__ = [
     "StateColumn",
     "StudentTrainer",
     "TrainingBatch",
+    "TrainingListener",
     "register_dataset",
     "register_reward",
     "register_state_column",

@@ -23,6 +23,17 @@ RESTORE_MAY_CHANGE = ("lr", "device", "num_workers")
 _EPOCH_START_KEYS = ("config", "epoch", "trainer", "history", "state_columns", "reward", "np_random")
 
 
+class TrainingListener:
+    """An observer of the Student's training as it happens, warm-up included (a progress display, a recorder): the
+    warm-up runs inside ``reset``, where no step's ``info`` can show it. Override the events you need."""
+
+    def batch_trained(self, samples: int) -> None:
+        """After every Student update, warm-up or tutored: ``samples`` in the batch."""
+
+    def warmup_epoch_ended(self, epoch: int, val: dict[str, Any]) -> None:
+        """After each warm-up epoch's validation: its index (from 0) and metrics."""
+
+
 class DeepfakeCurriculumEnv(gym.Env):
     """Training of a deepfake detector (the Student) as an episode in which the agent picks per-sample loss weights.
 
@@ -51,7 +62,8 @@ class DeepfakeCurriculumEnv(gym.Env):
     ``reset`` builds a fresh Student from the episode's seed and trains it ``warmup_epochs`` epochs with uniform
     weights; the episode terminates after ``epochs`` tutored epochs. Epoch ends add validation metrics to
     ``info["val"]``; the last step adds every test split's metrics to ``info["test"]``. ``epoch_start_state`` and
-    ``reset(options={"restore": state})`` continue an episode from the start of a tutored epoch.
+    ``reset(options={"restore": state})`` continue an episode from the start of a tutored epoch. The
+    :class:`TrainingListener` objects in ``listeners`` are told of every update and warm-up epoch as it ends.
 
     ## Settings
 
@@ -87,6 +99,7 @@ class DeepfakeCurriculumEnv(gym.Env):
         self.reward = reward_class(self.config.reward)(self.config, self.trainer)
         self.history = SampleHistory(len(self.splits["train"]), self.config.ema_alpha, self.device)
 
+        self.listeners: list[TrainingListener] = []
         self.finished_student: Student | None = None
         self._batch: TrainingBatch | None = None  # the batch whose weights the next action gives
         self._observation = np.zeros(self.observation_space.shape, np.float32)
@@ -159,7 +172,11 @@ class DeepfakeCurriculumEnv(gym.Env):
             for _ in range(self.steps_per_epoch):
                 self._observe()
                 self.trainer.update(self._batch, torch.ones(self.batch_size, device=self.device), "warm-up")
+                for listener in self.listeners:
+                    listener.batch_trained(self.batch_size)
             warmup.append({"epoch": epoch, "val": self.evaluate("val")})
+            for listener in self.listeners:
+                listener.warmup_epoch_ended(epoch, warmup[-1]["val"])
         self._warming_up = False
         self._epoch = 0
         self._epoch_start = self._snapshot()
@@ -180,6 +197,8 @@ class DeepfakeCurriculumEnv(gym.Env):
         self.reward.before_update(batch, weights)
         loss = self.trainer.update(batch, weights, "tutored")
         sample_rewards = self.reward.after_update(batch, weights)
+        for listener in self.listeners:
+            listener.batch_trained(self.batch_size)
 
         info: dict[str, Any] = {"epoch": self._epoch, "step": batch.step}
         terminated = False
