@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 import yaml
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from agents import TUTORS
 from experiments.checkpoint import CHECKPOINT_NAME, checkpoint_settings, write_atomically

@@ -31,9 +31,10 @@ TUTOR_COLOURS = {
     "self_paced": "#2ca02c",
     "hard_mining": "#6b3d9a",
     "anti_noise": "#b15928",
+    "noise_mentor": "#3c5488",
 }
 # Tutors without a fixed colour draw one from here, chosen by a stable hash of the name (the same in every figure).
-SPARE_COLOURS = ("#3c5488", "#4dbbd5", "#91d1c2", "#dc0000", "#7e6148", "#b09c85", "#ffd92f", "#66a61e", "#e7298a")
+SPARE_COLOURS = ("#4dbbd5", "#91d1c2", "#dc0000", "#7e6148", "#b09c85", "#ffd92f", "#66a61e", "#e7298a")
 # A benchmark entry ``tutor@reward`` keeps its tutor's colour; its reward sets the line style and the bars' hatch.
 REWARD_STYLES = {
     None: ("-", ""),

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import TextIO
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from experiments.record import EpochRecord
 from tsrl_env import TrainingListener
