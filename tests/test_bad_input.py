@@ -248,6 +248,17 @@ def test_a_diverging_student_stops_naming_the_epoch_step_and_learning_rate(warmu
             env.step(np.ones(BATCH, np.float32))
 
 
+def test_a_bad_loss_is_caught_after_its_update_without_the_update_waiting_for_it():
+    env = DeepfakeCurriculumEnv(**{**TINY_SETTINGS, "warmup_epochs": 0})
+    env.reset(seed=0)
+    trainer = env.trainer
+    loss = trainer.update(env.pending_batch, torch.full((BATCH,), float("nan")), "tutored")
+    assert torch.isnan(loss), "the update returns without reading its loss on the host"
+    with pytest.raises(FloatingPointError, match=r"at tutored epoch 0, step 0 \(counting from 0\)"):
+        trainer.evaluate("val")  # the next evaluation (or update, or state copy) reads it first
+    trainer.check_loss()  # reported once
+
+
 # Tutor checkpoints: missing, corrupted, or from another environment are refused, naming the file.
 
 

@@ -102,6 +102,7 @@ class StudentTrainer:
         self._sample_seeds: torch.Tensor | None = None  # this epoch's augmentation seed of each training sample
         self._train_loader: DataLoader | None = None  # made at the first epoch of a dataset whose frames are on disk
         self._train_batches: Iterator[torch.Tensor] | None = None
+        self._unchecked_loss: tuple[torch.Tensor, str, int, int] | None = None  # (loss, phase, epoch, step)
 
     def build_student(self, seed: int) -> Student:
         """A new Student of the configured backbone, initialised from ``seed`` (the global RNG untouched), on the device."""
@@ -121,6 +122,7 @@ class StudentTrainer:
         self.optimizer = self.build_optimizer(self.student)
         self.data_generator.manual_seed(data_seed)
         self.epochs_begun = 0
+        self._unchecked_loss = None
 
     def start_epoch(self, epoch: int) -> None:
         """Draw epoch ``epoch``'s order of the training samples (and start decoding its first frames, if on disk)."""
@@ -200,19 +202,17 @@ class StudentTrainer:
         """The weighted backward and optimiser step of ``batch``; returns the whole batch's detached loss, on the device.
 
         ``weights`` are the whole batch's. The backward is that of the mean over this process's rows: DDP averages the
-        gradients over the ranks' equal shards, which makes them those of the whole batch's mean. The loss checked and
-        returned is the ranks' average, the same on every rank, so all of them stop together on a loss that is not
-        finite (``phase`` names the epoch kind, "warm-up" or "tutored", in that error).
+        gradients over the ranks' equal shards, which makes them those of the whole batch's mean. The loss returned is
+        the ranks' average, the same on every rank, so all of them stop together on a loss that is not finite
+        (``phase`` names the epoch kind, "warm-up" or "tutored", in that error). That check reads the loss on the host
+        one update later (or at the next evaluation or state copy, whichever comes first), when the device has long
+        computed it: no update waits for the device, and no checkpoint or metric comes from a Student past a bad loss.
         """
         assert self.optimizer is not None, "call start() or load_state_dict() first"
+        self.check_loss()
         row_loss = (weights[self.rows] * batch.losses).mean()
         loss = self.group.average(row_loss.detach(), kind="loss")
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"the Student's loss became {loss.item()} at {phase} epoch {batch.epoch}, step {batch.step} (counting "
-                f"from 0); rerun with a lower learning rate: the env setting lr is {self.config.lr:g}, try "
-                f"{self.config.lr / 10:g}"
-            )
+        self._unchecked_loss = (loss, phase, batch.epoch, batch.step)
         self.optimizer.zero_grad(set_to_none=True)
         if self._scaler is None:
             row_loss.backward()
@@ -254,6 +254,18 @@ class StudentTrainer:
             images = torch.stack([data.images[i] for i in ids.tolist()]).to(self.device, non_blocking=True)
         return normalise_images(images)
 
+    def check_loss(self) -> None:
+        """Raise a FloatingPointError, naming where and what to lower, if the last update's loss was not finite."""
+        if self._unchecked_loss is None:
+            return
+        loss, phase, epoch, step = self._unchecked_loss
+        self._unchecked_loss = None
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"the Student's loss became {loss.item()} at {phase} epoch {epoch}, step {step} (counting from 0); rerun "
+                f"with a lower learning rate: the env setting lr is {self.config.lr:g}, try {self.config.lr / 10:g}"
+            )
+
     @torch.no_grad()
     def evaluate(self, split: str) -> dict[str, Any]:
         """Metrics of the current Student on ``split``, plus each manipulation family's AUC against the reals.
@@ -264,6 +276,7 @@ class StudentTrainer:
         """
         if split not in self.splits:
             raise ValueError(f"unknown split {split!r}; accepted: {', '.join(self.splits)}")
+        self.check_loss()
         data = self.splits[split]
         labels = data.labels.cpu().numpy()
         # Ranks whose BatchNorm layers normalised their own shards (no SyncBatchNorm on the CPU) hold running
@@ -292,6 +305,7 @@ class StudentTrainer:
     def state_dict(self) -> dict[str, Any]:
         """Copies of the Student's weights and buffers, the optimiser's state and the data generator's."""
         assert self.optimizer is not None, "call start() or load_state_dict() first"
+        self.check_loss()
         return {
             "student": {name: value.detach().clone() for name, value in self.student.state_dict().items()},
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
@@ -304,6 +318,7 @@ class StudentTrainer:
         """Continue from :meth:`state_dict`, at the configured learning rate (a resume may lower it)."""
         self.student = self.build_student(self.config.seed)
         self.student.load_state_dict(state["student"])
+        self._unchecked_loss = None
         self.network = self.group.wrap(self.student)
         self.optimizer = self.build_optimizer(self.student)
         self.optimizer.load_state_dict(state["optimizer"])
