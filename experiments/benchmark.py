@@ -131,7 +131,7 @@ def load_benchmark_config(path: str | Path, tutors: list[str] | None = None, see
     source = f"in {path}"
     if tutors:
         settings["tutors"] = tutors
-        source = "given to --tutors"
+        source = "in the tutors given (--tutors)"
     if seeds:
         settings["seeds"] = seeds
     for tutor, reward in (split_tutor_entry(entry) for entry in settings.get("tutors", [])):

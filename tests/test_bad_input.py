@@ -130,23 +130,23 @@ def test_a_bad_yaml_config_is_refused_before_any_work(tmp_path):
         (
             ["benchmark", "--config", "smoke", "--tutors", "ppo,sack"],
             ValueError,
-            r"unknown tutor 'sack' given to --tutors \(did you mean 'sac'\?\); accepted: ppo, sac",
+            r"unknown tutor 'sack' in the tutors given \(--tutors\) \(did you mean 'sac'\?\); accepted: ppo, sac",
         ),
         (
             ["benchmark", "--config", "smoke", "--tutors", "ppo@tsrll"],
             ValueError,
-            r"unknown reward 'tsrll' given to --tutors \(tutor@reward\) \(did you mean 'tsrl'\?\)",
+            r"unknown reward 'tsrll' in the tutors given \(--tutors\) \(tutor@reward\) \(did you mean 'tsrl'\?\)",
         ),
         (["train", "--config", "tiny", "--reward", "tsrll"], ValueError, r"unknown reward 'tsrll' \(did you mean 'tsrl'\?\)"),
         (
             ["benchmark", "--config", "tiny"],
             TypeError,
-            r"'seed' is not a benchmark setting in tiny: it is a tsrl train setting; a benchmark config lists tutors",
+            r"'seed' is not a benchmark setting in tiny \(did you mean 'seeds'\?\): it is a tsrl train setting; a benchmark config",
         ),
         (
             ["train", "--config", "smoke"],
             TypeError,
-            r"'tutors' is not a run setting in smoke: it is a benchmark setting: run this file with tsrl benchmark",
+            r"'tutors' is not a run setting in smoke \(did you mean 'tutor'\?\): it is a benchmark setting: run this file with tsrl",
         ),
     ],
 )

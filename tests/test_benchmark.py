@@ -95,7 +95,9 @@ def test_same_seed_same_result_different_seed_different_result(tiny_benchmark, t
 
 
 def test_bad_benchmark_configs_are_refused(tiny_benchmark, tmp_path):
-    with pytest.raises(ValueError, match=r"unknown tutor\(s\) \['ppo2'\].*accepted: .*ppo"):
+    with pytest.raises(
+        ValueError, match=r"unknown tutor 'ppo2' in the tutors given \(--tutors\) \(did you mean 'ppo'\?\); accepted: .*ppo"
+    ):
         load_benchmark_config(tiny_benchmark, tutors=["ppo2"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("tutor: [ppo]\n")

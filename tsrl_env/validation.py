@@ -35,7 +35,7 @@ def reject_unknown_keys(
         if key in accepted:
             continue
         if belongs_elsewhere and key in belongs_elsewhere:
-            raise TypeError(f"{key!r} is not a {what}: {belongs_elsewhere[key]}")
+            raise TypeError(f"{key!r} is not a {what}{did_you_mean(key, accepted)}: {belongs_elsewhere[key]}")
         raise TypeError(f"unknown {what} {key!r}{did_you_mean(key, accepted)}; accepted: {', '.join(accepted)}")
 
 
