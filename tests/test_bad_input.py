@@ -255,7 +255,7 @@ def test_a_bad_loss_is_caught_after_its_update_without_the_update_waiting_for_it
     loss = trainer.update(env.pending_batch, torch.full((BATCH,), float("nan")), "tutored")
     assert torch.isnan(loss), "the update returns without reading its loss on the host"
     with pytest.raises(FloatingPointError, match=r"at tutored epoch 0, step 0 \(counting from 0\)"):
-        trainer.evaluate("val")  # the next evaluation (or update, or state copy) reads it first
+        trainer.evaluate("val")  # the next evaluation (or forward, or state copy) reads it first
     trainer.check_loss()  # reported once
 
 

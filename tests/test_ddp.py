@@ -14,7 +14,6 @@ frames crossing a threshold or swapping ranks with a neighbour).
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import socket
 import subprocess
@@ -27,6 +26,7 @@ import yaml
 from test_resume import _subprocess_env
 
 from experiments.bench import ddp_comm
+from experiments.bench.ddp_equivalence import max_differences
 from experiments.checkpoint import CHECKPOINT_NAME
 from experiments.cli import main
 from experiments.config import load_run_config
@@ -81,42 +81,18 @@ def one_and_two_processes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
     return single, distributed
 
 
-def _max_difference(first: object, second: object, path: str = "") -> dict[str, float]:
-    """Largest absolute difference of the numbers of two records, by dotted field path (list items pooled); the other
-    values must be equal."""
-    if isinstance(first, dict):
-        assert isinstance(second, dict) and first.keys() == second.keys(), path
-        found: dict[str, float] = {}
-        for key in first:
-            for name, difference in _max_difference(first[key], second[key], f"{path}.{key}" if path else key).items():
-                found[name] = max(found.get(name, 0.0), difference)
-        return found
-    if isinstance(first, list):
-        assert isinstance(second, list) and len(first) == len(second), path
-        found = {}
-        for a, b in zip(first, second, strict=True):
-            for name, difference in _max_difference(a, b, path).items():
-                found[name] = max(found.get(name, 0.0), difference)
-        return found
-    if isinstance(first, bool) or not isinstance(first, (int, float)):
-        assert first == second, path
-        return {}
-    both_nan = math.isnan(first) and math.isnan(second)
-    return {path: 0.0 if both_nan else abs(first - second)}
-
-
 def _assert_same_student(single: Path, distributed: Path, label: str) -> None:
     """The Student ``label`` of two run directories: records and weights equal within the module's tolerances."""
     one = json.loads((single / label / "run.json").read_text())
     two = json.loads((distributed / label / "run.json").read_text())
     for record in (one, two):
         record.pop("wall_time_s")
-    epochs = _max_difference(one.pop("epochs"), two.pop("epochs"))
+    epochs = max_differences(one.pop("epochs"), two.pop("epochs"))
     assert epochs.pop("val_auc") <= METRIC_TOLERANCE
     assert epochs.pop("weight_histogram") == 0 and epochs.pop("epoch") == 0
     assert all(difference <= CURVE_TOLERANCE for difference in epochs.values()), epochs  # reward, weight, loss
-    assert all(difference <= METRIC_TOLERANCE for difference in _max_difference(one.pop("test"), two.pop("test")).values())
-    tallies = _max_difference(one, two)  # the weights' sums and counts by group
+    assert all(difference <= METRIC_TOLERANCE for difference in max_differences(one.pop("test"), two.pop("test")).values())
+    tallies = max_differences(one, two)  # the weights' sums and counts by group
     assert all(difference == 0 for name, difference in tallies.items() if name.endswith(".counts")), tallies
     assert all(difference <= TALLY_TOLERANCE for difference in tallies.values()), tallies
 

@@ -181,6 +181,7 @@ class StudentTrainer:
         batch_losses, batch_correct, batch_p_true = self.group.all_gather_rows(
             losses.detach(), correct, p_true, total=self.batch_size, kind="states"
         )
+        self.check_loss()  # the previous update's, long computed: this forward is queued behind it already
         return TrainingBatch(
             epoch=self.epoch,
             step=step,
@@ -205,11 +206,11 @@ class StudentTrainer:
         gradients over the ranks' equal shards, which makes them those of the whole batch's mean. The loss returned is
         the ranks' average, the same on every rank, so all of them stop together on a loss that is not finite
         (``phase`` names the epoch kind, "warm-up" or "tutored", in that error). That check reads the loss on the host
-        one update later (or at the next evaluation or state copy, whichever comes first), when the device has long
-        computed it: no update waits for the device, and no checkpoint or metric comes from a Student past a bad loss.
+        once the next batch's forward is queued (or at the next evaluation or state copy, whichever comes first), when
+        the device has long computed it: no update waits for the device, and no state, checkpoint or metric comes from a
+        Student past a bad loss.
         """
         assert self.optimizer is not None, "call start() or load_state_dict() first"
-        self.check_loss()
         row_loss = (weights[self.rows] * batch.losses).mean()
         loss = self.group.average(row_loss.detach(), kind="loss")
         self._unchecked_loss = (loss, phase, batch.epoch, batch.step)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# GPU check, under 8 minutes on one GPU: the step-cost and throughput benches on CUDA, the DDP communication bench on
-# NCCL when two GPUs exist, and one tutored epoch of the deepfakebench_reference preset (Xception, 256 px, bf16 autocast)
-# on the embedded benchmark generated at 256 px; then one summary table (step, seconds, exit code, where its output is).
+# GPU check, under 8 minutes on one GPU: the step-cost and throughput benches on CUDA, the host syncs of one update and
+# one step; when two GPUs exist, the DDP communication bench and a one-vs-two-process equivalence check on NCCL; and one
+# tutored epoch of the deepfakebench_reference preset (Xception, 256 px, bf16 autocast) on the embedded benchmark
+# generated at 256 px; then one summary table (step, seconds, exit code, where its output is).
 #
 #   experiments/bench/gpu_check.sh                      # on the GPU machine, from the repository root
 #   DEVICE=cpu SMALL=1 experiments/bench/gpu_check.sh   # a dry run of the script itself on a CPU (tiny sizes)
@@ -32,10 +33,17 @@ step() {  # step NAME LIMIT_S COMMAND...: run it with its output in $OUT/NAME.tx
 step step_cost 150 "$PYTHON" -m experiments.bench.step_cost --device "$DEVICE" "${BENCH[@]}" --variants tsrl ppo_tsrl
 step throughput 90 "$PYTHON" -m experiments.bench.throughput --device "$DEVICE" "${BENCH[@]}"
 gpus=$("$PYTHON" -c "import torch; print(torch.cuda.device_count())")
+if [[ "$DEVICE" == cuda* ]]; then
+  step host_syncs 60 "$PYTHON" -m experiments.bench.host_syncs --device "$DEVICE" "${BENCH[@]}" --precision bf16
+else
+  rows+=("$(printf '%-16s %s' host_syncs "skipped: counted on CUDA only")")
+fi
 if [[ "$DEVICE" == cuda* && "$gpus" -ge 2 ]]; then
   step ddp_nccl 90 "$PYTHON" -m experiments.bench.ddp_comm --processes 2 --device cuda "${BENCH[@]}"
+  step ddp_equivalence 150 "$PYTHON" -m experiments.bench.ddp_equivalence --device cuda
 else
   rows+=("$(printf '%-16s %s' ddp_nccl "skipped: $gpus CUDA device(s), two needed")")
+  rows+=("$(printf '%-16s %s' ddp_equivalence "skipped: $gpus CUDA device(s), two needed")")
 fi
 "$PYTHON" - "$OUT/reference_256px.yaml" "${PRESET[@]}" <<'PY'
 import sys
