@@ -88,7 +88,8 @@ class _MetaReweightTutor(HeuristicTutor):
             )
         if len(states) != len(batch.ids):
             raise ValueError(
-                f"the {self.name!r} tutor weights the whole batch awaiting weights ({len(batch.ids)} rows), got {len(states)} rows"
+                f"the {self.name!r} tutor weights the whole batch awaiting weights ({len(batch.ids)} rows), "
+                f"got {len(states)} rows"
             )
         trusted_images, trusted_labels = self._next_trusted_batch()
         return self.batch_weights(batch.images, batch.labels, batch.losses.detach(), trusted_images, trusted_labels).cpu().numpy()

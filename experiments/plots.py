@@ -197,12 +197,14 @@ def plot_teaching_curve(curve: list[Any], path: Path) -> Path:
     figure = Figure(figsize=(10, 3.6))
     detection, gain = figure.subplots(1, 2)
     students = [student.index + 1 for student in curve]
-    detection.plot(students, [student.tutor_noise_auroc for student in curve], "o-", color=tutor_colour("ppo"), label="taught tutor")
-    detection.plot(students, [student.acting_noise_auroc for student in curve], "s--", color=tutor_colour("oracle"), label="weights trained with")
+    taught, teacher = tutor_colour("ppo"), tutor_colour("oracle")
+    detection.plot(students, [student.tutor_noise_auroc for student in curve], "o-", color=taught, label="taught tutor")
+    detection.plot(students, [s.acting_noise_auroc for s in curve], "s--", color=teacher, label="weights trained with")
     detection.axhline(0.5, color=tutor_colour("uniform"), linewidth=1, label="chance")
     detection.set(xlabel="Student taught", ylabel="noise AUROC (low weight = flipped)", title="Noise detection on a new Student")
     for name, marker in (("seen", "o-"), ("unseen", "s--")):
-        gain.plot(students, [getattr(student, f"gain_{name}_auc") for student in curve], marker, color=tutor_colour("ppo"), label=f"{name} AUC")
+        gains = [getattr(student, f"gain_{name}_auc") for student in curve]
+        gain.plot(students, gains, marker, color=taught, label=f"{name} AUC")
     gain.axhline(0.0, color=tutor_colour("uniform"), linewidth=1, label="uniform")
     gain.set(xlabel="Student taught", ylabel="test AUC - uniform's (same seed)", title="Paired gain of the Student taught")
     for axis in (detection, gain):
@@ -224,7 +226,7 @@ def plot_weights_against_columns(
     if title:
         figure.suptitle(title)
     rng = np.random.default_rng(0)
-    for axis, name in zip(axes, names):
+    for axis, name in zip(axes, names, strict=False):
         values = layout.values(states, name)
         for mask, label, colour in ((~flipped, "clean", tutor_colour("uniform")), (flipped, "flipped", tutor_colour("ppo"))):
             rows = np.flatnonzero(mask)

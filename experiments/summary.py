@@ -347,9 +347,7 @@ def seeds_needed(sd: float, effect: float, power: float = 0.8, alpha: float = 0.
     raise ValueError(f"an effect of {effect} with paired sd {sd} needs 10,000 pairs or more")
 
 
-def power_table(
-    summary: list[dict[str, Any]], effects: tuple[float, ...] = (0.01, 0.02), splits: Sequence[str] = SPLITS
-) -> str:
+def power_table(summary: list[dict[str, Any]], effects: tuple[float, ...] = (0.01, 0.02), splits: Sequence[str] = SPLITS) -> str:
     """Markdown: per variant and test split's AUC, the median paired sd of the non-reference tutors and the pairs needed for each
     effect at 80% power. The oracle (a near-constant gain) and uniform are left out."""
     lines = [

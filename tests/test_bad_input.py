@@ -141,12 +141,12 @@ def test_a_bad_yaml_config_is_refused_before_any_work(tmp_path):
         (
             ["benchmark", "--config", "tiny"],
             TypeError,
-            r"'seed' is not a benchmark setting in tiny \(did you mean 'seeds'\?\): it is a tsrl train setting; a benchmark config",
+            r"'seed' is not a benchmark setting in tiny \(did you mean 'seeds'\?\): it is a tsrl train setting; a benchmark",
         ),
         (
             ["train", "--config", "smoke"],
             TypeError,
-            r"'tutors' is not a run setting in smoke \(did you mean 'tutor'\?\): it is a benchmark setting: run this file with tsrl",
+            r"'tutors' is not a run setting in smoke \(did you mean 'tutor'\?\): it is a benchmark setting: run this file",
         ),
     ],
 )

@@ -115,7 +115,10 @@ def test_a_tutor_entry_can_name_the_reward_it_learns_from(tiny_benchmark, tmp_pa
     assert config.run_config("noisy", "ppo@val_alignment", 0).env.reward == "val_alignment"
     assert config.run_config("noisy", "ppo@val_alignment", 0).tutor == "ppo"
     assert config.run_config("noisy", "ppo", 0).env.reward == "tsrl", "a plain entry keeps the environment's reward"
-    with pytest.raises(ValueError, match=r"unknown reward 'val_alignmnt' in the tutors given \(--tutors\) \(tutor@reward\) \(did you mean 'val_alignment'\?\)"):
+    message = (
+        r"unknown reward 'val_alignmnt' in the tutors given \(--tutors\) \(tutor@reward\) \(did you mean 'val_alignment'\?\)"
+    )
+    with pytest.raises(ValueError, match=message):
         load_benchmark_config(tiny_benchmark, tutors=["ppo@val_alignmnt"])
     config = load_benchmark_config(tiny_benchmark, tutors=["ppo@next_visit", "uniform"], seeds=[0])
     out = tmp_path / "out"

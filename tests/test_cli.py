@@ -47,7 +47,8 @@ def test_a_saved_tutor_teaches_a_new_student_without_learning(tmp_path, capsys):
 def test_run_config_rejects_unknown_keys_with_a_suggestion(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("seeds: 3\n")
-    with pytest.raises(TypeError, match=r"'seeds' is not a run setting in .*bad.yaml \(did you mean 'seed'\?\): it is a benchmark setting"):
+    message = r"'seeds' is not a run setting in .*bad.yaml \(did you mean 'seed'\?\): it is a benchmark setting"
+    with pytest.raises(TypeError, match=message):
         load_run_config(path)
     with pytest.raises(TypeError, match=r"did you mean 'warmup_epochs'"):
         load_run_config("tiny", warmup_epoch=1)

@@ -36,7 +36,7 @@ def test_trusted_alignment_is_each_samples_gradient_dotted_with_the_trusted_grad
         losses = per_sample_losses(student, params, batch.images, batch.labels)
         for i in range(4):
             own = torch.autograd.grad(losses[i], list(params.values()), retain_graph=True)
-            expected = sum((a * b).sum() for a, b in zip(own, trusted))
+            expected = sum((a * b).sum() for a, b in zip(own, trusted, strict=True))
             assert float(alignment[i]) == pytest.approx(float(expected), rel=1e-4, abs=1e-6)
 
 
@@ -66,14 +66,14 @@ def test_meta_weight_net_steps_along_the_gradient_through_a_literal_virtual_step
             list(params.values()),
             create_graph=True,
         )
-        virtual = {name: p - step_size * g for (name, p), g in zip(params.items(), step)}
+        virtual = {name: p - step_size * g for (name, p), g in zip(params.items(), step, strict=True)}
         meta_loss = per_sample_losses(student, virtual, trusted_images, trusted_labels).mean()
     expected = torch.autograd.grad(meta_loss, list(network_params.values()))
     before = {name: p.detach().clone() for name, p in network_params.items()}
     tutor._next_trusted_batch = lambda: (trusted_images, trusted_labels)
     tutor.batch_weights(batch.images, batch.labels, batch.losses.detach(), trusted_images, trusted_labels)
     # Adam's first step moves each parameter by -lr * sign(gradient) (where the gradient is not negligible).
-    for (name, p), g in zip(network_params.items(), expected):
+    for (name, p), g in zip(network_params.items(), expected, strict=True):
         moved = before[name] - p.detach()
         large = g.abs() > 1e-3 * g.abs().max()
         assert torch.equal(torch.sign(moved[large]), torch.sign(g[large])), name

@@ -26,7 +26,7 @@ def test_knn_disagreement_is_the_share_of_neighbours_with_another_label(env):
     # Brute force over the bank the column held when it built these rows (this batch's features are in it already).
     bank, seen = column.bank, column.seen.clone()
     expected = []
-    for row, sample in enumerate(ids.tolist()):
+    for sample in ids.tolist():
         similarity = F.normalize(bank[sample : sample + 1], dim=1) @ bank.T
         similarity[0, ~seen] = -np.inf
         similarity[0, sample] = -np.inf
@@ -97,5 +97,5 @@ def test_noise_columns_leave_the_students_training_unchanged():
             _, _, terminated, _, info = env.step(np.ones(env.batch_size, np.float32))
         finals.append((info["test"]["test_seen"]["auc"], [p.detach().clone() for p in env.finished_student.parameters()]))
     assert finals[0][0] == finals[1][0]
-    for before, after in zip(finals[0][1], finals[1][1]):
+    for before, after in zip(finals[0][1], finals[1][1], strict=True):
         assert torch.equal(before, after)

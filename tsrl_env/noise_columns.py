@@ -104,7 +104,8 @@ class TrustedProbe(StateColumn):
     def __init__(self, config: EnvConfig, trainer: StudentTrainer) -> None:
         if self.trusted_split not in trainer.splits:
             raise ValueError(
-                f"the trusted_probe column needs a {self.trusted_split!r} split of clean labels; the dataset has {list(trainer.splits)}"
+                f"the trusted_probe column needs a {self.trusted_split!r} split of clean labels; "
+                f"the dataset has {list(trainer.splits)}"
             )
         self.trainer = trainer
         self.weight = torch.zeros(trainer.student.num_features, device=trainer.device)

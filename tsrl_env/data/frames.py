@@ -129,8 +129,9 @@ def build_frame_dataset(name: str, splits: dict[str, SplitFrames], image_size: i
     """Check every frame file of ``splits`` and assemble a dataset whose images are read from disk on demand.
 
     ``on_bad_frames="error"`` (default) raises a ``ValueError`` before any training when a frame is missing,
-    unreadable (decoded whole) or smaller than ``MIN_FRAME_SIZE`` pixels a side, with the count and the first paths; ``"skip"`` drops those frames, logs the same report as a warning
-    and counts them per split in ``Dataset.bad_frames``. Family names are the fake frames' families, sorted; video
+    unreadable (decoded whole) or smaller than ``MIN_FRAME_SIZE`` pixels a side, with the count and the first paths;
+    ``"skip"`` drops those frames, logs the same report as a warning and counts them per split in
+    ``Dataset.bad_frames``. Family names are the fake frames' families, sorted; video
     names map to group ids shared across splits.
     """
     on_bad_frames_setting(on_bad_frames)
