@@ -202,13 +202,15 @@ def _use_deterministic_algorithms() -> None:
 
 def _list_benchmarks(workers: int) -> None:
     print(f"Benchmark configs (tsrl benchmark --config NAME); wall time estimated for --workers {workers} on a 2-core CPU:")
-    for name, config, seconds in available_benchmarks(workers):
+    benchmarks = available_benchmarks(workers)
+    width = max(len(name) for name, _, _ in benchmarks)
+    for name, config, seconds in benchmarks:
         env = config.run_config(*next(config.cells())).env
         size = f"{env.backbone}, {env.warmup_epochs}+{env.epochs} epochs"
         estimate = "not measured" if math.isnan(seconds) else f"~{_duration(seconds)}"
         cells = len(list(config.cells()))
         grid = f"{len(config.tutors)} tutors x {len(config.seeds)} seeds x {len(config.variants)} variant(s)"
-        print(f"  {name:<18} {cells:>4} Students ({grid})  {size:<26} {estimate}")
+        print(f"  {name:<{width}} {cells:>4} Students {f'({grid})':<42} {size:<26} {estimate}")
 
 
 def _duration(seconds: float) -> str:

@@ -29,6 +29,18 @@ def test_pretrained_file_round_trip_leaves_the_classifier_new(tmp_path):
     assert loaded["fc.weight"].shape == (2, source.num_features)
 
 
+def test_a_students_saved_weights_start_a_new_student_with_a_new_classifier(tmp_path):
+    trained = Student.from_timm("test_resnet")
+    torch.nn.init.constant_(trained.model.fc.weight, 0.5)
+    path = tmp_path / "student.pt"
+    torch.save(trained.state_dict(), path)  # as tsrl train saves it: the timm model under "model."
+    loaded = Student.from_timm("test_resnet", str(path)).model.state_dict()
+    for name, value in trained.model.state_dict().items():
+        if not name.startswith("fc."):
+            assert torch.equal(loaded[name], value), name
+    assert not torch.equal(loaded["fc.weight"], trained.model.fc.weight.detach()), "the classifier starts new"
+
+
 def deepfakebench_xception(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """timm's legacy_xception state dict as a DeepfakeBench detector saves it: ``backbone.`` keys, the head named
     ``last_linear``, pointwise convolutions stored as matrices."""

@@ -25,10 +25,11 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def load_pretrained_file(model: nn.Module, path: Path) -> None:
     """Load the weights in ``path`` into the timm ``model``, all but its classifier, which stays new.
 
-    The file holds a state dict (or a checkpoint with one under ``state_dict``) with timm's key names, or with
-    DeepfakeBench's: its detectors' ``backbone.`` prefix and Xception's ``last_linear`` head are mapped to timm's names,
-    and 1x1 convolution weights stored as matrices (the ``pointwise`` layers of the Xception file DeepfakeBench
-    starts from) are given their two unit dimensions. Anything else that does not match is refused, named.
+    The file holds a state dict (or a checkpoint with one under ``state_dict``) with timm's key names, a Student's
+    ``student.pt`` as ``tsrl train`` saves it, or DeepfakeBench's names: its detectors' ``backbone.`` prefix and
+    Xception's ``last_linear`` head are mapped to timm's names, and 1x1 convolution weights stored as matrices (the
+    ``pointwise`` layers of the Xception file DeepfakeBench starts from) are given their two unit dimensions. Anything
+    else that does not match is refused, named.
     """
     if not path.is_file():
         raise FileNotFoundError(f"pretrained_file {str(path)!r} does not exist; give the path of a saved state dict")
@@ -60,6 +61,8 @@ def timm_key_names(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor])
     mapped = {}
     for key, value in state.items():
         name = key.removeprefix("module.").removeprefix("backbone.")
+        if name not in own and name.removeprefix("model.") in own:  # a Student's student.pt: its timm model is .model
+            name = name.removeprefix("model.")
         if name.startswith("last_linear."):
             name = "fc." + name.removeprefix("last_linear.")
         if name in own and value.ndim == 2 and own[name].ndim == 4 and own[name].shape[2:] == (1, 1):
