@@ -16,7 +16,7 @@ from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv
 from tsrl_env.rewards import NextVisitLedger, next_visit_reward, tsrl_reference_reward, tsrl_reward
 from tsrl_env.state import SampleHistory
 
-PROPERTY_SETTINGS = settings(max_examples=60, deadline=None)
+PROPERTY_SETTINGS = settings(max_examples=30, deadline=None)
 
 probabilities = st.floats(0.0, 1.0, width=32)
 
