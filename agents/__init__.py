@@ -33,7 +33,7 @@ from agents.next_visit import NextVisitReplayBuffer
 from agents.ppo import SigmoidGaussianPolicy, TutorPPO, loss_rank_targets
 from agents.vec_env import BatchVecEnv, PerSampleVecEnv, as_per_sample_vec_env
 from agents.zoo import make_a2c, make_ddpg, make_sac, make_td3
-from tsrl_env.validation import did_you_mean
+from tsrl_env.validation import registered
 
 
 @dataclass(frozen=True)
@@ -81,15 +81,7 @@ TUTORS: dict[str, TutorSpec] = {
 
 def tutor_spec(name: str) -> TutorSpec:
     """The :class:`TutorSpec` registered as ``name``; an unknown name raises a ValueError listing the accepted ones."""
-    try:
-        return TUTORS[name]
-    except KeyError:
-        raise ValueError(f"unknown tutor {name!r}{did_you_mean(name, TUTORS)}; accepted: {', '.join(TUTORS)}") from None
-
-
-def tutor_kind(name: str) -> str:
-    """What kind of tutor ``name`` is, in words (:attr:`TutorSpec.kind`)."""
-    return tutor_spec(name).kind
+    return registered(TUTORS, name, "tutor")
 
 
 def make_tutor(name: str, env: gym.Env | VecEnv, **kwargs: Any) -> Any:
@@ -155,6 +147,5 @@ __all__ = [
     "make_tutor",
     "register_saved_tutor",
     "single_episode_view",
-    "tutor_kind",
     "tutor_spec",
 ]

@@ -38,7 +38,7 @@ def tutors_table() -> str:
     import agents
     import experiments  # noqa: F401  (registers the tutors saved under experiments/tutors)
 
-    rows = [(f"`{name}`", agents.tutor_kind(name), _summary(inspect.getdoc(spec.make))) for name, spec in agents.TUTORS.items()]
+    rows = [(f"`{name}`", spec.kind, _summary(inspect.getdoc(spec.make))) for name, spec in agents.TUTORS.items()]
     return _table(("name", "kind", "what it does (its docstring)"), rows)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from agents import TUTORS, tutor_kind
+from agents import TUTORS
 from experiments.config import split_tutor_entry
 from experiments.report import split_label, tested_splits
 
@@ -207,7 +207,7 @@ def _kind(entry: str) -> str:
     tutor, _ = split_tutor_entry(entry)
     if tutor == ORACLE:
         return "reference"
-    return tutor_kind(tutor) if tutor in TUTORS else "heuristic"
+    return TUTORS[tutor].kind if tutor in TUTORS else "heuristic"
 
 
 def _signed(value: float) -> str:
