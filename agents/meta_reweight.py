@@ -31,7 +31,7 @@ from torch.func import functional_call, grad, jvp
 
 from agents.heuristics import HeuristicTutor, _env_attr
 from tsrl_env.student import Student
-from tsrl_env.trainer import StudentTrainer
+from tsrl_env.trainer import StudentTrainer, TrainingBatch
 
 Parameters = dict[str, torch.Tensor]
 
@@ -91,17 +91,10 @@ class _MetaReweightTutor(HeuristicTutor):
                 f"the {self.name!r} tutor weights the whole batch awaiting weights ({len(batch.ids)} rows), "
                 f"got {len(states)} rows"
             )
-        trusted_images, trusted_labels = self._next_trusted_batch()
-        return self.batch_weights(batch.images, batch.labels, batch.losses.detach(), trusted_images, trusted_labels).cpu().numpy()
+        return self.batch_weights(batch, self._next_trusted_batch()).cpu().numpy()
 
-    def batch_weights(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        losses: torch.Tensor,
-        trusted_images: torch.Tensor,
-        trusted_labels: torch.Tensor,
-    ) -> torch.Tensor:
+    def batch_weights(self, batch: TrainingBatch, trusted: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """One weight per sample of ``batch`` (the batch awaiting weights), given a trusted batch (images, labels)."""
         raise NotImplementedError
 
     def _next_trusted_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,15 +123,8 @@ class LearningToReweight(_MetaReweightTutor):
 
     name = "l2rw"
 
-    def batch_weights(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        losses: torch.Tensor,
-        trusted_images: torch.Tensor,
-        trusted_labels: torch.Tensor,
-    ) -> torch.Tensor:
-        kept = trusted_alignment(self.trainer.student, images, labels, trusted_images, trusted_labels).clamp_min(0.0)
+    def batch_weights(self, batch: TrainingBatch, trusted: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        kept = trusted_alignment(self.trainer.student, batch.images, batch.labels, *trusted).clamp_min(0.0)
         largest = kept.max()
         return kept / largest if largest > 0 else kept
 
@@ -168,27 +154,20 @@ class MetaWeightNet(_MetaReweightTutor):
         if self.params["meta_lr"] <= 0 or self.params["hidden"] < 1:
             raise ValueError(f"meta_weight_net needs meta_lr > 0 and hidden >= 1, got {self.params}")
 
-    def batch_weights(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        losses: torch.Tensor,
-        trusted_images: torch.Tensor,
-        trusted_labels: torch.Tensor,
-    ) -> torch.Tensor:
+    def batch_weights(self, batch: TrainingBatch, trusted: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         student = self.trainer.student
         step_size = self.trainer.config.lr
-        inputs = losses.float().unsqueeze(1)
+        inputs = batch.losses.detach().float().unsqueeze(1)
         with torch.no_grad():
             before = self.network(inputs).squeeze(1)
         params = {name: p.detach() for name, p in student.named_parameters()}
         with student.frozen_batch_statistics():
-            step = grad(lambda p: (before * per_sample_losses(student, p, images, labels)).mean())(params)
+            step = grad(lambda p: (before * per_sample_losses(student, p, batch.images, batch.labels)).mean())(params)
         virtual = {name: p - step_size * step[name] for name, p in params.items()}
-        alignment = trusted_alignment(student, images, labels, trusted_images, trusted_labels, trusted_at=virtual)
+        alignment = trusted_alignment(student, batch.images, batch.labels, *trusted, trusted_at=virtual)
         # d L(θ') / d φ = -(α / B) Σ_i alignment_i d w_i / d φ: this surrogate has exactly that gradient.
         with torch.enable_grad():
-            surrogate = -(step_size / len(losses)) * (alignment.detach() * self.network(inputs).squeeze(1)).sum()
+            surrogate = -(step_size / len(inputs)) * (alignment.detach() * self.network(inputs).squeeze(1)).sum()
             self.optimizer.zero_grad(set_to_none=True)
             surrogate.backward()
             self.optimizer.step()

@@ -71,7 +71,7 @@ def test_meta_weight_net_steps_along_the_gradient_through_a_literal_virtual_step
     expected = torch.autograd.grad(meta_loss, list(network_params.values()))
     before = {name: p.detach().clone() for name, p in network_params.items()}
     tutor._next_trusted_batch = lambda: (trusted_images, trusted_labels)
-    tutor.batch_weights(batch.images, batch.labels, batch.losses.detach(), trusted_images, trusted_labels)
+    tutor.batch_weights(batch, (trusted_images, trusted_labels))
     # Adam's first step moves each parameter by -lr * sign(gradient) (where the gradient is not negligible).
     for (name, p), g in zip(network_params.items(), expected, strict=True):
         moved = before[name] - p.detach()
