@@ -79,16 +79,11 @@ class StudentProgress(TrainingListener):
         self._last_line = now
         elapsed = now - self._started
         rate = (self.done - self._started_at) / elapsed if elapsed > 0 else 0.0
-        left = f", about {_clock(max(self.total - self.done, 0) / rate)} left" if rate > 0 and self.done < self.total else ""
+        remaining = (self.total - self.done) / rate if rate > 0 and self.done < self.total else None
+        left = "" if remaining is None else f", about {tqdm.format_interval(remaining)} left"
         percent = 100 * self.done / self.total if self.total else 100.0
         print(
-            f"{self.label}: {self.done:,}/{self.total:,} samples ({percent:.0f}%), {_clock(elapsed)} so far{left}",
+            f"{self.label}: {self.done:,}/{self.total:,} samples ({percent:.0f}%), {tqdm.format_interval(elapsed)} so far{left}",
             file=self.stream,
             flush=True,
         )
-
-
-def _clock(seconds: float) -> str:
-    minutes, seconds = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
