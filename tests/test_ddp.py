@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +25,8 @@ import yaml
 from test_resume import _subprocess_env
 
 from experiments.bench import ddp_comm
-from experiments.bench.ddp_equivalence import max_differences
+from experiments.bench.common import torchrun
+from experiments.bench.ddp_equivalence import METRIC_TOLERANCE, max_differences, weight_difference
 from experiments.checkpoint import CHECKPOINT_NAME
 from experiments.cli import main
 from experiments.config import load_run_config
@@ -39,19 +39,7 @@ BATCHNORM_FREE = "test_convnext"
 WEIGHT_TOLERANCE = 1e-5
 CURVE_TOLERANCE = 1e-6
 TALLY_TOLERANCE = 1e-4
-METRIC_TOLERANCE = 1 / 64
 CPU = torch.device("cpu")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _torchrun() -> list[str]:
-    """torchrun starting two processes, on a free port."""
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"]
 
 
 def _run_cli(launcher: list[str], *arguments: str) -> None:
@@ -77,7 +65,7 @@ def one_and_two_processes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
     config_path = root / "tiny_batchnorm_free.yaml"
     config_path.write_text(yaml.safe_dump(config))
     single = _train(root / "one", config_path, [sys.executable])
-    distributed = _train(root / "two", config_path, _torchrun(), "--ddp")
+    distributed = _train(root / "two", config_path, torchrun(), "--ddp")
     return single, distributed
 
 
@@ -96,10 +84,7 @@ def _assert_same_student(single: Path, distributed: Path, label: str) -> None:
     assert all(difference == 0 for name, difference in tallies.items() if name.endswith(".counts")), tallies
     assert all(difference <= TALLY_TOLERANCE for difference in tallies.values()), tallies
 
-    first = torch.load(single / label / "student.pt", weights_only=True)
-    second = torch.load(distributed / label / "student.pt", weights_only=True)
-    assert first.keys() == second.keys()
-    assert max(float((first[name] - second[name]).abs().max()) for name in first) <= WEIGHT_TOLERANCE
+    assert weight_difference(single / label / "student.pt", distributed / label / "student.pt") <= WEIGHT_TOLERANCE
 
 
 def test_two_processes_train_the_students_one_process_trains(one_and_two_processes):
@@ -126,7 +111,7 @@ def test_a_run_resumed_with_ddp_ends_as_the_uninterrupted_run(
     (run_dir / "ppo" / CHECKPOINT_NAME).write_bytes(copies[1])  # stopped during tutored epoch 1
     uniform_record = (run_dir / "uniform" / "run.json").read_bytes()
 
-    _run_cli(_torchrun(), "train", "--ddp", "--resume", str(run_dir), "--no-progress")
+    _run_cli(torchrun(), "train", "--ddp", "--resume", str(run_dir), "--no-progress")
     assert (run_dir / "uniform" / "run.json").read_bytes() == uniform_record, "a finished Student is read back"
     _assert_same_student(single, run_dir, "ppo")
     assert (run_dir / "results.json").is_file() and not (run_dir / "ppo" / CHECKPOINT_NAME).exists()

@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import socket
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -238,3 +240,15 @@ def timing_table(times: dict[str, list[float]], baseline: str, steps: int, passe
         for name, seconds in times.items()
     ]
     return format_table(header, rows)
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now, for a process group's rendezvous."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def torchrun(processes: int = 2) -> list[str]:
+    """The command that starts ``processes`` copies of a Python module under torchrun, on a free port."""
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", f"--master_port={free_port()}"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import socket
 from collections import Counter
 from typing import Any
 
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 import torch.multiprocessing as mp
 
-from experiments.bench.common import add_common_arguments, env_settings
+from experiments.bench.common import add_common_arguments, env_settings, free_port
 from experiments.report import format_table
 from tsrl_env import DeepfakeCurriculumEnv
 from tsrl_env.distributed import COMMUNICATION_KINDS, DistributedGroupView
@@ -55,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("--repeats must be at least 1")
     context = mp.get_context("spawn")
     results = context.SimpleQueue()
-    ranks = mp.start_processes(_worker, (args, _free_port(), results), nprocs=args.processes, start_method="spawn", join=False)
+    ranks = mp.start_processes(_worker, (args, free_port(), results), nprocs=args.processes, start_method="spawn", join=False)
     measured = results.get()  # read before joining: a rank blocks in put() until its result is read
     ranks.join()
     print(describe(args, measured))
@@ -174,12 +173,6 @@ def _counted(view: DistributedGroupView, action: Any) -> dict[str, int]:
     before = Counter(view.sent_bytes)
     action()
     return dict(view.sent_bytes - before)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import argparse
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from experiments.bench.common import add_common_arguments, env_settings
+from experiments.bench.common import add_common_arguments, env_settings, torchrun
 from experiments.report import format_table
 
 METRIC_TOLERANCE = 1 / 64
@@ -93,12 +92,6 @@ def _environment() -> dict[str, str]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def main(argv: list[str] | None = None) -> bool:
     """Run both trainings, print the comparison; True when every Student is within the tolerances."""
     args = build_parser().parse_args(argv)
@@ -114,8 +107,7 @@ def main(argv: list[str] | None = None) -> bool:
         config = root / "ddp_equivalence.yaml"
         config.write_text(yaml.safe_dump({"seed": args.seed, "tutor": "ppo", "env": settings}))
         single = _train([sys.executable], config, root / "one")
-        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"]
-        distributed = _train(torchrun, config, root / "two", "--ddp")
+        distributed = _train(torchrun(), config, root / "two", "--ddp")
         rows, equivalent = [], True
         for label in ("uniform", "ppo"):
             one = json.loads((single / label / "run.json").read_text())
