@@ -41,6 +41,7 @@ from tqdm import tqdm
 from agents import TUTORS
 from experiments.checkpoint import CHECKPOINT_NAME, checkpoint_settings, write_atomically
 from experiments.config import (
+    BENCHMARK_ONLY,
     CONFIG_DIR,
     RESULT_NEUTRAL,
     TRAIN_ONLY,
@@ -125,9 +126,7 @@ def load_benchmark_config(path: str | Path, tutors: list[str] | None = None, see
             "lists the benchmark configs)",
         ),
     }
-    reject_unknown_keys(
-        settings, ["env", "tutors", "seeds", "variants", "tutor_kwargs"], f"benchmark setting in {path}", elsewhere
-    )
+    reject_unknown_keys(settings, ["env", *BENCHMARK_ONLY, "tutor_kwargs"], f"benchmark setting in {path}", elsewhere)
     source = f"in {path}"
     if tutors:
         settings["tutors"] = tutors

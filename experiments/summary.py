@@ -12,6 +12,7 @@ Markdown of ``results.md``.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import math
 from collections import defaultdict
@@ -369,3 +370,39 @@ def power_table(summary: list[dict[str, Any]], effects: tuple[float, ...] = (0.0
             needed = " | ".join(str(seeds_needed(sd, effect)) for effect in effects)
             lines.append(f"| {variant} | {name} | {len(sds)} | {sd:.3f} | {needed} |")
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
+def paired_between(out: Path, tutor: str, against: str) -> str:
+    """Markdown: ``tutor`` − ``against`` on each headline metric of a finished grid in ``out`` (its ``runs.csv``),
+    paired by variant and seed like every difference to uniform (both were trained on the same Students)."""
+    with (out / "runs.csv").open() as handle:
+        runs = list(csv.DictReader(handle))
+    metrics = [name.removeprefix("diff_") for name in runs[0] if name.startswith("diff_")]
+    values = {(row["variant"], row["tutor"], int(row["seed"])): row for row in runs}
+    lines = [f"| variant | metric | pairs | {tutor} − {against} [95% interval] | per seed |", "| --- | --- | --- | --- | --- |"]
+    for variant in dict.fromkeys(row["variant"] for row in runs):
+        seeds = [seed for v, t, seed in values if v == variant and t == tutor and (variant, against, seed) in values]
+        for metric in metrics:
+            difference = PairedDifference.of(
+                {s: float(values[variant, tutor, s][metric]) - float(values[variant, against, s][metric]) for s in seeds}
+            )
+            low, high = difference.interval
+            per_seed = ", ".join(f"{value:+.3f}" for value in difference.per_seed.values())
+            cell = f"{difference.mean:+.3f} [{low:+.3f}, {high:+.3f}]"
+            lines.append(f"| {variant} | {metric} | {difference.pairs} | {cell} | {per_seed} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.summary", description="one tutor against another, paired by seed, on a finished grid"
+    )
+    parser.add_argument("out", type=Path, help="the grid's output folder (holding runs.csv)")
+    parser.add_argument("tutor")
+    parser.add_argument("against")
+    arguments = parser.parse_args(argv)
+    print(paired_between(arguments.out, arguments.tutor, arguments.against))
+
+
+if __name__ == "__main__":
+    main()

@@ -6,7 +6,17 @@ import yaml
 
 from experiments.benchmark import cell_dir, load_benchmark_config, run_benchmark, write_summary
 from experiments.cli import main
-from experiments.summary import HEADLINE, METRICS, SPLITS, markdown_tables, mean_interval, paired_summary, seeds_needed
+from experiments.summary import (
+    HEADLINE,
+    METRICS,
+    SPLITS,
+    markdown_tables,
+    mean_interval,
+    paired_between,
+    paired_summary,
+    seeds_needed,
+    write_csv,
+)
 
 TINY_ENV = {
     "dataset_options": {
@@ -163,6 +173,27 @@ def test_paired_differences_of_a_hand_computed_case():
 
     one_seed = markdown_tables(paired_summary([r for r in rows if r["seed"] == 0]))
     assert "one seed cannot separate tutors" in one_seed and "[" not in one_seed and "±" not in one_seed
+
+
+def test_one_tutor_against_another_is_paired_by_seed(tmp_path):
+    # focal is 0.01, 0.02, 0.03 above random at seeds 0-2 (mean 0.02, sd 0.01); anti_noise has no seed 2.
+    rows = [
+        {"variant": "v", "tutor": "random", "seed": s, "test_seen_auc": 0.60 + s / 10, "diff_test_seen_auc": 0.0}
+        for s in range(3)
+    ]
+    rows += [
+        {"variant": "v", "tutor": "focal", "seed": s, "test_seen_auc": 0.61 + s / 10 + s / 100, "diff_test_seen_auc": 0.0}
+        for s in range(3)
+    ]
+    rows += [
+        {"variant": "v", "tutor": "anti_noise", "seed": s, "test_seen_auc": 0.5, "diff_test_seen_auc": 0.0} for s in range(2)
+    ]
+    write_csv(rows, tmp_path / "runs.csv")
+    half = 4.302653 * 0.01 / 3**0.5
+    assert f"| v | test_seen_auc | 3 | +0.020 [{0.02 - half:+.3f}, {0.02 + half:+.3f}] | +0.010, +0.020, +0.030 |" in (
+        paired_between(tmp_path, "focal", "random")
+    )
+    assert "| v | test_seen_auc | 2 | " in paired_between(tmp_path, "focal", "anti_noise"), "only the seeds both have"
 
 
 def test_seeds_needed_matches_the_paired_t_test_tables():
