@@ -32,9 +32,10 @@ TUTOR_COLOURS = {
     "hard_mining": "#6b3d9a",
     "anti_noise": "#b15928",
     "noise_mentor": "#3c5488",
+    "noise_mentor_pretrained": "#e7298a",
 }
 # Tutors without a fixed colour draw one from here, chosen by a stable hash of the name (the same in every figure).
-SPARE_COLOURS = ("#4dbbd5", "#91d1c2", "#dc0000", "#7e6148", "#b09c85", "#ffd92f", "#66a61e", "#e7298a")
+SPARE_COLOURS = ("#4dbbd5", "#91d1c2", "#dc0000", "#7e6148", "#b09c85", "#ffd92f", "#66a61e")
 # A benchmark entry ``tutor@reward`` keeps its tutor's colour; its reward sets the line style and the bars' hatch.
 REWARD_STYLES = {
     None: ("-", ""),
