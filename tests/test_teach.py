@@ -83,3 +83,18 @@ def test_the_report_is_rebuilt_from_the_files_alone(taught):
     out, _ = taught
     (out / "teaching.md").unlink()
     assert write_teaching_report(out) == (out / "teaching.md").read_text()
+
+
+@pytest.mark.parametrize(("name", "teaching_run"), [("noise_mentor", "teach_noise"), ("noise_mentor_pretrained", "teach_pretrained")])
+def test_each_shipped_tutor_is_the_one_its_teaching_run_saved_and_weighs_its_rows_as_taught(name, teaching_run):
+    from experiments import SAVED_TUTORS_DIR
+    from experiments.record import noise_detection_auroc
+
+    run = SAVED_TUTORS_DIR.parent / "results" / "teaching" / teaching_run
+    assert (SAVED_TUTORS_DIR / f"{name}.zip").read_bytes() == (run / "tutor.zip").read_bytes()
+    assert json.loads((SAVED_TUTORS_DIR / f"{name}.json").read_text()) == json.loads((run / "tutor.json").read_text())
+    examples = np.load(run / "examples.npz")
+    weights = np.asarray(tutor_spec(name).load(SAVED_TUTORS_DIR / f"{name}.zip").predict(examples["states"], deterministic=True)[0]).ravel()
+    assert ((weights >= 0.0) & (weights <= 1.0)).all()
+    # The rows it was taught on: a low weight marks the rows whose oracle weight was 0 (flipped labels).
+    assert noise_detection_auroc(-weights, examples["targets"] < 0.5) > 0.75
