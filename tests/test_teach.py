@@ -8,8 +8,10 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from agents import TUTORS, register_saved_tutor, tutor_spec
+from agents import TUTORS, load_tutor, register_saved_tutor, tutor_spec
+from experiments import SAVED_TUTORS_DIR
 from experiments.config import RunConfig
+from experiments.record import noise_detection_auroc
 from experiments.teach import FIRST_TEACHING_SEED, TeachConfig, load_teach_config_dict, teach, write_teaching_report
 from experiments.train import train_student
 from tsrl_env import TINY_SETTINGS
@@ -87,14 +89,12 @@ def test_the_report_is_rebuilt_from_the_files_alone(taught):
 
 @pytest.mark.parametrize(("name", "teaching_run"), [("noise_mentor", "teach_noise"), ("noise_mentor_pretrained", "teach_pretrained")])
 def test_each_shipped_tutor_is_the_one_its_teaching_run_saved_and_weighs_its_rows_as_taught(name, teaching_run):
-    from experiments import SAVED_TUTORS_DIR
-    from experiments.record import noise_detection_auroc
-
     run = SAVED_TUTORS_DIR.parent / "results" / "teaching" / teaching_run
     assert (SAVED_TUTORS_DIR / f"{name}.zip").read_bytes() == (run / "tutor.zip").read_bytes()
     assert json.loads((SAVED_TUTORS_DIR / f"{name}.json").read_text()) == json.loads((run / "tutor.json").read_text())
     examples = np.load(run / "examples.npz")
-    weights = np.asarray(tutor_spec(name).load(SAVED_TUTORS_DIR / f"{name}.zip").predict(examples["states"], deterministic=True)[0]).ravel()
+    tutor = load_tutor(name, SAVED_TUTORS_DIR / f"{name}.zip")
+    weights = np.asarray(tutor.predict(examples["states"], deterministic=True)[0]).ravel()
     assert ((weights >= 0.0) & (weights <= 1.0)).all()
     # The rows it was taught on: a low weight marks the rows whose oracle weight was 0 (flipped labels).
     assert noise_detection_auroc(-weights, examples["targets"] < 0.5) > 0.75
