@@ -87,7 +87,10 @@ def test_the_report_is_rebuilt_from_the_files_alone(taught):
     assert write_teaching_report(out) == (out / "teaching.md").read_text()
 
 
-@pytest.mark.parametrize(("name", "teaching_run"), [("noise_mentor", "teach_noise"), ("noise_mentor_pretrained", "teach_pretrained")])
+SHIPPED_TUTORS = [("noise_mentor", "teach_noise"), ("noise_mentor_pretrained", "teach_pretrained")]
+
+
+@pytest.mark.parametrize(("name", "teaching_run"), SHIPPED_TUTORS)
 def test_each_shipped_tutor_is_the_one_its_teaching_run_saved_and_weighs_its_rows_as_taught(name, teaching_run):
     run = SAVED_TUTORS_DIR.parent / "results" / "teaching" / teaching_run
     assert (SAVED_TUTORS_DIR / f"{name}.zip").read_bytes() == (run / "tutor.zip").read_bytes()
