@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import numpy as np
 import pytest
@@ -33,6 +34,39 @@ def assert_same(a: Dataset, b: Dataset) -> None:
     for name in a.splits:
         for field in dataclasses.fields(a.splits[name]):
             assert torch.equal(getattr(a.splits[name], field.name), getattr(b.splits[name], field.name)), (name, field.name)
+
+
+# SHA-256 of every split's images, labels, clean labels, groups, families and strengths, and the config hash, as the
+# code before the settings tiles, content, noise_model and noise_seed existed (commit 7ce84a2) made them: a legacy
+# config must keep its bytes and its cache key, so that recorded results and fingerprints reproduce.
+LEGACY_DIGESTS = {
+    0: ("133f131624b89ac42f6da6cf73aa936f277a6e1aa1835aad160aa5e9d26ef8fd", "91e7bb3368614968"),
+    1: ("fbc71b567c61be90fd40874a5198844e9038dd6beefc6af8a6865f0a584ca654", "8b17cbef74f2daed"),
+}
+LEGACY_DEFAULT_HASH = "fe2ddad5c8f8e03a"
+
+
+@pytest.mark.parametrize("seed", list(LEGACY_DIGESTS))
+def test_legacy_configs_keep_their_bytes_and_hash(seed: int) -> None:
+    config = EmbeddedConfig(
+        image_size=32,
+        train_size=64,
+        val_size=16,
+        test_seen_size=16,
+        test_unseen_size=16,
+        frames_per_video=4,
+        label_noise=0.3,
+        seed=seed,
+    )
+    hasher = hashlib.sha256()
+    for split in generate_embedded(config, workers=1).splits.values():
+        for field in ("images", "labels", "clean_labels", "groups", "families", "strengths"):
+            hasher.update(getattr(split, field).numpy().tobytes())
+    assert (hasher.hexdigest(), embedded.config_hash(config)) == LEGACY_DIGESTS[seed]
+    assert embedded.config_hash(EmbeddedConfig()) == LEGACY_DEFAULT_HASH
+    # The added settings at their defaults are the legacy behaviour, given or not.
+    explicit = dataclasses.replace(config, tiles="reshuffled", content="benchmark", noise_model="frame", noise_seed=None)
+    assert embedded.cache_key(explicit) == embedded.cache_key(config)
 
 
 def test_same_config_gives_identical_bytes(tiny: Dataset) -> None:
@@ -197,6 +231,10 @@ def test_unknown_override_is_a_type_error() -> None:
         ({"final_jpeg_quality": (90, 101)}, "final_jpeg_quality"),
         ({"unseen_families": ()}, "unseen_families"),
         ({"texture_fraction": 1.5}, "texture_fraction"),
+        ({"tiles": "shuffled"}, "tiles must be one of reshuffled, fixed"),
+        ({"content": "pretraining"}, "needs tiles 'fixed'"),
+        ({"noise_model": "per_video"}, "unknown noise model"),
+        ({"noise_seed": -2}, "noise_seed"),
     ],
 )
 def test_config_validation(changes: dict[str, object], fragment: str) -> None:

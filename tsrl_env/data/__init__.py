@@ -17,6 +17,7 @@ from tsrl_env.data.base import REAL_FAMILY, Dataset, FrameStore, Split
 from tsrl_env.data.deepfakebench import DEEPFAKEBENCH_LABEL_DICT, DeepfakeBenchConfig, load_deepfakebench
 from tsrl_env.data.embedded import EmbeddedConfig, cache_key, load_embedded, save_family_grid
 from tsrl_env.data.folder import FolderConfig, load_folder
+from tsrl_env.data.label_noise import NOISE_MODELS, register_noise_model
 from tsrl_env.validation import register, registered, reject_unknown_keys, shown
 
 
@@ -97,6 +98,7 @@ __all__ = [
     "EmbeddedConfig",
     "FolderConfig",
     "FrameStore",
+    "NOISE_MODELS",
     "Split",
     "data_source",
     "dataset_identity",
@@ -105,5 +107,6 @@ __all__ = [
     "load_folder",
     "make_dataset",
     "register_dataset",
+    "register_noise_model",
     "save_family_grid",
 ]

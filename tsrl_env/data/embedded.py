@@ -24,10 +24,11 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from tsrl_env.data.base import REAL_FAMILY, Dataset, Split
+from tsrl_env.data.label_noise import TrainingVideos, noise_model, seeded_uniforms
 from tsrl_env.data.manipulations import MANIPULATIONS, jpeg, to_uint8
-from tsrl_env.data.photos import random_shot, render_shot, split_tiles, tile_library
+from tsrl_env.data.photos import TILE_ASSIGNMENTS, random_shot, render_shot, tile_library
 from tsrl_env.files import write_atomically
-from tsrl_env.validation import image_size_setting, reject_unknown_keys, shown
+from tsrl_env.validation import choice_setting, image_size_setting, integer_setting, reject_unknown_keys, shown
 
 # Bump whenever generation code or constants change what a config produces, so stale caches are not reused.
 GENERATOR_VERSION = 2
@@ -36,6 +37,11 @@ DATASET_NAME = "embedded"
 FAMILY_NAMES: tuple[str, ...] = tuple(MANIPULATIONS)
 SPLIT_NAMES = ("train", "val", "test_seen", "test_unseen")
 _TILE_SPLIT = {"train": "train", "val": "val", "test_seen": "test", "test_unseen": "test"}
+CONTENTS = ("benchmark", "pretraining")
+
+# Settings added after results were recorded under hashes without them: left out of ``config_hash`` while at their
+# default (the legacy behaviour), so every older config keeps its hash, its cache file and its fingerprints.
+_ADDED_SETTINGS = ("tiles", "content", "noise_model", "noise_seed")
 
 # Tags the seed of a pair of videos, keeping it apart from the per-video seeds.
 _PAIR_STREAM = 0x9A1
@@ -52,9 +58,17 @@ class EmbeddedConfig:
     videos come in real/fake pairs made from the same source frames (see ``_render_video``).
     ``strength_range`` bounds the manipulation strength drawn per fake video (1 = most visible trace).
     ``final_jpeg_quality`` bounds the quality of the JPEG every image gets last (drawn per video).
-    ``label_noise`` is the probability that a training image's label is flipped (drawn per image; other splits
-    stay clean). ``fake_fraction`` is the probability that a video is fake. ``texture_fraction`` is the share of
-    shots (real content) made of procedural textures rather than photographs.
+    ``label_noise`` is the rate at which training labels are flipped, as ``noise_model`` spends it (``frame``, the
+    default: each image independently; ``video``, ``class_conditional`` and ``instance``: see ``label_noise.py``);
+    other splits stay clean. ``noise_seed`` None draws the flips from the dataset seed (the frame model from each
+    video's own stream, as always); an integer draws them from a stream of that seed alone, so changing it changes
+    no image. ``fake_fraction`` is the probability that a video is fake. ``texture_fraction`` is the share of shots (real
+    content) made of procedural textures rather than photographs.
+
+    ``tiles`` says which photograph tiles each split draws from: ``reshuffled`` (the default) splits them anew for
+    every seed, so a test tile of one seed can be a training tile of another; ``fixed`` is the protocol's split, the
+    same for every seed, which also sets tiles aside for pretraining. ``content: pretraining`` (with ``tiles: fixed``)
+    draws every split from those tiles, for a Student pretrained without seeing any benchmark tile.
 
     The defaults are calibrated for a from-scratch ``regnetx_002`` Student trained 8 epochs with uniform weights
     (seeds 0 and 1): test_seen AUC 0.81 (0.89-0.90 without label noise), test_unseen 0.62-0.64. ``warp``
@@ -79,6 +93,10 @@ class EmbeddedConfig:
     label_noise: float = 0.15
     fake_fraction: float = 0.5
     texture_fraction: float = 0.05
+    tiles: str = "reshuffled"
+    content: str = "benchmark"
+    noise_model: str = "frame"
+    noise_seed: int | None = None
 
     def __post_init__(self) -> None:
         # Accept lists (e.g. from JSON or the command line) but store tuples so the config stays hashable.
@@ -124,6 +142,13 @@ class EmbeddedConfig:
             raise ValueError(f"texture_fraction must lie in [0, 1], got {self.texture_fraction}")
         if not 0.0 < self.fake_fraction < 1.0:
             raise ValueError(f"fake_fraction must lie in (0, 1) so every split has both classes, got {self.fake_fraction}")
+        choice_setting("tiles", self.tiles, TILE_ASSIGNMENTS)
+        choice_setting("content", self.content, CONTENTS)
+        if self.content == "pretraining" and self.tiles != "fixed":
+            raise ValueError("content 'pretraining' needs tiles 'fixed' (reshuffled tiles set none aside); set tiles: fixed")
+        noise_model(self.noise_model)
+        if self.noise_seed is not None:
+            object.__setattr__(self, "noise_seed", integer_setting("noise_seed", self.noise_seed, 0, or_none=True))
 
     def _pair(self, name: str) -> tuple[Any, Any]:
         value = getattr(self, name)
@@ -140,9 +165,16 @@ class EmbeddedConfig:
         return self.unseen_families if split == "test_unseen" else self.train_families
 
 
+def hashed_settings(config: EmbeddedConfig) -> dict[str, Any]:
+    """The config's fields, less each later-added setting left at its default (see ``_ADDED_SETTINGS``)."""
+    defaults = {field.name: field.default for field in dataclasses.fields(EmbeddedConfig)}
+    settings = dataclasses.asdict(config)
+    return {name: value for name, value in settings.items() if name not in _ADDED_SETTINGS or value != defaults[name]}
+
+
 def config_hash(config: EmbeddedConfig) -> str:
-    """A short stable hash of the config's fields and ``GENERATOR_VERSION``, used to key the cache."""
-    payload = json.dumps({"generator_version": GENERATOR_VERSION, **dataclasses.asdict(config)}, sort_keys=True)
+    """A short stable hash of the config's settings and ``GENERATOR_VERSION``, used to key the cache."""
+    payload = json.dumps({"generator_version": GENERATOR_VERSION, **hashed_settings(config)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -151,7 +183,11 @@ class _Video:
     frames: np.ndarray  # uint8 (F, 3, H, W)
     family: int
     strength: float
-    flipped: np.ndarray  # bool (F,)
+
+
+def _video_streams(config: EmbeddedConfig, split: str, video_index: int) -> list[np.random.SeedSequence]:
+    """A video's own streams: its content, its manipulation and its legacy label noise."""
+    return np.random.SeedSequence([config.seed, SPLIT_NAMES.index(split), video_index]).spawn(3)
 
 
 def _render_video(config: EmbeddedConfig, split: str, video_index: int, pool: list[np.ndarray]) -> _Video:
@@ -168,7 +204,7 @@ def _render_video(config: EmbeddedConfig, split: str, video_index: int, pool: li
     is_fake = bool((draw if video_index % 2 == 0 else 1.0 - draw) < config.fake_fraction)
     n_frames = config.frames_per_video
     frames = render_shot(random_shot(pair_rng, pool, config.texture_fraction), pair_rng, config.image_size, n_frames)
-    content_seed, manipulation_seed, noise_seed = np.random.SeedSequence([config.seed, split_index, video_index]).spawn(3)
+    content_seed, manipulation_seed, _ = _video_streams(config, split, video_index)
     rng = np.random.default_rng(content_seed)
     families = config.split_families(split)
     family_name = families[rng.integers(len(families))]
@@ -187,38 +223,62 @@ def _render_video(config: EmbeddedConfig, split: str, video_index: int, pool: li
             ]
         )
     encoded = np.stack([to_uint8(jpeg(frame, quality)) for frame in frames]).transpose(0, 3, 1, 2)
-    # Label noise draws from its own stream so that changing label_noise leaves every image unchanged.
-    noise = np.random.default_rng(noise_seed).random(n_frames)
-    flipped = noise < config.label_noise if split == "train" else np.zeros(n_frames, dtype=bool)
     return _Video(
         frames=np.ascontiguousarray(encoded),
         family=FAMILY_NAMES.index(family_name) if is_fake else REAL_FAMILY,
         strength=strength if is_fake else 0.0,
-        flipped=flipped,
     )
 
 
+def tile_pool(config: EmbeddedConfig, split: str) -> list[np.ndarray]:
+    """The tiles ``split`` draws its photograph shots from (one array of tile indices per photograph)."""
+    part = "pretraining" if config.content == "pretraining" else _TILE_SPLIT[split]
+    return TILE_ASSIGNMENTS[config.tiles](config.seed)[part]
+
+
 def _render_videos(config: EmbeddedConfig, split: str, video_indices: range) -> list[_Video]:
-    pool = split_tiles(config.seed)[_TILE_SPLIT[split]]
+    pool = tile_pool(config, split)
     return [_render_video(config, split, index, pool) for index in video_indices]
+
+
+def training_flips(config: EmbeddedConfig, fake: np.ndarray, strengths: np.ndarray) -> np.ndarray:
+    """The flip mask (videos, frames) of the training videos with these clean classes and strengths.
+
+    The draws are the noise model's only randomness, on streams apart from the images', so that changing
+    ``label_noise``, ``noise_model`` or ``noise_seed`` leaves every image unchanged. ``noise_seed`` None keeps the
+    legacy draws of the frame model, each video's own stream, and gives the other models the stream of the dataset
+    seed (as ``noise_seed`` = ``seed``).
+    """
+    n_videos, n_frames = len(fake), config.frames_per_video
+    if config.noise_seed is None and config.noise_model == "frame":
+        streams = [_video_streams(config, "train", index)[2] for index in range(n_videos)]
+        uniforms = np.stack([np.random.default_rng(stream).random(n_frames) for stream in streams])
+    else:
+        noise_seed = config.seed if config.noise_seed is None else config.noise_seed
+        uniforms = seeded_uniforms(noise_seed, n_videos, n_frames)
+    return noise_model(config.noise_model)(TrainingVideos(fake=fake, strengths=strengths, uniforms=uniforms), config.label_noise)
 
 
 def _assemble_split(config: EmbeddedConfig, split: str, videos: list[_Video], group_offset: int) -> Split:
     size = config.split_size(split)
     n_frames = config.frames_per_video
     images = np.concatenate([video.frames for video in videos])[:size]
-    clean = np.concatenate([np.full(n_frames, int(video.family != REAL_FAMILY)) for video in videos])[:size]
-    flipped = np.concatenate([video.flipped for video in videos])[:size]
+    fake = np.array([video.family != REAL_FAMILY for video in videos])
+    clean = np.repeat(fake.astype(np.int64), n_frames)[:size]
+    strengths = np.array([video.strength for video in videos], dtype=np.float32)
+    if split == "train":
+        flipped = training_flips(config, fake, strengths).reshape(-1)[:size]
+    else:
+        flipped = np.zeros(size, dtype=bool)
     groups = np.repeat(np.arange(len(videos)) + group_offset, n_frames)[:size]
     families = np.repeat([video.family for video in videos], n_frames)[:size]
-    strengths = np.repeat(np.array([video.strength for video in videos], dtype=np.float32), n_frames)[:size]
     return Split(
         images=torch.from_numpy(images),
         labels=torch.from_numpy(np.where(flipped, 1 - clean, clean).astype(np.int64)),
-        clean_labels=torch.from_numpy(clean.astype(np.int64)),
+        clean_labels=torch.from_numpy(clean),
         groups=torch.from_numpy(groups.astype(np.int64)),
         families=torch.from_numpy(families.astype(np.int64)),
-        strengths=torch.from_numpy(strengths),
+        strengths=torch.from_numpy(np.repeat(strengths, n_frames)[:size]),
     )
 
 
@@ -276,7 +336,7 @@ def cache_key(config: EmbeddedConfig | None = None, cache_dir: str | os.PathLike
 def _to_payload(dataset: Dataset, config: EmbeddedConfig) -> dict[str, Any]:
     return {
         "generator_version": GENERATOR_VERSION,
-        "config": json.dumps(dataclasses.asdict(config), sort_keys=True),
+        "config": json.dumps(hashed_settings(config), sort_keys=True),
         "family_names": list(dataset.family_names),
         "splits": {
             name: {field.name: getattr(split, field.name) for field in dataclasses.fields(Split)}
@@ -329,7 +389,7 @@ def save_family_grid(
     nearest-neighbour so the pixel-level trace stays visible. The final JPEG is left out to show the trace itself.
     """
     config = _build_config(config, overrides)
-    pool = split_tiles(config.seed)["test"]
+    pool = tile_pool(config, "test_seen")
     size = config.image_size
     examples = []
     for example in range(examples_per_family):

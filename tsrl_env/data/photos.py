@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,16 @@ GRAY_PHOTOS = ("camera", "moon", "coins", "grass", "gravel", "brick", "clock")
 SKLEARN_PHOTOS = ("china", "flower")
 TILE_SPLITS = ("train", "val", "test")
 TILE_FRACTIONS = (0.6, 0.1, 0.3)
+
+# The protocol's split (``fixed_tiles``): made once, from FIXED_TILE_SEED, and the same for every dataset seed. With
+# the library's 6 to 111 tiles per photograph these fractions give each photograph at least 2 train, 2 pretraining,
+# 1 val and 1 test tile; 155 / 91 / 41 / 70 of the 357 tiles in all (docs/data.md has the count per photograph).
+FIXED_TILE_FRACTIONS = {"train": 0.45, "pretraining": 0.25, "val": 0.10, "test": 0.20}
+FIXED_TILE_SEED = 0
+
+# Tag the streams of the two splits apart, so the fixed split is not one of the reshuffled ones.
+_RESHUFFLED_STREAM = 0x7113
+_FIXED_STREAM = 0xF1ED
 
 # Flat tiles (the black surround of the retina scan, the lunar night side) carry no content to manipulate.
 _MIN_TILE_STD = 0.015
@@ -97,27 +108,58 @@ def tile_library() -> TileLibrary:
     return TileLibrary(np.stack(tiles), np.asarray(photo_ids, dtype=np.int64), tuple(photos))
 
 
-def split_tiles(seed: int) -> dict[str, list[np.ndarray]]:
-    """Assign the tiles of each photograph to ``train`` / ``val`` / ``test`` by a seeded shuffle.
+TileSplit = dict[str, list[np.ndarray]]
+"""Tile indices per part (``train``, ``val``, ...): one array per photograph, photographs in library order."""
 
-    Returns, per split, one array of tile indices per photograph (photographs in library order). The shuffle is
-    stratified by photograph so every split sees every photograph (in different places), and every split gets
-    at least one tile of each photograph.
+
+def _split_each_photo(rng: np.random.Generator, fractions: dict[str, float]) -> TileSplit:
+    """Shuffle the tiles of each photograph and cut them into parts of about ``fractions`` of its tiles.
+
+    Every part but the first gets ``max(1, round(fraction * n))`` tiles of a photograph of ``n`` tiles, in the order
+    given, and the first part the rest, so every part sees every photograph (in different places).
     """
     library = tile_library()
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x7113]))
-    result: dict[str, list[np.ndarray]] = {name: [] for name in TILE_SPLITS}
+    names = list(fractions)
+    result: TileSplit = {name: [] for name in names}
     for photo_id in range(len(library.photo_names)):
         indices = rng.permutation(np.flatnonzero(library.photo_ids == photo_id))
-        if len(indices) < len(TILE_SPLITS):
-            raise ValueError(f"photo {library.photo_names[photo_id]!r} has too few tiles to split")
-        n_val = max(1, round(TILE_FRACTIONS[1] * len(indices)))
-        n_test = max(1, round(TILE_FRACTIONS[2] * len(indices)))
-        n_train = len(indices) - n_val - n_test
-        result["train"].append(indices[:n_train])
-        result["val"].append(indices[n_train : n_train + n_val])
-        result["test"].append(indices[n_train + n_val :])
+        counts = [max(1, round(fractions[name] * len(indices))) for name in names[1:]]
+        if len(indices) - sum(counts) < 1:
+            raise ValueError(f"photo {library.photo_names[photo_id]!r} has too few tiles to split into {names}")
+        bounds = np.cumsum([len(indices) - sum(counts), *counts])
+        for name, part in zip(names, np.split(indices, bounds[:-1]), strict=True):
+            result[name].append(part)
     return result
+
+
+def split_tiles(seed: int) -> TileSplit:
+    """Assign the tiles of each photograph to ``train`` / ``val`` / ``test`` by a shuffle of dataset seed ``seed``.
+
+    The shuffle is stratified by photograph so every split sees every photograph, and every split gets at least one
+    tile of each photograph. Being drawn anew for every seed, a test tile of one seed is often a training tile of
+    another (``tiles: reshuffled``, the legacy setting); :func:`fixed_tiles` keeps each tile in one split.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _RESHUFFLED_STREAM]))
+    return _split_each_photo(rng, dict(zip(TILE_SPLITS, TILE_FRACTIONS, strict=True)))
+
+
+def fixed_tiles() -> TileSplit:
+    """The protocol's split of the tiles into ``train`` / ``pretraining`` / ``val`` / ``test``, the same for every
+    dataset seed (``tiles: fixed``).
+
+    Drawn once from ``FIXED_TILE_SEED``, so no val or test tile is a training tile of any dataset seed, and the
+    ``pretraining`` tiles are set aside for Students pretrained before the benchmark (``content: pretraining``): no
+    benchmark split draws from them.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([FIXED_TILE_SEED, _FIXED_STREAM]))
+    return _split_each_photo(rng, FIXED_TILE_FRACTIONS)
+
+
+TILE_ASSIGNMENTS: dict[str, Callable[[int], TileSplit]] = {
+    "reshuffled": split_tiles,
+    "fixed": lambda seed: fixed_tiles(),  # the dataset seed does not move a tile
+}
+"""How tiles are assigned to splits, by the embedded benchmark's ``tiles`` setting: a function of the dataset seed."""
 
 
 def _fractal_noise(rng: np.random.Generator, size: int, beta: float, channels: int) -> np.ndarray:
