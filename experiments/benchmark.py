@@ -54,6 +54,9 @@ from experiments.config import (
     run_config_from_dict,
     split_tutor_entry,
 )
+from experiments.grid_plan import check_plan, plan_report, planned
+from experiments.provenance import code_version
+from experiments.protocol import check_evaluation_grid, protocol_named
 from experiments.plots import plot_validation_curves, plot_weight_distributions, plot_weighting
 from experiments.record import StudentRun
 from experiments.reproducibility import numeric_environment
@@ -80,11 +83,14 @@ from tsrl_env.validation import did_you_mean, setting_differences
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    """One experiment: a base environment, the tutors and seeds to compare, and the variants of the environment.
+    """One experiment: a base environment, the tutors and seeds to compare, the variants of the environment and,
+    optionally, the datasets each variant is measured on.
 
     ``variants`` maps a name to environment overrides (``dataset_options`` is merged key by key), e.g.
-    ``{"noise_0": {"dataset_options": {"label_noise": 0.0}}}``; ``tutor_kwargs`` maps a tutor name to its
-    constructor keywords.
+    ``{"noise_0": {"dataset_options": {"label_noise": 0.0}}}``; ``datasets`` maps a dataset name to dataset options
+    (its content ``seed`` and flip ``noise_seed``) applied after the variant's, so that every variant is measured on
+    every dataset and Students pair by variant, dataset and seed; ``tutor_kwargs`` maps a tutor name to its
+    constructor keywords. ``protocol`` names the evaluation protocol the grid keeps (:mod:`experiments.protocol`).
     """
 
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -92,22 +98,43 @@ class BenchmarkConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {"default": {}})
     tutor_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    protocol: str | None = None
+    plan: dict[str, Any] | None = field(default=None, compare=False)
+    """What the config file fixed (:func:`experiments.grid_plan.planned`); None: this config's own lists."""
 
     def to_dict(self) -> dict[str, Any]:
-        return plain({**asdict(self), "env": self.env.to_dict()})
+        return plain({**asdict(self), "env": self.env.to_dict(), "plan": None})
+
+    def planned(self) -> dict[str, Any]:
+        """The plan a grid directory keeps for this config: the config file's lists, or this config's own."""
+        return self.plan or planned(self.protocol, self.seeds, list(self.datasets), self.tutors, list(self.variants))
+
+    @property
+    def cell_variants(self) -> tuple[str, ...]:
+        """The variant part of every cell: each variant, or ``variant/dataset`` for each dataset when there are any."""
+        if not self.datasets:
+            return tuple(self.variants)
+        return tuple(f"{variant}/{dataset}" for variant in self.variants for dataset in self.datasets)
 
     def cells(self) -> Iterator[tuple[str, str, int]]:
-        """(variant, tutor, seed) of every run, seed-major so that an interrupted grid has whole seeds."""
+        """(variant, tutor, seed) of every run, seed-major so that an interrupted grid has whole seeds; the variant is
+        ``variant/dataset`` where the grid has datasets."""
         for seed in self.seeds:
-            for variant in self.variants:
+            for variant in self.cell_variants:
                 for tutor in self.tutors:
                     yield variant, tutor, seed
 
     def run_config(self, variant: str, entry: str, seed: int) -> RunConfig:
         """The run of one cell; ``entry`` is a tutor name, or ``tutor@reward`` for a tutor learning from that reward."""
         tutor, reward = split_tutor_entry(entry)
+        variant, dataset = split_cell_variant(variant)
         overrides = dict(self.variants[variant])
-        options = {**self.env.dataset_options, **overrides.pop("dataset_options", {})}
+        options = {
+            **self.env.dataset_options,
+            **overrides.pop("dataset_options", {}),
+            **(self.datasets[dataset] if dataset else {}),
+        }
         if reward is not None:
             overrides["reward"] = reward
         env = self.env.replace(dataset_options=options, **overrides)
@@ -115,8 +142,53 @@ class BenchmarkConfig:
         return RunConfig(env=env, tutor=tutor, tutor_kwargs=dict(kwargs), seed=seed)
 
 
+def split_cell_variant(cell_variant: str) -> tuple[str, str | None]:
+    """A cell's variant as (variant, dataset): ``"video_0.30/d1"`` is variant ``video_0.30`` on dataset ``d1``."""
+    variant, _, dataset = cell_variant.partition("/")
+    return variant, dataset or None
+
+
+def _name_list(settings: dict[str, Any], key: str, source: str) -> list[Any]:
+    value = settings.get(key, list(getattr(BenchmarkConfig, key)))
+    if not isinstance(value, list) or not value:
+        example = "[uniform, oracle, self_paced]" if key == "tutors" else "[0, 1, 2]"
+        raise ValueError(f"{key} {source} must be a non-empty list, e.g. {key}: {example}; got {value!r}")
+    repeated = sorted({str(item) for item in value if value.count(item) > 1})
+    if repeated:
+        raise ValueError(f"{key} {source} lists {', '.join(repeated)} more than once; list each once (a repeat counts twice)")
+    return value
+
+
+def _check_grid_settings(settings: dict[str, Any], source: str) -> None:
+    """Refuse, before any work, the grid settings that would otherwise be read silently wrong."""
+    tutors = _name_list(settings, "tutors", source)
+    if not all(isinstance(tutor, str) for tutor in tutors):
+        raise ValueError(f"tutors {source} must be tutor names, got {tutors!r}")
+    seeds = _name_list(settings, "seeds", source)
+    if not all(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 for seed in seeds):
+        raise ValueError(f"seeds {source} must be integers >= 0, got {seeds!r}")
+    kwargs = settings.get("tutor_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"tutor_kwargs {source} must map a tutor name to its keywords, got {kwargs!r}")
+    unused = [name for name in kwargs if name not in tutors and split_tutor_entry(name)[0] not in tutors]
+    if unused:
+        raise ValueError(f"tutor_kwargs {source} name {unused}, which its tutors do not list; drop them or list those tutors")
+    for key in ("variants", "datasets"):
+        value = settings.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, dict) or not all(isinstance(entry, dict) for entry in value.values()):
+            raise ValueError(f"{key} {source} must map a name to its settings, e.g. {key}: {{name: {{...}}}}; got {value!r}")
+        if any("/" in str(name) for name in value):
+            raise ValueError(f"{key} {source}: a name may not contain '/' (it separates variant and dataset in cell folders)")
+
+
 def load_benchmark_config(path: str | Path, tutors: list[str] | None = None, seeds: list[int] | None = None) -> BenchmarkConfig:
-    """Read a benchmark YAML (a name under ``experiments/configs`` or a path); ``tutors``/``seeds`` override it."""
+    """Read a benchmark YAML (a name under ``experiments/configs`` or a path); ``tutors``/``seeds`` override it.
+
+    Every setting is checked before any work: tutors and rewards by name, each tutor and seed listed once,
+    ``tutor_kwargs`` only for listed tutors, and the rules of the ``protocol`` the config names.
+    """
     settings = read_yaml_config(path)
     elsewhere = {
         **EnvConfig.placed_under_env(),
@@ -128,12 +200,16 @@ def load_benchmark_config(path: str | Path, tutors: list[str] | None = None, see
     }
     reject_unknown_keys(settings, ["env", *BENCHMARK_ONLY, "tutor_kwargs"], f"benchmark setting in {path}", elsewhere)
     source = f"in {path}"
+    _check_grid_settings(settings, source)
+    file_tutors = list(settings.get("tutors", BenchmarkConfig.tutors))
+    file_seeds = list(settings.get("seeds", BenchmarkConfig.seeds))
     if tutors:
-        settings["tutors"] = tutors
         source = "in the tutors given (--tutors)"
+        settings["tutors"] = _name_list({"tutors": tutors}, "tutors", source)
     if seeds:
         settings["seeds"] = seeds
-    for tutor, reward in (split_tutor_entry(entry) for entry in settings.get("tutors", [])):
+    settings.setdefault("tutors", file_tutors)
+    for tutor, reward in (split_tutor_entry(entry) for entry in settings["tutors"]):
         if tutor not in TUTORS:
             raise ValueError(f"unknown tutor {tutor!r} {source}{did_you_mean(tutor, TUTORS)}; accepted: {', '.join(TUTORS)}")
         if reward is not None and reward not in REWARD_NAMES:
@@ -143,21 +219,31 @@ def load_benchmark_config(path: str | Path, tutors: list[str] | None = None, see
             )
     config = BenchmarkConfig(
         env=EnvConfig.from_dict(settings.get("env") or {}),
-        tutors=tuple(settings.get("tutors", BenchmarkConfig.tutors)),
-        seeds=tuple(int(seed) for seed in settings.get("seeds", BenchmarkConfig.seeds)),
+        tutors=tuple(settings["tutors"]),
+        seeds=tuple(settings.get("seeds", BenchmarkConfig.seeds)),
         variants=dict(settings.get("variants") or {"default": {}}),
         tutor_kwargs=dict(settings.get("tutor_kwargs") or {}),
+        datasets=dict(settings.get("datasets") or {}),
+        protocol=settings.get("protocol"),
     )
-    for variant in config.variants:
+    for variant in config.cell_variants:
         config.run_config(variant, config.tutors[0], config.seeds[0])  # rejects bad overrides before any work
-    return with_reference_tutors(config)
+    protocol = protocol_named(config.protocol)
+    if protocol is not None:
+        envs = {variant: config.run_config(variant, config.tutors[0], config.seeds[0]).env for variant in config.cell_variants}
+        check_evaluation_grid(protocol, envs, max(1, len(config.datasets)), config.seeds, str(path))
+    config = with_reference_tutors(config)
+    references = [tutor for tutor in (REFERENCE, ORACLE, "random") if tutor in config.tutors]
+    tutors_planned = list(dict.fromkeys([*references, *file_tutors]))
+    plan = planned(config.protocol, file_seeds, list(config.datasets), tutors_planned, list(config.variants))
+    return dataclasses.replace(config, plan=plan)
 
 
 def with_reference_tutors(config: BenchmarkConfig) -> BenchmarkConfig:
     """The grid with the rows every comparison needs, first in each seed: ``uniform``, which differences are taken
     against, always; ``oracle`` (the ceiling of noise removal) and ``random`` (the floor) when a variant flips labels."""
     references = [REFERENCE]
-    if any(_flips_labels(config.run_config(variant, config.tutors[0], config.seeds[0]).env) for variant in config.variants):
+    if any(_flips_labels(config.run_config(variant, config.tutors[0], config.seeds[0]).env) for variant in config.cell_variants):
         references += [ORACLE, "random"]
     missing = tuple(tutor for tutor in references if tutor not in config.tutors)
     return dataclasses.replace(config, tutors=missing + config.tutors) if missing else config
@@ -220,6 +306,7 @@ def _run_cell(run_config: dict[str, Any], directory: str, threads: int) -> str:
         "seed": config.seed,
         "torch_threads": threads,
         "environment": numeric_environment(),
+        "code": code_version(),
         "fingerprint": fingerprint(config),
         "run": asdict(run),
     }
@@ -266,8 +353,12 @@ def run_benchmark(
     address: str | None = None,
     cpus_per_cell: int | None = None,
     rerun_changed: bool = False,
+    extend: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every cell whose record is missing, ``workers`` at a time, and return all records.
+
+    The directory's plan (:mod:`experiments.grid_plan`) is written on its first run; seeds or datasets beyond it are
+    refused once cells have finished, unless ``extend`` (which the summary then reports).
 
     Cells finished under other settings than ``config`` gives them (see :func:`changed_cells`) raise
     :class:`~experiments.config.SettingsChanged` before any work, or with ``rerun_changed`` are deleted and computed
@@ -290,8 +381,9 @@ def run_benchmark(
     threads = cpus_per_cell or max(1, (os.cpu_count() or 1) // workers)
     out.mkdir(parents=True, exist_ok=True)
     with directory_lock(out, "tsrl benchmark"):
+        check_plan(out, config.planned(), any((out / "cells").glob("**/record.json")), extend)
         _forget_changed_cells(config, out, rerun_changed)
-        for variant in config.variants:
+        for variant in config.cell_variants:
             check_run_settings(config.run_config(variant, config.tutors[0], config.seeds[0]))
         _run_missing_cells(config, out, workers, threads, progress, run_on_ray, address)
     return load_records(config, out)
@@ -401,12 +493,15 @@ def _changed_report(out: Path, changed: dict[tuple[str, str, int], list[str]]) -
 
 
 def load_records(config: BenchmarkConfig, out: Path) -> list[dict[str, Any]]:
-    """The records of every finished cell of ``config``, each with its variant, tutor and seed."""
+    """The records of every finished cell of ``config``, each with its variant, tutor and seed (and its dataset
+    where the grid has datasets)."""
     records = []
-    for variant, tutor, seed in config.cells():
-        path = cell_dir(out, variant, tutor, seed) / "record.json"
+    for cell_variant, tutor, seed in config.cells():
+        path = cell_dir(out, cell_variant, tutor, seed) / "record.json"
         if path.exists():
-            records.append({"variant": variant, "tutor": tutor, "seed": seed, "run": read_record(path)[0]})
+            variant, dataset = split_cell_variant(cell_variant)
+            record = {"variant": variant, "tutor": tutor, "seed": seed, "run": read_record(path)[0]}
+            records.append(record | ({"dataset": dataset} if dataset else {}))
     return records
 
 
@@ -428,7 +523,8 @@ def write_summary(config: BenchmarkConfig, out: Path) -> str:
     summary = paired_summary(rows, splits)
     write_csv(summary, out / "results.csv")
     total = len(list(config.cells()))
-    markdown = f"# Benchmark results\n\n{len(records)} of {total} runs finished.\n\n" + markdown_tables(summary, splits)
+    markdown = f"# Benchmark results\n\n{plan_report(out, config.protocol)}\n{len(records)} of {total} runs finished.\n\n"
+    markdown += markdown_tables(summary, splits)
     power = power_table(summary, splits=splits)
     if power:
         markdown += "\n## Power\n\nSeeds a paired comparison needs, from the spread of the differences measured here.\n\n" + power

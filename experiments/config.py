@@ -11,12 +11,13 @@ from typing import Any
 import yaml
 
 from agents import tutor_spec
+from experiments.provenance import files_read
 from tsrl_env.config import EnvConfig, integer_setting, reject_unknown_keys, shown
 from tsrl_env.data import dataset_identity
 from tsrl_env.validation import setting_differences
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-BENCHMARK_ONLY = ("tutors", "seeds", "variants")
+BENCHMARK_ONLY = ("tutors", "seeds", "variants", "datasets", "protocol")
 """Top-level keys of a benchmark config that a run config (``tsrl train``) does not take."""
 TRAIN_ONLY = ("tutor", "seed", "tutor_checkpoint")
 """Top-level keys of a run config that a benchmark config does not take (it lists ``tutors`` and ``seeds``)."""
@@ -74,10 +75,13 @@ class SettingsChanged(ValueError):
 
 
 def fingerprint(config: RunConfig) -> dict[str, Any]:
-    """What decides one Student's result: its resolved settings and the identity of its data (the embedded
-    benchmark's cache key, which also changes with its generator's version). Stored with every finished Student."""
+    """What decides one Student's result: its resolved settings, the identity of its data (the embedded
+    benchmark's cache key, which also changes with its generator's version) and, where it reads any, the SHA-256 of
+    each file beyond the dataset (``files``: pretrained weights, a saved tutor), so that a file changed at the same
+    path is a changed setting. Stored with every finished Student."""
     identity = dataset_identity(config.env.dataset, config.env.dataset_options)
-    return {**plain(config.to_dict()), "dataset_identity": identity}
+    files = files_read(config.env.to_dict(), config.tutor, config.tutor_checkpoint)
+    return {**plain(config.to_dict()), "dataset_identity": identity, **({"files": files} if files else {})}
 
 
 def fingerprint_differences(
@@ -92,6 +96,8 @@ def fingerprint_differences(
     if saved is None:
         return []
     now = fingerprint(config)
+    if "files" not in saved:
+        now.pop("files", None)  # recorded before files were hashed: nothing says they changed
     defaults = plain(EnvConfig().to_dict())
     env = {**{key: defaults[key] for key in now["env"] if key in defaults}, **saved.get("env", {})}
     return setting_differences({**saved, "env": env}, now, ignore=ignore)

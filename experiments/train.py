@@ -25,6 +25,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger, configure
 
 from agents import load_tutor, make_tutor, single_episode_view, tutor_spec
+from experiments.provenance import code_version
 from experiments.checkpoint import (
     CHECKPOINT_NAME,
     RunInterrupted,
@@ -259,7 +260,8 @@ def train_student(
         agent.save(out / "tutor.zip")
     if save_student:
         torch.save(env.finished_student.state_dict(), out / "student.pt")
-    write_atomically(record_path, json.dumps({**asdict(run), "fingerprint": fingerprint(student)}, indent=2))
+    record = {**asdict(run), "fingerprint": fingerprint(student), "code": code_version()}
+    write_atomically(record_path, json.dumps(record, indent=2))
     checkpoint_path.unlink(missing_ok=True)
     return run
 
@@ -288,6 +290,7 @@ def read_student_run(path: Path) -> tuple[StudentRun, dict[str, Any] | None]:
     try:
         data = json.loads(path.read_text())
         saved = data.pop("fingerprint", None)
+        data.pop("code", None)
         return StudentRun.from_dict(data), saved
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as error:
         raise ValueError(
