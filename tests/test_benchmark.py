@@ -160,8 +160,11 @@ def test_paired_differences_of_a_hand_computed_case():
     assert focal["diff_test_seen_auc_per_seed"] == "0:+0.0300;1:+0.0400;2:+0.0500"
     assert focal["diff_test_unseen_auc"] == pytest.approx(-0.01) and focal["diff_test_unseen_auc_verdict"] == "worse"
     assert focal["share_of_oracle_test_seen_auc"] == pytest.approx(0.5)
-    assert summary["oracle"]["diff_test_seen_auc_verdict"] == "better"
-    assert summary["oracle"]["diff_test_unseen_auc_verdict"] == "no difference shown"
+    # The oracle is a reference: outside the Holm family, so no verdict, but its own tests are given.
+    oracle = summary["oracle"]
+    assert oracle["diff_test_seen_auc_verdict"] == oracle["diff_test_unseen_auc_verdict"] == "not in the family"
+    assert math.isnan(oracle["diff_test_seen_auc_p_holm"]) and oracle["diff_test_seen_auc_p"] < 0.05
+    assert oracle["diff_test_unseen_auc_p"] == 1.0, "the same zero difference at every seed"
     markdown = markdown_tables(list(summary.values()))
     assert "| focal | heuristic | 3 | **+0.040 [" in markdown and "+50% / " in markdown
 
@@ -184,9 +187,12 @@ def test_one_tutor_against_another_is_paired_by_seed(tmp_path):
     ]
     write_csv(rows, tmp_path / "runs.csv")
     half = 4.302653 * 0.01 / 3**0.5
-    assert f"| v | test_seen_auc | 3 | +0.020 [{0.02 - half:+.3f}, {0.02 + half:+.3f}] | +0.010, +0.020, +0.030 |" in (
-        paired_between(tmp_path, "focal", "random")
-    )
+    # t = 0.02 / (0.01 / √3) = 2√3 on 2 degrees of freedom: p = 1 − t / √(2 + t²) = 0.074, its own Holm family of one;
+    # Wilcoxon: 3 positive differences, exact p = 2 / 2³ = 0.25.
+    table = paired_between(tmp_path, "focal", "random")
+    interval = f"+0.020 [{0.02 - half:+.3f}, {0.02 + half:+.3f}]"
+    assert f"| v | test_seen_auc | 3 | {interval} | 0.074 | 0.074 | 0.250 | +0.010, +0.020, +0.030 |" in table
+    assert table.startswith("Family: every row below (1); Holm-adjusted p.")
     assert "| v | test_seen_auc | 2 | " in paired_between(tmp_path, "focal", "anti_noise"), "only the seeds both have"
 
 
