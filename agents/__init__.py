@@ -9,7 +9,8 @@ episode_start=None, deterministic=False) -> (actions, state)`` on a batch of sta
 algorithms acting through the per-sample view (:mod:`agents.zoo`, :mod:`agents.ppo`), or on whole batches
 (:mod:`agents.attention`); heuristic curricula follow fixed rules (:mod:`agents.heuristics`). Under the ``next_visit``
 reward (any reward that pays late), PPO and the off-policy tutors credit each reward to the earlier action it pays
-(:mod:`agents.next_visit`).
+(:mod:`agents.next_visit`). Saved tutors, taught by ``tsrl teach``, act frozen under their own names, those shipped in
+``experiments/tutors`` included (:mod:`agents.saved`); ``make_env_for(name)`` builds an environment a tutor can act on.
 """
 
 from __future__ import annotations
@@ -30,9 +31,12 @@ from agents.attention import AttentionPPO, load_attention_tutor, make_attention_
 from agents.heuristics import HEURISTICS, HeuristicTutor
 from agents.meta_reweight import META_REWEIGHT_TUTORS, LearningToReweight, MetaWeightNet
 from agents.next_visit import NextVisitReplayBuffer
+from agents.noise_baselines import NOISE_BASELINES
 from agents.ppo import SigmoidGaussianPolicy, TutorPPO, loss_rank_targets
+from agents.saved import SavedTutor, TutorRegistry, shipped_tutors_directory
 from agents.vec_env import BatchVecEnv, PerSampleVecEnv, as_per_sample_vec_env
 from agents.zoo import make_a2c, make_ddpg, make_sac, make_td3
+from tsrl_env import DeepfakeCurriculumEnv, EnvConfig
 from tsrl_env.validation import registered
 
 
@@ -44,7 +48,10 @@ class TutorSpec:
     to learn further, if it learns); ``learns`` is False for fixed curricula. ``acts_on_batch`` is True for a
     tutor that learns from whole-batch observations instead of the per-sample view. ``env_settings`` are env
     settings the tutor needs (a taught tutor's state columns): the Student it teaches is trained under them. ``kind``
-    says what it is in tables: ``learned``, ``learned, whole batch``, ``heuristic``, ``meta-gradient`` or ``taught``.
+    says what it is in tables: ``learned``, ``learned, whole batch``, ``heuristic``, ``meta-gradient``, ``trusted data``
+    or ``taught``.
+    ``files`` are the files a saved tutor is read from (its ``.zip`` and ``.json``; none for a tutor defined in code):
+    what a fingerprint hashes, so that a swapped file is a changed setting.
     """
 
     make: Callable[..., Any]
@@ -53,6 +60,7 @@ class TutorSpec:
     acts_on_batch: bool = False
     env_settings: Mapping[str, Any] = field(default_factory=dict)
     kind: str = "learned"
+    files: tuple[Path, ...] = ()
 
 
 def _load_sb3(algorithm: type[BaseAlgorithm], path: str | Path, env: gym.Env | VecEnv | None = None) -> BaseAlgorithm:
@@ -63,7 +71,7 @@ def _sb3(make: Callable[..., BaseAlgorithm], algorithm: type[BaseAlgorithm]) -> 
     return TutorSpec(make=make, load=partial(_load_sb3, algorithm), learns=True)
 
 
-TUTORS: dict[str, TutorSpec] = {
+_BUILT_IN: dict[str, TutorSpec] = {
     "ppo": _sb3(TutorPPO, TutorPPO),
     "sac": _sb3(make_sac, SAC),
     "td3": _sb3(make_td3, TD3),
@@ -76,7 +84,14 @@ TUTORS: dict[str, TutorSpec] = {
     **{
         name: TutorSpec(make=cls, load=cls.load, learns=False, kind="meta-gradient") for name, cls in META_REWEIGHT_TUTORS.items()
     },
+    **{
+        name: TutorSpec(make=cls, load=cls.load, learns=False, env_settings=cls.env_settings, kind=cls.kind)
+        for name, cls in NOISE_BASELINES.items()
+    },
 }
+TUTORS: TutorRegistry = TutorRegistry(_BUILT_IN)
+"""Every tutor by name: those above, and the saved tutors shipped in ``experiments/tutors``, read at the first lookup
+or listing (:mod:`agents.saved`)."""
 
 
 def tutor_spec(name: str) -> TutorSpec:
@@ -100,23 +115,38 @@ def single_episode_view(name: str, env: gym.Env) -> gym.Env | VecEnv:
     return PerSampleVecEnv(env, autoreset=False)
 
 
-def register_saved_tutor(name: str, path: str | Path) -> None:
+def register_saved_tutor(name: str, path: str | Path) -> SavedTutor:
     """Register the tutor saved at ``path`` (a ``.zip``, with the ``.json`` that ``tsrl teach`` writes beside it) as
-    ``name``: a tutor that acts frozen, on the state columns it was taught on, and takes no keywords."""
-    path = Path(path)
-    settings_path = path.with_suffix(".json")
-    if not path.is_file() or not settings_path.is_file():
-        raise FileNotFoundError(f"a saved tutor needs {path} and {settings_path} (both written by tsrl teach)")
-    saved = json.loads(settings_path.read_text())
-    algorithm = tutor_spec(saved["algorithm"])
+    ``name``: a tutor that acts frozen, on the state columns it was taught on, and takes no keywords. The pair is checked
+    first (see :func:`agents.saved.read_saved_tutor`); the name of a built-in tutor is refused."""
+    return TUTORS.register_saved(name, path)
 
-    def make(env: gym.Env | VecEnv, seed: int | None = None, **kwargs: Any) -> Any:
-        if kwargs:
-            raise TypeError(f"the saved tutor {name!r} acts as taught and takes no keywords, got {sorted(kwargs)}")
-        return algorithm.load(path, env=env)
 
-    make.__doc__ = f"The {saved['algorithm']} tutor saved at {path.name}, acting frozen on the state columns it was taught on."
-    TUTORS[name] = TutorSpec(make=make, load=algorithm.load, learns=False, env_settings=dict(saved["env"]), kind="taught")
+def load_saved_tutors(directory: str | Path) -> list[str]:
+    """Register every saved tutor of ``directory`` (``NAME.zip`` with ``NAME.json``) as ``NAME``; returns their names.
+    The tutors shipped in ``experiments/tutors`` are registered so without being asked, at the first lookup."""
+    return TUTORS.load_saved(directory)
+
+
+def saved_tutor_paths(name: str) -> tuple[Path, Path]:
+    """The files of the saved tutor ``name``, its model (``.zip``) and its settings (``.json``): what decides how it
+    weighs. A ValueError for a tutor that is not saved, or a broken one (naming its file)."""
+    return TUTORS.saved(name).paths
+
+
+def make_env_for(name: str, config: EnvConfig | None = None, **settings: Any) -> DeepfakeCurriculumEnv:
+    """A curriculum environment the ``name`` tutor can act on: ``config`` (default settings when None) with ``settings``
+    and the env settings the tutor needs (a saved tutor's state columns), e.g.
+    ``make_tutor("noise_mentor", make_env_for("noise_mentor", **TINY_SETTINGS))``. A setting given that contradicts
+    the tutor's is refused."""
+    needed = tutor_spec(name).env_settings
+    clashes = [key for key, value in settings.items() if key in needed and json.dumps(value) != json.dumps(needed[key])]
+    if clashes:
+        raise ValueError(
+            f"the tutor {name!r} reads the state of the env settings {dict(needed)}; {', '.join(clashes)} cannot be "
+            "given otherwise: leave them out"
+        )
+    return DeepfakeCurriculumEnv(config, **{**settings, **needed})
 
 
 def load_tutor(name: str, path: str | Path, env: gym.Env | VecEnv | None = None) -> Any:
@@ -134,18 +164,24 @@ __all__ = [
     "MetaWeightNet",
     "NextVisitReplayBuffer",
     "PerSampleVecEnv",
+    "SavedTutor",
     "SigmoidGaussianPolicy",
     "TutorPPO",
+    "TutorRegistry",
     "TutorSpec",
+    "load_saved_tutors",
     "load_tutor",
     "loss_rank_targets",
     "make_a2c",
     "make_attention_tutor",
     "make_ddpg",
     "make_sac",
+    "make_env_for",
     "make_td3",
     "make_tutor",
     "register_saved_tutor",
+    "saved_tutor_paths",
+    "shipped_tutors_directory",
     "single_episode_view",
     "tutor_spec",
 ]

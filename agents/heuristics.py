@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
+from sklearn.mixture import GaussianMixture
 from stable_baselines3.common.vec_env import VecEnv
 
 from tsrl_env.state import StateLayout
@@ -21,6 +22,10 @@ from tsrl_env.validation import did_you_mean
 
 LN2 = math.log(2.0)
 """Cross-entropy of a binary classifier at chance (p = 0.5), and every sample's EMA loss before its first visit."""
+
+MAX_NOISE_ESTIMATE = 0.5
+"""The largest label-noise rate :func:`estimated_noise_rate` gives: past it a binary label is more often wrong than
+right, which no loss can tell from the two classes swapped."""
 
 
 class HeuristicTutor:
@@ -212,13 +217,81 @@ class AntiNoise(HeuristicTutor):
         return 1.0 - _highest(self.layout.ema_loss_of(states), dropped).astype(np.float32)
 
 
+class SmallLoss(HeuristicTutor):
+    """Small-loss selection (Co-teaching, Han et al., NeurIPS 2018, with one network): weight 1 for the batch's
+    ``1 - rate`` share of smallest losses (Co-teaching keeps ``int((1 - rate) * B)``), else 0.
+
+    The loss is the cross-entropy of the forward that built the state, ``-log p_y``, Co-teaching's criterion
+    (``anti_noise`` ranks the EMA loss instead). ``noise_rate`` is the rate: ``"known"`` (the default), the share of
+    flipped training labels of a dataset that knows it, as Co-teaching takes the rate as given; a number in [0, 1); or
+    ``"estimated"``, for data whose noise is unknown: :func:`estimated_noise_rate` of the EMA losses of every training
+    sample visited, once, at the first tutored batch, so from the uniform warm-up (estimated again later, it would count
+    the samples it drops, whose losses then grow, as noisy); a heavy tail of hard clean samples makes it overestimate.
+    ``ramp_epochs`` > 0 is Co-teaching's schedule: the dropped share grows linearly from 0 in the first tutored epoch to
+    the rate at tutored epoch ``ramp_epochs`` (their ``T_k``); 0, the default, drops the whole rate from the first
+    tutored epoch, after the uniform warm-up.
+    """
+
+    name = "small_loss"
+    defaults = {"noise_rate": "known", "ramp_epochs": 0.0}
+
+    def __init__(self, env: gym.Env | VecEnv, seed: int | None = None, **params: float | str) -> None:
+        super().__init__(env, seed, **params)
+        self._estimated: float | None = None
+        if self.params["noise_rate"] == "known":
+            dataset = _env_attr(env, "dataset")
+            if not dataset.knows_label_noise:
+                raise ValueError(
+                    f"small_loss noise_rate 'known' needs a dataset that knows its wrong labels, and {dataset.name!r} does "
+                    "not; give the rate as a number or use 'estimated'"
+                )
+            self._known_rate = float(dataset.splits["train"].flipped.float().mean())
+
+    def _check_params(self) -> None:
+        rate, ramp = self.params["noise_rate"], self.params["ramp_epochs"]
+        if rate not in ("known", "estimated") and not (_is_real(rate) and 0.0 <= rate < 1.0):
+            raise ValueError(f"small_loss noise_rate must be a number in [0, 1), 'known' or 'estimated', got {rate!r}")
+        if not (_is_real(ramp) and ramp >= 0 and ramp == int(ramp)):
+            raise ValueError(f"small_loss ramp_epochs must be a whole number of tutored epochs >= 0 (0: no ramp), got {ramp!r}")
+
+    @property
+    def noise_rate(self) -> float:
+        """The label-noise rate: given, known, or estimated at the first call (the first tutored batch)."""
+        rate = self.params["noise_rate"]
+        if rate == "known":
+            return self._known_rate
+        if rate != "estimated":
+            return float(rate)
+        if self._estimated is None:
+            history = _env_attr(self.env, "history")
+            self._estimated = estimated_noise_rate(history.ema_loss[history.visits > 0].cpu().numpy())
+        return self._estimated
+
+    def rng_state(self) -> dict[str, Any]:
+        return {"generator": super().rng_state(), "estimated": self._estimated}
+
+    def set_rng_state(self, state: dict[str, Any]) -> None:
+        super().set_rng_state(state["generator"])
+        self._estimated = state["estimated"]
+
+    def weights(self, states: np.ndarray, progress: float) -> np.ndarray:
+        dropped = self.noise_rate
+        ramp = self.params["ramp_epochs"]
+        if ramp:
+            dropped *= min(1.0, round(progress * _env_attr(self.env, "config").epochs) / ramp)
+        losses = -np.log(np.clip(self.layout.p_label_of(states), 1e-12, 1.0))
+        return 1.0 - _highest(losses, dropped).astype(np.float32)
+
+
 class LabelNoiseOracle(HeuristicTutor):
     """Weight 0 on samples whose training label was flipped, 1 elsewhere: the ceiling of any curriculum that
     removes label noise, a reference row for every grid with label noise, never a tutor to deploy.
 
     It reads the truth from the training split (``Split.flipped``) and the ids of the batch awaiting weights from
-    the environment (``batch_sample_ids``), never from an observation; no other tutor reads either. A dataset that
-    does not know which of its labels are wrong (files on disk, ``Dataset.knows_label_noise`` False) refuses it.
+    the environment (``batch_sample_ids``), never from an observation; no other tutor reads which labels are wrong
+    (``small_loss`` at ``noise_rate: known`` reads how many are, ``aum_filter`` which rows are its threshold samples).
+    A dataset that does not know which of its labels are wrong (files on disk, ``Dataset.knows_label_noise`` False)
+    refuses it.
     """
 
     name = "oracle"
@@ -242,8 +315,18 @@ class LabelNoiseOracle(HeuristicTutor):
 
 
 HEURISTICS: dict[str, type[HeuristicTutor]] = {
-    cls.name: cls for cls in (Uniform, RandomWeights, SelfPaced, Focal, HardMining, AntiNoise, LabelNoiseOracle)
+    cls.name: cls for cls in (Uniform, RandomWeights, SelfPaced, Focal, HardMining, AntiNoise, SmallLoss, LabelNoiseOracle)
 }
+
+
+def estimated_noise_rate(losses: np.ndarray) -> float:
+    """The share of wrong labels among samples with these (EMA) losses: the weight of the higher-mean component of a
+    two-component Gaussian mixture fitted to them, as DivideMix (Li, Socher & Hoi, ICLR 2020) models per-sample losses
+    (scikit-learn, seeded), at most :data:`MAX_NOISE_ESTIMATE`; 0 when they do not differ."""
+    if len(np.unique(losses)) < 2:
+        return 0.0
+    mixture = GaussianMixture(n_components=2, random_state=0).fit(np.asarray(losses, np.float64).reshape(-1, 1))
+    return min(MAX_NOISE_ESTIMATE, float(mixture.weights_[np.argmax(mixture.means_[:, 0])]))
 
 
 def _highest(values: np.ndarray, fraction: float) -> np.ndarray:
@@ -252,6 +335,10 @@ def _highest(values: np.ndarray, fraction: float) -> np.ndarray:
     mask = np.zeros(len(values), dtype=bool)
     mask[np.argsort(-values, kind="stable")[:count]] = True
     return mask
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check_fraction(what: str, value: float) -> None:

@@ -36,7 +36,6 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 
 def tutors_table() -> str:
     import agents
-    import experiments  # noqa: F401  (registers the tutors saved under experiments/tutors)
 
     rows = [(f"`{name}`", spec.kind, _summary(inspect.getdoc(spec.make))) for name, spec in agents.TUTORS.items()]
     return _table(("name", "kind", "what it does (its docstring)"), rows)

@@ -55,9 +55,9 @@ from experiments.config import (
     split_tutor_entry,
 )
 from experiments.grid_plan import check_plan, plan_report, planned
-from experiments.provenance import code_version
-from experiments.protocol import check_evaluation_grid, protocol_named
 from experiments.plots import plot_validation_curves, plot_weight_distributions, plot_weighting
+from experiments.protocol import check_evaluation_grid, protocol_named
+from experiments.provenance import code_version
 from experiments.record import StudentRun
 from experiments.reproducibility import numeric_environment
 from experiments.summary import (

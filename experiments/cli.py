@@ -9,6 +9,7 @@ import argparse
 import logging
 import math
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -25,7 +26,8 @@ from experiments.checkpoint import RunInterrupted, interrupt_on_stop_signals
 from experiments.config import RunConfig, config_names, load_run_config
 from experiments.evaluate import check_evaluation, evaluate_students, evaluation_config, find_students
 from experiments.report import epoch_table, final_table
-from experiments.teach import load_teach_config, teach, write_teaching_report
+from experiments.teach import check_teach_settings, load_teach_config, teach
+from experiments.teach_report import write_teaching_report
 from experiments.train import (
     RunStopped,
     check_run_settings,
@@ -238,19 +240,26 @@ def _benchmark(args: argparse.Namespace) -> None:
             address=args.address,
             cpus_per_cell=args.cpus_per_cell,
             rerun_changed=args.rerun_changed,
+            extend=args.extend,
         )
     print(write_summary(config, out))
     print(f"wall time {time.perf_counter() - start:.0f} s; tables and plots in {out}")
 
 
 def _teach(args: argparse.Namespace) -> None:
-    out = _writable_directory(Path(args.out))
     if args.summary_only:
-        print(write_teaching_report(out))
+        print(write_teaching_report(Path(args.out)))
         return
     config = load_teach_config(args.config)
+    check_teach_settings(config, args.students)  # before the output directory is made
+    out = _writable_directory(Path(args.out))
     start = time.perf_counter()
-    curve = teach(config, args.students, out, progress=not args.no_progress)
+    command = shlex.join(["tsrl", "teach", "--config", args.config, "--students", str(args.students), "--out", str(out)])
+    try:
+        curve = teach(config, args.students, out, progress=not args.no_progress, resume_command=command)
+    except RunStopped as stopped:
+        print(f"\n{stopped}", file=sys.stderr)
+        sys.exit(stopped.exit_code)
     print(f"{len(curve)} Students taught in {out} ({time.perf_counter() - start:.0f} s this run); the tutor: {out / 'tutor.zip'}")
 
 
@@ -360,6 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", help="output folder (default: runs/benchmark/<config name>); finished cells there are kept")
     bench.add_argument("--summary-only", action="store_true", help="only rebuild the tables and plots from finished cells")
     bench.add_argument(
+        "--extend",
+        action="store_true",
+        help="add seeds or datasets to a grid that has finished cells (its results then say it was extended)",
+    )
+    bench.add_argument(
         "--rerun-changed", action="store_true", help="compute again the finished cells whose settings changed since"
     )
     bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -413,7 +427,12 @@ def build_parser() -> argparse.ArgumentParser:
     preprocess.set_defaults(handler=_preprocess)
 
     teaching = commands.add_parser(
-        "teach", help="teach one tutor over many Students (imitation of the oracle with dataset aggregation) and save it"
+        "teach",
+        help="teach one tutor over many Students (imitation of the oracle with dataset aggregation) and save it",
+        description="Teach one tutor over many Students: each is trained with the oracle's weights blended with the "
+        "tutor's, and the tutor learns the oracle's weights on every state row seen so far (DAgger). Writes tutor.zip "
+        "and tutor.json (register them as a saved tutor), teaching.json (the curve), examples.npz and teaching.md in "
+        "--out. Run again with the same settings to continue after the last Student recorded.",
     )
     teaching.add_argument(
         "--config",
@@ -458,6 +477,10 @@ def main(argv: list[str] | None = None) -> None:
         _exit_for_user_error(stop.code)
     except USER_ERRORS as error:
         _exit_for_user_error(f"tsrl {args.command}: {error}")
+    except KeyboardInterrupt:
+        # Ctrl-C before a run's own stop handling is set up (imports, loading the config or the data): nothing written.
+        print(f"\ntsrl {args.command}: interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 def _exit_for_user_error(message: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,11 @@ from tsrl_env.data import data_source
 from tsrl_env.trainer import StudentTrainer
 
 STUDENT_FILE = "student.pt"
+STUDENT_SETTINGS_KEY = "env"
+"""A Student's file holds its state dict, or ``{"state_dict": ..., "env": settings}``: the weights with the env
+settings it was trained with, which let a copy of the file alone be checked against the evaluation's settings."""
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,10 +71,42 @@ def _run_order(run_dir: Path) -> Callable[[Path], tuple[int, str]]:
 
 
 def _saved_student(weights: Path) -> SavedStudent:
+    """The Student saved at ``weights``, with the settings it was trained with from the first place that has them: its
+    run's ``config.yaml``, the file itself, or the record (``run.json``) of its folder."""
     run_config = weights.parent.parent / "config.yaml"
-    trained_with = load_run_config(run_config).env if run_config.is_file() else None
-    label = f"{weights.parent.parent.name}/{weights.parent.name}" if trained_with else weights.parent.name or weights.stem
-    return SavedStudent(label, weights, trained_with)
+    if run_config.is_file():
+        return SavedStudent(f"{weights.parent.parent.name}/{weights.parent.name}", weights, load_run_config(run_config).env)
+    trained_with = read_student_weights(weights)[1] or _recorded_settings(weights.parent / "run.json")
+    return SavedStudent(weights.parent.name or weights.stem, weights, trained_with)
+
+
+def read_student_weights(path: Path) -> tuple[dict[str, torch.Tensor], EnvConfig | None]:
+    """The state dict in a Student's file and the env settings stored with it (None where the file holds weights
+    alone); a file that is not a Student's weights is refused in one line naming it."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds for a file that is not its own, some with lines of advice
+        reason = str(error).strip().split("\n")[0].split(". ")[0]
+        raise ValueError(
+            f"{str(path)!r} is not a Student's weights ({type(error).__name__}: {reason}); give a {STUDENT_FILE} that "
+            "tsrl train saved"
+        ) from None
+    settings = saved.get(STUDENT_SETTINGS_KEY) if isinstance(saved, dict) else None
+    state = saved.get("state_dict", saved) if isinstance(saved, dict) else saved
+    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise ValueError(
+            f"{str(path)!r} is not a Student's weights (it holds a {type(state).__name__}, not a state dict of tensors); "
+            f"give a {STUDENT_FILE} that tsrl train saved"
+        )
+    return state, EnvConfig.from_dict(settings) if isinstance(settings, dict) else None
+
+
+def _recorded_settings(record: Path) -> EnvConfig | None:
+    """The env settings in the fingerprint of a Student's record; None where there is no readable one."""
+    try:
+        return EnvConfig.from_dict(json.loads(record.read_text())["fingerprint"]["env"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
 
 
 def input_size(env: EnvConfig) -> int | None:
@@ -110,8 +148,18 @@ def check_evaluation(students: list[SavedStudent], env: EnvConfig) -> None:
 
 
 def evaluate_students(students: list[SavedStudent], env: EnvConfig) -> list[StudentRun]:
-    """Each Student's metrics on every test split of ``env``'s data (loaded once), as a run record with no epochs."""
+    """Each Student's metrics on every test split of ``env``'s data (loaded once), as a run record with no epochs.
+    A Student whose training settings nothing records is evaluated as given, with a warning that says so."""
     check_evaluation(students, env)
+    for student in students:
+        if student.trained_with is None:
+            logger.warning(
+                "the settings %s was trained with are not known (no config.yaml of its run, no run.json beside it, none "
+                "in the file): it is evaluated as backbone %r at %s px, unchecked",
+                student.label,
+                env.backbone,
+                input_size(env),
+            )
     trainer = StudentTrainer(env)
     runs = []
     try:
@@ -126,7 +174,7 @@ def evaluate_students(students: list[SavedStudent], env: EnvConfig) -> list[Stud
 
 
 def _load_weights(trainer: StudentTrainer, student: SavedStudent, backbone: str) -> None:
-    state = torch.load(student.weights, map_location=trainer.device, weights_only=True)
+    state = read_student_weights(student.weights)[0]
     try:
         trainer.student.load_state_dict(state)
     except RuntimeError as error:

@@ -122,8 +122,9 @@ def check_dataset(protocol: Protocol, role: str, env: EnvConfig, where: str) -> 
                 f"protocol {protocol.name}: {where} must give dataset_options {key} ({protocol.describe_seeds(role)})"
             )
         if protocol.role(seed) != role:
+            article = "an" if role[0] in "aeiou" else "a"
             raise ProtocolViolation(
-                f"protocol {protocol.name}: {where} uses dataset {key} {seed}, not {'an' if role[0] in 'aeiou' else 'a'} {role} seed "
+                f"protocol {protocol.name}: {where} uses dataset {key} {seed}, not {article} {role} seed "
                 f"({protocol.describe_seeds(role)})"
             )
     _check_pretrained(protocol, env, where)
@@ -134,8 +135,7 @@ def check_student_seeds(protocol: Protocol, role: str, seeds: Iterable[int], whe
     wrong = [seed for seed in seeds if protocol.role(seed) != role]
     if wrong:
         raise ProtocolViolation(
-            f"protocol {protocol.name}: {where} uses Student seed(s) {wrong}, not {role} seeds "
-            f"({protocol.describe_seeds(role)})"
+            f"protocol {protocol.name}: {where} uses Student seed(s) {wrong}, not {role} seeds ({protocol.describe_seeds(role)})"
         )
 
 

@@ -188,9 +188,12 @@ class CurriculumRecorder(TrainingListener):
         self._rewards.append(float(np.mean(info["sample_rewards"])))
         self._losses.append(info["loss"])
         self._histogram += np.histogram(weights, bins=WEIGHT_BINS, range=(0.0, 1.0))[0]
-        ema_bin = np.digitize(self.layout.ema_loss_of(states), EMA_LOSS_EDGES[1:-1])
-        self.run.weight_by_ema_loss.add(ema_bin, weights)
-        self.run.weight_by_correct.add(self.layout.correct_of(states).astype(np.int64), weights)
+        # Tallies by a state column only where the Student's state has it (their groups stay empty otherwise).
+        if "ema_loss" in self.layout.columns:
+            ema_bin = np.digitize(self.layout.ema_loss_of(states), EMA_LOSS_EDGES[1:-1])
+            self.run.weight_by_ema_loss.add(ema_bin, weights)
+        if "correct" in self.layout.parts:
+            self.run.weight_by_correct.add(self.layout.correct_of(states).astype(np.int64), weights)
         self.run.weight_by_label_noise.add(self._flipped[ids], weights)
         self.run.weight_by_family.add(self._family_index[ids], weights)
         self.run.reward_by_label_noise.add(self._flipped[ids], info["sample_rewards"])

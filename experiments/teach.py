@@ -14,16 +14,15 @@ clean dataset alone. The tutor saved is a ``TutorPPO`` (``tutor.zip``, loadable 
 with ``tutor.json`` beside it, naming the env settings it observes (its state columns).
 
 Files in the output directory: ``teaching.json`` (the config and one record per Student taught: the teaching curve),
-``examples.npz`` (the aggregated state rows and teacher weights), ``tutor.zip`` and ``tutor.json``, ``uniform/seedN``
-(the paired uniform Students, read back on a rerun), and the report
-(:func:`write_teaching_report`): ``teaching.md`` (the curve as a table), ``plots/teaching_curve.png`` and
-``plots/tutor_weights.png`` (the tutor's weight against each state column on the last Student's rows). The run is
-resumable: it continues after the last Student recorded.
+``examples.npz`` (the aggregated state rows and teacher weights), ``tutor.zip`` and ``tutor.json``, written in the order
+of :mod:`experiments.teach_files`, so that a run stopped anywhere continues after the last Student recorded;
+``uniform/seedN`` (the paired uniform Students, read back or continued on a rerun); and the report
+(:mod:`experiments.teach_report`). A run holds the directory's lock, checks every setting before any Student trains,
+and stops at once on SIGINT or SIGTERM, keeping the Students recorded and naming the command that continues it.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,51 +32,145 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from agents import load_tutor, make_tutor
+from agents import TUTORS, load_tutor, make_tutor, tutor_spec
 from agents.vec_env import PerSampleVecEnv
+from experiments.checkpoint import RunInterrupted, interrupt_on_stop_signals, stop_signals_deferred
 from experiments.config import RunConfig, plain, read_yaml_config
-from experiments.plots import plot_teaching_curve, plot_weights_against_columns
+from experiments.protocol import check_dataset, check_student_seeds, protocol_named
 from experiments.record import noise_detection_auroc
-from experiments.train import train_student
+from experiments.teach_files import RECORD, TUTOR, TaughtStudent, commit_student, read_teaching_run
+from experiments.teach_report import write_teaching_report
+from experiments.train import RunStopped, check_run_settings, train_student
 from tsrl_env import DeepfakeCurriculumEnv
 from tsrl_env.config import EnvConfig, reject_unknown_keys
-from tsrl_env.files import write_atomically
+from tsrl_env.data.label_noise import noise_model
+from tsrl_env.files import directory_lock
+from tsrl_env.validation import integer_setting, real_setting, shown
 
 FIRST_TEACHING_SEED = 1000
 """Teaching Students take seeds from here up; evaluation grids use seeds below it."""
+
+IMITATION_DEFAULTS: dict[str, Any] = {"epochs": 10, "batch_size": 512, "learning_rate": 1e-3}
+"""The behavioural-cloning settings of each round; an ``imitation`` mapping gives any of them."""
 
 
 @dataclass(frozen=True)
 class TeachConfig:
     """What a tutor is taught on: the Students' env (``env``; its ``state_columns`` are what the tutor observes), the
     label noise of successive Students (cycled), the first teaching seed, the tutor and its keywords, and the
-    behavioural-cloning settings (``imitation``: ``epochs``, ``batch_size``, ``learning_rate`` of each round).
-    ``paired`` trains a uniform-weight Student at every teaching seed too, for the paired gain of the curve."""
+    behavioural-cloning settings (``imitation``: ``epochs``, ``batch_size``, ``learning_rate`` of each round, each
+    defaulting to :data:`IMITATION_DEFAULTS`). ``paired`` (true or false) trains a uniform-weight Student at every
+    teaching seed too, for the paired gain of the curve. ``noise_models`` (empty: the env's own) are cycled with the
+    label noise, every model at one noise level before the next level. ``protocol`` names the evaluation protocol
+    the teaching keeps (:mod:`experiments.protocol`): under ``v1`` each Student trains on a dataset of its own, its
+    content seed and flip seed both its Student seed, all teaching seeds. Every setting is checked here: a wrong
+    type raises a TypeError, a value out of range a ValueError, each naming the setting."""
 
     env: EnvConfig = field(default_factory=EnvConfig)
     label_noise: tuple[float, ...] = (0.30, 0.15, 0.45, 0.0)
     first_seed: int = FIRST_TEACHING_SEED
     tutor: str = "ppo"
     tutor_kwargs: dict[str, Any] = field(default_factory=dict)
-    imitation: dict[str, float] = field(default_factory=lambda: {"epochs": 10, "batch_size": 512, "learning_rate": 1e-3})
+    imitation: dict[str, Any] = field(default_factory=lambda: dict(IMITATION_DEFAULTS))
     paired: bool = True
+    noise_models: tuple[str, ...] = ()
+    protocol: str | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.env, EnvConfig):
+            raise TypeError(f"env must be a mapping of environment settings, got {shown(self.env)}")
+        if isinstance(self.label_noise, (str, bytes)) or not isinstance(self.label_noise, (list, tuple)) or not self.label_noise:
+            raise TypeError(f"label_noise must list noise levels in [0, 1), e.g. [0.3, 0.0], got {shown(self.label_noise)}")
+        noise = tuple(real_setting("label_noise", level) for level in self.label_noise)
+        if not all(0.0 <= level < 1.0 for level in noise):
+            raise ValueError(f"label_noise must list noise levels in [0, 1), got {list(noise)}")
+        object.__setattr__(self, "label_noise", noise)
+        object.__setattr__(self, "first_seed", integer_setting("first_seed", self.first_seed, 0))
         if self.first_seed < FIRST_TEACHING_SEED:
             raise ValueError(
                 f"teaching seeds must start at {FIRST_TEACHING_SEED} or above, disjoint from the evaluation seeds of the "
                 f"benchmark configs, got first_seed {self.first_seed}"
             )
-        if not self.label_noise or not all(0.0 <= noise < 1.0 for noise in self.label_noise):
-            raise ValueError(f"label_noise must list noise levels in [0, 1), got {self.label_noise}")
+        _check_teachable(self.tutor)
+        if not isinstance(self.tutor_kwargs, dict):
+            raise TypeError(f"tutor_kwargs must be a mapping of the tutor's keyword arguments, got {shown(self.tutor_kwargs)}")
+        object.__setattr__(self, "imitation", _imitation_settings(self.imitation))
+        if not isinstance(self.paired, bool):
+            raise TypeError(f"paired must be true or false, got {shown(self.paired)}")
+        if isinstance(self.noise_models, str) or not isinstance(self.noise_models, (list, tuple)):
+            example = "[video, class_conditional]"
+            raise TypeError(f"noise_models must list label-noise models, e.g. {example}, got {shown(self.noise_models)}")
+        for model in self.noise_models:
+            noise_model(model)  # an unknown name is refused with a did-you-mean
+        object.__setattr__(self, "noise_models", tuple(self.noise_models))
+        protocol_named(self.protocol)
 
     def student_env(self, index: int) -> EnvConfig:
-        """The env of the ``index``-th teaching Student (0-based): its seed and label noise."""
-        noise = self.label_noise[index % len(self.label_noise)]
-        return self.env.replace(seed=self.first_seed + index, dataset_options={**self.env.dataset_options, "label_noise": noise})
+        """The env of the ``index``-th teaching Student (0-based): its seed, label noise and noise model, and under a
+        protocol its own dataset."""
+        models = self.noise_models or (None,)
+        conditions = [(noise, model) for noise in self.label_noise for model in models]
+        noise, model = conditions[index % len(conditions)]
+        seed = self.first_seed + index
+        options = {**self.env.dataset_options, "label_noise": noise}
+        if model is not None:
+            options["noise_model"] = model
+        if self.protocol is not None:
+            options |= {"seed": seed, "noise_seed": seed}
+        return self.env.replace(seed=seed, dataset_options=options)
+
+    def check_protocol(self, students: int) -> None:
+        """Refuse teaching Students whose seeds or data break the protocol (none without one)."""
+        protocol = protocol_named(self.protocol)
+        if protocol is None:
+            return
+        seeds = [self.first_seed + index for index in range(students)]
+        check_student_seeds(protocol, "teaching", seeds, "the teaching config")
+        for index in range(students):
+            check_dataset(protocol, "teaching", self.student_env(index), f"the teaching config (Student {index})")
 
     def to_dict(self) -> dict[str, Any]:
-        return plain({**asdict(self), "env": self.env.to_dict()})
+        settings = plain({**asdict(self), "env": self.env.to_dict()})
+        # Left out at their defaults, so that the records of teaching runs from before they existed still match.
+        for key, default in (("noise_models", []), ("protocol", None)):
+            if settings[key] == default:
+                del settings[key]
+        return settings
+
+
+def _check_teachable(tutor: Any) -> None:
+    """Refuse a tutor that imitation cannot teach: only a tutor that learns per sample and has a behavioural-cloning
+    step (``pretrain_behaviour_cloning``) can be."""
+    if not isinstance(tutor, str):
+        raise TypeError(f"tutor must be a tutor name, got {shown(tutor)}")
+    teachable = [
+        name
+        for name, spec in TUTORS.items()
+        if spec.learns and not spec.acts_on_batch and callable(getattr(spec.make, "pretrain_behaviour_cloning", None))
+    ]
+    if tutor not in teachable:
+        tutor_spec(tutor)  # an unknown name is refused with a did-you-mean
+        raise ValueError(
+            f"the tutor {tutor!r} cannot be taught: teaching clones the teacher's weights into a tutor that learns per "
+            f"sample through its behavioural-cloning step; tutors that have one: {', '.join(teachable)}"
+        )
+
+
+def _imitation_settings(given: Any) -> dict[str, Any]:
+    """The behavioural-cloning settings ``given`` (a mapping of any of :data:`IMITATION_DEFAULTS`' keys), checked and
+    completed with the defaults."""
+    if not isinstance(given, dict):
+        raise TypeError(f"imitation must be a mapping such as {IMITATION_DEFAULTS}, got {shown(given)}")
+    reject_unknown_keys(given, list(IMITATION_DEFAULTS), "imitation setting")
+    settings = {**IMITATION_DEFAULTS, **given}
+    learning_rate = real_setting("imitation learning_rate", settings["learning_rate"])
+    if learning_rate <= 0:
+        raise ValueError(f"imitation learning_rate must be a positive number, got {learning_rate}")
+    return {
+        "epochs": integer_setting("imitation epochs", settings["epochs"], 1),
+        "batch_size": integer_setting("imitation batch_size", settings["batch_size"], 1),
+        "learning_rate": learning_rate,
+    }
 
 
 def load_teach_config(path: str | Path) -> TeachConfig:
@@ -88,164 +181,125 @@ def load_teach_config(path: str | Path) -> TeachConfig:
 def load_teach_config_dict(settings: dict[str, Any], source: str = "the teaching config") -> TeachConfig:
     """A :class:`TeachConfig` from its settings (as in a YAML file or ``teaching.json``)."""
     settings = dict(settings)
-    keys = ["env", "label_noise", "first_seed", "tutor", "tutor_kwargs", "imitation", "paired"]
+    keys = ["env", "label_noise", "first_seed", "tutor", "tutor_kwargs", "imitation", "paired", "noise_models", "protocol"]
     reject_unknown_keys(settings, keys, f"teaching setting in {source}")
-    env = EnvConfig.from_dict(settings.pop("env", None) or {})
-    if "label_noise" in settings:
-        settings["label_noise"] = tuple(float(noise) for noise in settings["label_noise"])
-    return TeachConfig(env=env, **settings)
+    env = settings.pop("env", None) or {}
+    if not isinstance(env, dict):
+        raise TypeError(f"the env section of {source} must be a mapping of environment settings, got {shown(env)}")
+    return TeachConfig(env=EnvConfig.from_dict(env), **settings)
 
 
-@dataclass
-class TaughtStudent:
-    """One point of the teaching curve: the Student taught, how it was weighted, and how it did.
+def check_teach_settings(config: TeachConfig, students: Any) -> None:
+    """Refuse, before any file is written, what would otherwise fail once a Student trains: the number of Students,
+    and the env settings of the Students (device, backbone and its pretrained weights, batch size; see
+    :func:`~experiments.train.check_run_settings`). The teaching settings themselves are checked by
+    :class:`TeachConfig`; the tutor's keywords when the tutor is built, before the first Student trains."""
+    integer_setting("the number of Students to teach (--students)", students, 1)
+    config.check_protocol(students)
+    check_run_settings(RunConfig(env=config.student_env(0), seed=config.first_seed))
 
-    ``tutor_noise_auroc`` is how well the tutor's own weights (before it learned from this Student) flag the flipped
-    labels of a Student it had not seen; ``acting_noise_auroc`` that of the weights the Student was trained with (the
-    teacher's share ``teacher_share`` blended with the tutor's). ``gain_*`` are paired: test AUC minus that of a
-    uniform-weight Student at the same seed.
+
+def teach(
+    config: TeachConfig, students: int, out: Path, progress: bool = True, resume_command: str | None = None
+) -> list[TaughtStudent]:
+    """Teach one tutor over ``students`` Students (continuing a run in ``out``); returns the teaching curve.
+
+    Holds the lock of ``out``; a run of another teaching config there is refused, naming the settings that differ. A
+    stop signal raises :class:`~experiments.train.RunStopped`, whose message says what is kept and names
+    ``resume_command`` (what continues the run; default: this call again); a file that cannot be written (a full
+    disk) raises an OSError that says the same.
     """
-
-    index: int
-    seed: int
-    label_noise: float
-    teacher_share: float
-    tutor_noise_auroc: float
-    acting_noise_auroc: float
-    tutor_weight_flipped: float
-    tutor_weight_clean: float
-    seen_auc: float
-    unseen_auc: float
-    uniform_seen_auc: float
-    uniform_unseen_auc: float
-    gain_seen_auc: float
-    gain_unseen_auc: float
-    examples: int
-    imitation_loss: float
-    wall_time_s: float
-
-
-def teach(config: TeachConfig, students: int, out: Path, progress: bool = True) -> list[TaughtStudent]:
-    """Teach one tutor over ``students`` Students (continuing a run in ``out``); returns the teaching curve."""
+    check_teach_settings(config, students)
+    resume_command = resume_command or f"the same teach call again (out={str(out)!r})"
     out.mkdir(parents=True, exist_ok=True)
-    record_path = out / "teaching.json"
-    curve = _read_curve(record_path, config)
-    examples = dict(np.load(out / "examples.npz")) if curve else {"states": None, "targets": None}
+    with directory_lock(out, "tsrl teach"):
+        curve, examples = read_teaching_run(out, config.to_dict())
+        try:
+            with interrupt_on_stop_signals():
+                _teach_from(config, students, out, curve, examples, progress, resume_command)
+        except RunInterrupted as error:
+            taught = f"{RECORD} keeps the {len(curve)} Student(s) taught before it" if curve else "no Student had been taught yet"
+            raise RunStopped(
+                f"tsrl teach: {error} while teaching Student {len(curve) + 1} of {students}; {taught}. Continue with: "
+                f"{resume_command}",
+                128 + error.signal_number,
+            ) from error
+        write_teaching_report(out)
+    return curve
+
+
+def _teach_from(
+    config: TeachConfig,
+    students: int,
+    out: Path,
+    curve: list[TaughtStudent],
+    examples: dict[str, np.ndarray | None],
+    progress: bool,
+    resume_command: str,
+) -> None:
+    """Teach Students ``len(curve)`` to ``students - 1``, appending each to ``curve`` once it is committed."""
     tutor = None
     for index in range(len(curve), students):
         start = time.perf_counter()
         env = DeepfakeCurriculumEnv(config.student_env(index))
-        if tutor is None:
-            view = PerSampleVecEnv(env, autoreset=False)
-            tutor = (
-                load_tutor(config.tutor, out / "tutor.zip", view)
-                if curve
-                else make_tutor(config.tutor, view, seed=config.first_seed, **config.tutor_kwargs)
+        try:
+            if tutor is None:
+                tutor = _first_tutor(config, env, out / TUTOR if curve else None)
+            teacher_share = 0.5**index
+            episode = _teach_one_student(
+                env, tutor, make_tutor("oracle", env), teacher_share, f"Student {index + 1}/{students}", progress
             )
-        teacher_share = 0.5**index
-        episode = _teach_one_student(
-            env, tutor, make_tutor("oracle", env), teacher_share, f"Student {index + 1}/{students}", progress
-        )
+        finally:
+            env.close()
         uniform = (
-            _uniform_test_auc(config.student_env(index), out / "uniform" / f"seed{config.first_seed + index}")
+            _uniform_test_auc(config.student_env(index), out / "uniform" / f"seed{config.first_seed + index}", resume_command)
             if config.paired
             else (math.nan, math.nan)
         )
         examples = _aggregated(examples, episode["states"], episode["targets"])
-        losses = tutor.pretrain_behaviour_cloning(examples["states"], examples["targets"], **_imitation_settings(config))
+        losses = tutor.pretrain_behaviour_cloning(examples["states"], examples["targets"], **config.imitation)
         flipped = episode["flipped"]
-        curve.append(
-            TaughtStudent(
-                index=index,
-                seed=config.first_seed + index,
-                label_noise=config.label_noise[index % len(config.label_noise)],
-                teacher_share=teacher_share,
-                tutor_noise_auroc=noise_detection_auroc(-episode["tutor_weights"], flipped) if index else math.nan,
-                acting_noise_auroc=noise_detection_auroc(-episode["acting_weights"], flipped),
-                tutor_weight_flipped=float(episode["tutor_weights"][flipped].mean()) if flipped.any() else math.nan,
-                tutor_weight_clean=float(episode["tutor_weights"][~flipped].mean()),
-                seen_auc=episode["test"]["test_seen"]["auc"],
-                unseen_auc=episode["test"]["test_unseen"]["auc"],
-                uniform_seen_auc=uniform[0],
-                uniform_unseen_auc=uniform[1],
-                gain_seen_auc=episode["test"]["test_seen"]["auc"] - uniform[0],
-                gain_unseen_auc=episode["test"]["test_unseen"]["auc"] - uniform[1],
-                examples=len(examples["targets"]),
-                imitation_loss=losses[-1],
-                wall_time_s=time.perf_counter() - start,
-            )
+        taught = TaughtStudent(
+            index=index,
+            seed=config.first_seed + index,
+            label_noise=config.label_noise[index % len(config.label_noise)],
+            teacher_share=teacher_share,
+            tutor_noise_auroc=noise_detection_auroc(-episode["tutor_weights"], flipped) if index else math.nan,
+            acting_noise_auroc=noise_detection_auroc(-episode["acting_weights"], flipped),
+            tutor_weight_flipped=float(episode["tutor_weights"][flipped].mean()) if flipped.any() else math.nan,
+            tutor_weight_clean=float(episode["tutor_weights"][~flipped].mean()),
+            seen_auc=episode["test"]["test_seen"]["auc"],
+            unseen_auc=episode["test"]["test_unseen"]["auc"],
+            uniform_seen_auc=uniform[0],
+            uniform_unseen_auc=uniform[1],
+            gain_seen_auc=episode["test"]["test_seen"]["auc"] - uniform[0],
+            gain_unseen_auc=episode["test"]["test_unseen"]["auc"] - uniform[1],
+            examples=len(examples["targets"]),
+            imitation_loss=losses[-1],
+            wall_time_s=time.perf_counter() - start,
         )
-        tutor.save(out / "tutor.zip")
-        write_atomically(out / "tutor.json", json.dumps(_observed_settings(config), indent=2))
-        np.savez_compressed(out / "examples.npz", **examples)
-        write_atomically(record_path, json.dumps({"config": config.to_dict(), "students": [asdict(s) for s in curve]}, indent=2))
+        # A signal waits until the Student is committed whole, so the message names what is on disk.
+        with stop_signals_deferred():
+            commit_student(out, config.to_dict(), [*curve, taught], examples, tutor, _observed_settings(config), resume_command)
+            curve.append(taught)
         if progress:
-            print(_curve_line(curve[-1]), flush=True)
-        env.close()
-    write_teaching_report(out)
-    return curve
+            print(_curve_line(taught), flush=True)
 
 
-def write_teaching_report(out: Path) -> str:
-    """Write ``teaching.md`` and the two plots of a teaching run in ``out`` from its files; returns the markdown."""
-    saved = json.loads((out / "teaching.json").read_text())
-    curve = [TaughtStudent(**student) for student in saved["students"]]
-    columns = [
-        "index",
-        "seed",
-        "label_noise",
-        "teacher_share",
-        "tutor_noise_auroc",
-        "tutor_weight_flipped",
-        "tutor_weight_clean",
-        "acting_noise_auroc",
-        "seen_auc",
-        "gain_seen_auc",
-        "unseen_auc",
-        "gain_unseen_auc",
-        "examples",
-        "imitation_loss",
-        "wall_time_s",
-    ]
-    rows = [[_shown(getattr(student, name)) for name in columns] for student in curve]
-    lines = [
-        "# Teaching curve",
-        "",
-        "One row per Student taught, in order. `tutor_*`: the tutor's own weights on a Student it had not yet learned from "
-        "(its noise AUROC: how well a low weight flags a flipped label); `acting_noise_auroc`: the weights the Student was "
-        "trained with (the teacher's share blended with the tutor's); `gain_*`: paired, test AUC minus a uniform-weight "
-        "Student's at the same seed. Teaching seeds; nothing here is an evaluation seed.",
-        "",
-        "| " + " | ".join(columns) + " |",
-        "| " + " | ".join("---" for _ in columns) + " |",
-        *("| " + " | ".join(row) + " |" for row in rows),
-        "",
-        f"Compute: {sum(student.wall_time_s for student in curve) / 60:.0f} min of one process for {len(curve)} Students "
-        "(each trained taught and, for the paired gain, with uniform weights).",
-    ]
-    text = "\n".join(lines) + "\n"
-    write_atomically(out / "teaching.md", text)
-    (out / "plots").mkdir(exist_ok=True)
-    plot_teaching_curve(curve, out / "plots" / "teaching_curve.png")
-    # The tutor's weights on the rows of the last Student with wrong labels to find.
-    shown = next((student for student in reversed(curve) if student.label_noise > 0), curve[-1])
-    rows = slice(curve[shown.index - 1].examples if shown.index else 0, shown.examples)
-    examples = np.load(out / "examples.npz")
-    states = examples["states"][rows]
-    tutor = load_tutor(saved["config"]["tutor"], out / "tutor.zip")
-    weights = np.asarray(tutor.predict(states, deterministic=True)[0], np.float32).ravel()
-    layout = DeepfakeCurriculumEnv(load_teach_config_dict(saved["config"]).student_env(0)).state_layout
-    title = f"the final tutor on teaching Student {shown.index + 1} (seed {shown.seed}, label noise {shown.label_noise:.2f})"
-    plot_weights_against_columns(
-        states, weights, examples["targets"][rows] < 0.5, layout, out / "plots" / "tutor_weights.png", title
-    )
-    return text
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, float):
-        return "-" if math.isnan(value) else f"{value:.3f}"
-    return str(value)
+def _first_tutor(config: TeachConfig, env: DeepfakeCurriculumEnv, saved: Path | None) -> Any:
+    """The tutor a run starts with: the one recorded last (``saved``), or a new one, whose keywords are checked here,
+    before any Student trains."""
+    view = PerSampleVecEnv(env, autoreset=False)
+    if saved is not None:
+        return load_tutor(config.tutor, saved, view)
+    try:
+        return make_tutor(config.tutor, view, seed=config.first_seed, **config.tutor_kwargs)
+    except (AssertionError, TypeError, ValueError) as error:  # SB3 checks its arguments with asserts
+        reason = str(error).splitlines()[0] if str(error) else ""
+        raise ValueError(
+            f"the teaching setting tutor_kwargs {config.tutor_kwargs} does not make a {config.tutor!r} tutor "
+            f"({type(error).__name__}: {reason}); give keywords of its constructor with values it accepts"
+        ) from error
 
 
 def _teach_one_student(
@@ -271,11 +325,17 @@ def _teach_one_student(
     return {**{key: np.concatenate(value) for key, value in rows.items()}, "test": info["test"]}
 
 
-def _uniform_test_auc(env_config: EnvConfig, out: Path) -> tuple[float, float]:
+def _uniform_test_auc(env_config: EnvConfig, out: Path, resume_command: str) -> tuple[float, float]:
     """Seen and unseen test AUC of a uniform-weight Student at the same seed (same data, initialisation, order),
-    trained (or read back, on a rerun) under ``out``."""
+    trained (continued, or read back, on a rerun) under ``out``; stopped, it names ``resume_command``."""
     run = train_student(
-        RunConfig(env=env_config, seed=env_config.seed), out, "uniform", progress=False, save_student=False, resume=True
+        RunConfig(env=env_config, seed=env_config.seed),
+        out,
+        "uniform",
+        progress=False,
+        save_student=False,
+        resume=True,
+        resume_command=resume_command,
     )
     return run.test["test_seen"]["auc"], run.test["test_unseen"]["auc"]
 
@@ -286,15 +346,6 @@ def _aggregated(examples: dict[str, np.ndarray | None], states: np.ndarray, targ
     return {"states": np.concatenate([examples["states"], states]), "targets": np.concatenate([examples["targets"], targets])}
 
 
-def _imitation_settings(config: TeachConfig) -> dict[str, Any]:
-    settings = config.imitation
-    return {
-        "epochs": int(settings["epochs"]),
-        "batch_size": int(settings["batch_size"]),
-        "learning_rate": float(settings["learning_rate"]),
-    }
-
-
 def _observed_settings(config: TeachConfig) -> dict[str, Any]:
     """What ``tutor.json`` says: the tutor's algorithm and the env settings of the state it reads."""
     env = config.env
@@ -302,17 +353,6 @@ def _observed_settings(config: TeachConfig) -> dict[str, Any]:
         "algorithm": config.tutor,
         "env": {"state_columns": list(env.state_columns), "state_counters": list(env.state_counters)},
     }
-
-
-def _read_curve(path: Path, config: TeachConfig) -> list[TaughtStudent]:
-    if not path.is_file():
-        return []
-    saved = json.loads(path.read_text())
-    if saved["config"] != config.to_dict():
-        raise ValueError(
-            f"{path} was written by another teaching config; teach into another --out, or delete that directory to start again"
-        )
-    return [TaughtStudent(**student) for student in saved["students"]]
 
 
 def _curve_line(student: TaughtStudent) -> str:

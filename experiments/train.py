@@ -25,7 +25,6 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger, configure
 
 from agents import load_tutor, make_tutor, single_episode_view, tutor_spec
-from experiments.provenance import code_version
 from experiments.checkpoint import (
     CHECKPOINT_NAME,
     RunInterrupted,
@@ -43,6 +42,7 @@ from experiments.checkpoint import (
 )
 from experiments.config import RunConfig, SettingsChanged, fingerprint, fingerprint_differences
 from experiments.progress import StudentProgress
+from experiments.provenance import code_version
 from experiments.record import CurriculumRecorder, StudentRun
 from tsrl_env import DeepfakeCurriculumEnv
 from tsrl_env.config import EnvConfig

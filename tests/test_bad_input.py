@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import re
 import stat
 from collections.abc import Iterator
@@ -352,3 +353,53 @@ def test_a_read_only_output_directory_is_refused(command, read_only_directory, m
     message = rf"cannot write to the output directory '{re.escape(str(read_only_directory))}' \(Permission denied\)"
     with pytest.raises(OSError, match=message):
         main([*command, "--out", str(read_only_directory), "--no-progress"])
+
+
+# Saved Students given to tsrl evaluate: one of another size is refused wherever its settings are recorded, a file that
+# is not a Student's weights in one line, before any data is read.
+
+
+@pytest.fixture
+def tiny_student_weights() -> dict[str, torch.Tensor]:
+    from tsrl_env.student import Student
+
+    return Student.from_timm("test_resnet").state_dict()
+
+
+def test_a_student_of_another_size_is_refused_whether_its_settings_are_in_its_file_or_its_record(
+    tiny_student_weights, tmp_path, caplog
+):
+    trained_with = EnvConfig(**TINY_SETTINGS).to_dict()  # 32 px
+    in_file = tmp_path / "alone" / "student.pt"
+    in_file.parent.mkdir()
+    torch.save({"state_dict": tiny_student_weights, "env": trained_with}, in_file)
+    copied = tmp_path / "copied" / "ppo"
+    copied.mkdir(parents=True)
+    torch.save(tiny_student_weights, copied / "student.pt")
+    (copied / "run.json").write_text(json.dumps({"label": "ppo", "fingerprint": {"env": trained_with}}))
+    for student in (in_file, copied / "student.pt", copied):
+        with pytest.raises(ValueError, match=r"trained as backbone 'test_resnet' at 32 px, but .* 'test_resnet' at 64 px"):
+            main(["evaluate", str(student), "--config", "tiny", "--image-size", "64", "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+    bare = tmp_path / "bare" / "student.pt"
+    bare.parent.mkdir()
+    torch.save(tiny_student_weights, bare)
+    main(["evaluate", str(bare), str(in_file), "--config", "tiny", "--out", str(tmp_path / "out")])
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [run["label"] for run in results] == ["bare", "alone"] and results[1]["test"] == results[0]["test"]
+    assert "the settings bare was trained with are not known" in caplog.text and "alone was" not in caplog.text
+
+
+def test_a_file_that_is_not_a_students_weights_is_refused_in_one_line(tmp_path):
+    garbage = tmp_path / "student.pt"
+    garbage.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ValueError) as refused:
+        main(["evaluate", str(garbage), "--config", "tiny", "--out", str(tmp_path / "out")])
+    assert str(refused.value) == (
+        f"{str(garbage)!r} is not a Student's weights (UnpicklingError: Weights only load failed); give a student.pt that "
+        "tsrl train saved"
+    )
+    torch.save({"epoch": 3}, garbage)
+    with pytest.raises(ValueError, match=r"is not a Student's weights \(it holds a dict, not a state dict of tensors\)"):
+        main(["evaluate", str(garbage), "--config", "tiny", "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()

@@ -159,3 +159,41 @@ def test_records_name_the_code_they_were_computed_with():
     if version["commit"] is not None:
         assert len(version["commit"]) == 40 and isinstance(version["dirty"], bool)
     json.dumps(version)
+
+
+def teach_config(**changes):
+    from experiments.teach import load_teach_config_dict
+
+    settings = {
+        "protocol": "v1",
+        "env": {**V1_ENV, "dataset_options": {**V1_ENV["dataset_options"], "noise_model": "frame"}},
+        "label_noise": [0.3, 0.0],
+        "noise_models": ["video", "class_conditional"],
+        "first_seed": 1000,
+    }
+    return load_teach_config_dict({**settings, **changes})
+
+
+def test_under_v1_each_teaching_student_has_a_dataset_of_its_own_teaching_seeds():
+    config = teach_config()
+    config.check_protocol(students=4)
+    envs = [config.student_env(index) for index in range(4)]
+    assert [env.seed for env in envs] == [1000, 1001, 1002, 1003]
+    assert [env.dataset_options["seed"] for env in envs] == [1000, 1001, 1002, 1003]
+    assert [env.dataset_options["noise_seed"] for env in envs] == [1000, 1001, 1002, 1003]
+    conditions = [(env.dataset_options["label_noise"], env.dataset_options["noise_model"]) for env in envs]
+    assert conditions == [(0.3, "video"), (0.3, "class_conditional"), (0.0, "video"), (0.0, "class_conditional")]
+
+
+def test_a_teaching_run_breaking_the_protocol_is_refused():
+    with pytest.raises(ProtocolViolation, match=r"Student seed\(s\) \[2000\], not teaching seeds"):
+        teach_config(first_seed=1990).check_protocol(students=11)
+    reshuffled = {**V1_ENV, "dataset_options": {**V1_ENV["dataset_options"], "tiles": "reshuffled"}}
+    with pytest.raises(ProtocolViolation, match="tiles: fixed"):
+        teach_config(env=reshuffled).check_protocol(students=1)
+
+
+def test_a_legacy_teaching_config_keeps_its_record_and_its_single_dataset():
+    config = teach_config(protocol=None, noise_models=[])
+    assert "protocol" not in config.to_dict() and "noise_models" not in config.to_dict()
+    assert config.student_env(3).dataset_options.get("seed") is None, "legacy: every Student on the config's dataset"

@@ -345,3 +345,14 @@ def test_tensorboard_logs_that_cannot_be_written_are_reported_with_their_folder_
     message = r"cannot write the TensorBoard logs in '.*tensorboard/ppo' \(No space left on device\); .*tsrl train --resume"
     with pytest.raises(OSError, match=message):
         train_student(load_run_config("tiny"), tmp_path, progress=False)
+
+
+def test_the_record_of_a_student_holds_the_tallies_its_state_columns_allow(tmp_path):
+    config = write_yaml(
+        tmp_path / "run.yaml", {"env": {**TINY_ENV, "epochs": 1, "state_columns": ["features", "p_fake", "correctness"]}}
+    )
+    main(["train", "--config", str(config), "--no-baseline", "--no-progress", "--out", str(tmp_path / "runs")])
+    (run,) = json.loads(next((tmp_path / "runs").glob("*/results.json")).read_text())
+    assert sum(run["weight_by_ema_loss"]["counts"]) == 0, "no EMA-loss column: that tally stays empty"
+    assert sum(run["weight_by_correct"]["counts"]) == sum(run["weight_by_label_noise"]["counts"]) == 128
+    assert set(run["epochs"][-1]["state_column_auroc"]) == {"p_label", "wrong"}

@@ -8,11 +8,11 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from agents import TUTORS, load_tutor, register_saved_tutor, tutor_spec
-from experiments import SAVED_TUTORS_DIR
+from agents import TUTORS, load_tutor, register_saved_tutor, shipped_tutors_directory, tutor_spec
 from experiments.config import RunConfig
 from experiments.record import noise_detection_auroc
-from experiments.teach import FIRST_TEACHING_SEED, TeachConfig, load_teach_config_dict, teach, write_teaching_report
+from experiments.teach import FIRST_TEACHING_SEED, TeachConfig, load_teach_config_dict, teach
+from experiments.teach_report import write_teaching_report
 from experiments.train import train_student
 from tsrl_env import TINY_SETTINGS
 from tsrl_env.config import EnvConfig
@@ -58,7 +58,7 @@ def test_teaching_continues_after_the_last_student_and_refuses_another_config(ta
     assert [json.dumps(asdict(s)) for s in longer[:2]] == [json.dumps(asdict(s)) for s in curve]  # kept, NaNs included
     assert longer[2].seed == FIRST_TEACHING_SEED + 2
     assert longer[2].examples == 3 * curve[0].examples
-    with pytest.raises(ValueError, match="another teaching config"):
+    with pytest.raises(ValueError, match=r"another teaching config \(label_noise: \[0.3, 0.0\] -> \[0.45\]\)"):
         teach(_config(label_noise=(0.45,)), 4, copy, progress=False)
 
 
@@ -68,14 +68,20 @@ def test_teaching_seeds_stay_clear_of_the_evaluation_seeds():
     assert load_teach_config_dict(_config().to_dict()) == _config()
 
 
-def test_a_saved_tutor_teaches_frozen_on_the_state_columns_it_was_taught_on(taught, tmp_path, monkeypatch):
+@pytest.fixture
+def registered_here():
+    """The name ``taught_here``, free before the test and after it."""
+    yield "taught_here"
+    TUTORS.pop("taught_here", None)
+
+
+def test_a_saved_tutor_teaches_frozen_on_the_state_columns_it_was_taught_on(taught, tmp_path, registered_here):
     out, _ = taught
-    monkeypatch.setitem(TUTORS, "taught_here", TUTORS["uniform"])  # restored after the test
-    register_saved_tutor("taught_here", out / "tutor.zip")
-    spec = tutor_spec("taught_here")
+    register_saved_tutor(registered_here, out / "tutor.zip")
+    spec = tutor_spec(registered_here)
     assert not spec.learns and spec.env_settings["state_columns"] == COLUMNS
     # The Student's env has the default state; the tutor's own columns are added for the Student it teaches.
-    config = RunConfig(env=EnvConfig.from_dict({**TINY_SETTINGS, "epochs": 1}), tutor="taught_here", seed=5)
+    config = RunConfig(env=EnvConfig.from_dict({**TINY_SETTINGS, "epochs": 1}), tutor=registered_here, seed=5)
     run = train_student(config, tmp_path, progress=False, save_student=False)
     assert 0.0 <= run.epochs[-1].mean_weight <= 1.0
     assert "trusted_probe" in run.epochs[-1].state_column_auroc
@@ -88,6 +94,7 @@ def test_the_report_is_rebuilt_from_the_files_alone(taught):
 
 
 SHIPPED_TUTORS = [("noise_mentor", "teach_noise"), ("noise_mentor_pretrained", "teach_pretrained")]
+SAVED_TUTORS_DIR = shipped_tutors_directory()
 
 
 @pytest.mark.parametrize(("name", "teaching_run"), SHIPPED_TUTORS)

@@ -71,6 +71,15 @@ class EnvConfig:
             process may run on less one, at most 8 (see :func:`worker_count`). In-memory datasets ignore it.
         seed: seed of the first episode when ``reset`` is called without one, and of the ``features`` column's
             projection (the same for every episode, so that a tutor sees the same state space across Students).
+        train_on_trusted: the trusted split (``val``, clean) joins the training split, labels and all, in every epoch's
+            order (the ``trusted_union`` baseline); the validation metrics are then not held out.
+        threshold_share: the frames of this share of the trusted split's videos (a seeded choice, by ``seed``) leave it
+            and join the training split with every label flipped: known-mislabelled threshold samples, whose
+            training-split positions the trainer keeps in ``threshold_ids`` (the ``aum_filter`` baseline). 0, the
+            default, moves none.
+        frozen_backbone: only the Student's classifier (its final ``nn.Linear``) trains; the rest keeps its first
+            weights (the pretrained ones, with ``pretrained`` or ``pretrained_file``) and stays in evaluation mode, so
+            BatchNorm statistics never move either: linear probing (the ``probe`` baseline).
 
     A setting of the wrong type raises a TypeError, an out-of-range one a ValueError, each naming the setting and
     the value given; ``dataset_options`` are checked as the data source's loader would, without loading anything.
@@ -99,6 +108,9 @@ class EnvConfig:
     precision: str | None = None
     num_workers: int | str = 4
     seed: int = 0
+    train_on_trusted: bool = False
+    threshold_share: float = 0.0
+    frozen_backbone: bool = False
 
     def __post_init__(self) -> None:
         for name in ("dataset", "backbone", "reward", "device"):
@@ -144,6 +156,12 @@ class EnvConfig:
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be a non-negative number, got {self.weight_decay}")
         data_source(self.dataset).check(self.dataset, self.dataset_options)
+        for name in ("train_on_trusted", "frozen_backbone"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be true or false, got {shown(getattr(self, name))}")
+        object.__setattr__(self, "threshold_share", real_setting("threshold_share", self.threshold_share))
+        if not 0.0 <= self.threshold_share < 1.0:
+            raise ValueError(f"threshold_share must lie in [0, 1) (a share of the validation videos), got {self.threshold_share}")
 
     @classmethod
     def from_dict(cls, settings: dict[str, Any]) -> EnvConfig:

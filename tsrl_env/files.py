@@ -15,6 +15,17 @@ from typing import Any
 
 LOCK_NAME = ".tsrl.lock"
 
+
+def _umask() -> int:
+    """The process's umask; reading it means setting it, so it is set back at once (at import, before any thread)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()
+"""The mode of a file written here: what ``open()`` would give it (``mkstemp`` makes its files 0600)."""
+
 logger = logging.getLogger(__name__)
 
 
@@ -32,6 +43,7 @@ def write_atomically(path: Path, data: bytes | str) -> None:
     path = Path(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(handle, FILE_MODE)
         with os.fdopen(handle, "wb") as file:
             file.write(data.encode() if isinstance(data, str) else data)
             file.flush()

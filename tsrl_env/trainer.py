@@ -10,6 +10,7 @@ docs/design.md, "Distributed training".
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -64,9 +65,12 @@ class StudentTrainer:
     """Trains one Student on the env's data with per-sample loss weights (the settings of :class:`EnvConfig`).
 
     ``dataset`` reuses data loaded already (its splits are moved to the trainer's device and image size); by default
-    the trainer loads ``config.dataset``. ``group`` is the process group training the Student together
-    (:mod:`tsrl_env.distributed`). Call :meth:`start` for a new Student (or :meth:`load_state_dict`), then per epoch
-    :meth:`start_epoch` and ``steps_per_epoch`` times :meth:`forward_next_batch` and :meth:`update`.
+    the trainer loads ``config.dataset``. With ``train_on_trusted`` or ``threshold_share`` the trainer's ``dataset`` is
+    that data with trusted images joined to its training split (see :func:`trusted_in_training`); ``threshold_ids``
+    holds the training-split positions of the threshold samples (empty without). ``group`` is the process group
+    training the Student together (:mod:`tsrl_env.distributed`). Call :meth:`start` for a new Student (or
+    :meth:`load_state_dict`), then per epoch :meth:`start_epoch` and ``steps_per_epoch`` times
+    :meth:`forward_next_batch` and :meth:`update`.
     """
 
     def __init__(self, config: EnvConfig, group: ProcessGroupView | None = None, dataset: Dataset | None = None) -> None:
@@ -78,7 +82,8 @@ class StudentTrainer:
         self.precision = resolved_precision(config.precision, self.device)
         # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none.
         self._scaler = torch.amp.GradScaler(self.device.type) if self.precision == torch.float16 else None
-        self.dataset = make_dataset(config.dataset, **config.dataset_options) if dataset is None else dataset
+        loaded = make_dataset(config.dataset, **config.dataset_options) if dataset is None else dataset
+        self.dataset, self.threshold_ids = trusted_in_training(loaded, config)
         if self.dataset.bad_frames:
             skipped = self.dataset.bad_frames
             logger.warning("training without %d unreadable frame(s), per split: %s", sum(skipped.values()), skipped)
@@ -109,11 +114,16 @@ class StudentTrainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             student = Student.from_timm(self.config.backbone, self.config.pretrained_weights)
+        if self.config.frozen_backbone:
+            student.requires_grad_(False)
+            student.classifier.requires_grad_(True)
         return student.to(self.device, memory_format=torch.channels_last)
 
     def build_optimizer(self, student: Student) -> torch.optim.Optimizer:
-        """The optimiser ``student`` trains with (Adam at the configured ``lr`` and ``weight_decay``)."""
-        return torch.optim.Adam(student.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+        """The optimiser ``student`` trains with (Adam at the configured ``lr`` and ``weight_decay``), over its classifier
+        alone with ``frozen_backbone``."""
+        trained = student.classifier.parameters() if self.config.frozen_backbone else student.parameters()
+        return torch.optim.Adam(trained, lr=self.config.lr, weight_decay=self.config.weight_decay)
 
     def start(self, student_seed: int, data_seed: int) -> None:
         """A new Student and optimiser from ``student_seed``; the data order and augmentation drawn from ``data_seed``."""
@@ -172,7 +182,7 @@ class StudentTrainer:
         step = self.step_in_epoch
         ids, row_ids, images, labels = self.next_batch()
         assert self.network is not None, "call start() or load_state_dict() first"
-        self.network.train()
+        self.network.train(not self.config.frozen_backbone)  # a frozen backbone keeps its BatchNorm statistics
         logits, features = self._forward(self.network, images)
         losses = F.cross_entropy(logits, labels, reduction="none")
         probabilities = logits.detach().softmax(dim=1)
@@ -384,6 +394,58 @@ def scheduled_lr(lr: float, schedule: dict[str, Any], epoch: int) -> float:
 def normalise_images(images: torch.Tensor) -> torch.Tensor:
     """uint8 images to floats in [-1, 1] (mean and std 0.5), channels-last for faster CPU convolutions."""
     return (images.float() / 127.5 - 1.0).contiguous(memory_format=torch.channels_last)
+
+
+def trusted_in_training(dataset: Dataset, config: EnvConfig) -> tuple[Dataset, torch.Tensor]:
+    """``dataset`` with trusted images joined to its training split as ``config`` asks, and the training-split positions
+    of the threshold samples among them.
+
+    The frames of ``threshold_share`` of the trusted split's videos (``val``, clean; whole videos, so that no frame left
+    for validation has a sibling trained on; a choice seeded by ``config.seed``) leave it and join the training split
+    last, every label flipped, so that each of their labels is known to be wrong; with ``train_on_trusted`` the rest
+    of the trusted split joins before them with its own labels. ``clean_labels`` keep the
+    true ones, so ``Split.flipped`` marks the threshold samples. Without either setting the dataset is returned as is.
+    """
+    if not config.train_on_trusted and not config.threshold_share:
+        return dataset, torch.empty(0, dtype=torch.long)
+    train, trusted = dataset.splits["train"], dataset.splits["val"]
+    videos = trusted.groups.unique()
+    chosen = int(config.threshold_share * len(videos))
+    if config.threshold_share and not chosen:
+        raise ValueError(
+            f"threshold_share {config.threshold_share} of the {len(videos)} validation videos is no threshold sample; "
+            "raise threshold_share or val_size"
+        )
+    order = torch.randperm(len(videos), generator=torch.Generator().manual_seed(config.seed))
+    is_threshold = torch.isin(trusted.groups, videos[order[:chosen]])
+    threshold, kept = _rows(trusted, is_threshold.nonzero()[:, 0]), _rows(trusted, (~is_threshold).nonzero()[:, 0])
+    joined = [train, kept] if config.train_on_trusted else [train]
+    if chosen:
+        joined.append(dataclasses.replace(threshold, labels=1 - threshold.labels))
+    splits = {**dataset.splits, "train": _joined(joined), "val": kept}
+    size = len(splits["train"])
+    return dataclasses.replace(dataset, splits=splits), torch.arange(size - len(threshold), size)
+
+
+def _rows(split: Split, ids: torch.Tensor) -> Split:
+    """The samples ``ids`` of ``split``, in that order."""
+    images = split.images
+    taken = images[ids] if split.in_memory else FrameStore([images.path(i) for i in ids.tolist()], images.image_size)
+    return Split(taken, *(getattr(split, name)[ids] for name in _PER_SAMPLE))
+
+
+def _joined(splits: list[Split]) -> Split:
+    """The samples of ``splits`` one after the other."""
+    if all(split.in_memory for split in splits):
+        images = torch.cat([split.images for split in splits])
+    else:
+        paths = [split.images.path(i) for split in splits for i in range(len(split))]
+        images = FrameStore(paths, splits[0].image_size)
+    return Split(images, *(torch.cat([getattr(split, name) for split in splits]) for name in _PER_SAMPLE))
+
+
+_PER_SAMPLE = ("labels", "clean_labels", "groups", "families", "strengths")
+"""The per-sample fields of a :class:`~tsrl_env.data.Split` besides its images, in its constructor's order."""
 
 
 def _to_device(split: Split, device: torch.device, image_size: int | None) -> Split:
