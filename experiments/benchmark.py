@@ -55,7 +55,7 @@ from experiments.config import (
     split_tutor_entry,
 )
 from experiments.grid_plan import check_plan, plan_report, planned
-from experiments.plots import plot_validation_curves, plot_weight_distributions, plot_weighting
+from experiments.plots import plot_paired_differences, plot_validation_curves, plot_weight_distributions, plot_weighting
 from experiments.protocol import check_evaluation_grid, protocol_named
 from experiments.provenance import code_version
 from experiments.record import StudentRun
@@ -536,6 +536,7 @@ def write_summary(config: BenchmarkConfig, out: Path) -> str:
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
     plot_validation_curves(records, plots / "val_auc.png")
+    plot_paired_differences(summary, plots / "paired_differences.png")
     # Uniform gives every sample weight 1: nothing to show on the weighting plot.
     finished = {record["tutor"] for record in records}
     weighted = [t for t in sorted(config.tutors, key=lambda t: not learns(t)) if t in finished and t != "uniform"]

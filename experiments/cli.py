@@ -212,6 +212,7 @@ def _list_benchmarks(workers: int) -> None:
         estimate = "not measured" if math.isnan(seconds) else f"~{_duration(seconds)}"
         cells = len(list(config.cells()))
         grid = f"{len(config.tutors)} tutors x {len(config.seeds)} seeds x {len(config.variants)} variant(s)"
+        grid += f" x {len(config.datasets)} datasets" if config.datasets else ""
         print(f"  {name:<{width}} {cells:>4} Students {f'({grid})':<42} {size:<26} {estimate}")
 
 

@@ -78,10 +78,17 @@ def fingerprint(config: RunConfig) -> dict[str, Any]:
     """What decides one Student's result: its resolved settings, the identity of its data (the embedded
     benchmark's cache key, which also changes with its generator's version) and, where it reads any, the SHA-256 of
     each file beyond the dataset (``files``: pretrained weights, a saved tutor), so that a file changed at the same
-    path is a changed setting. Stored with every finished Student."""
+    path is a changed setting, and the env settings the tutor imposes on its Student (``tutor_env_settings``: a taught
+    tutor's state columns, a baseline's trusted data). Stored with every finished Student."""
     identity = dataset_identity(config.env.dataset, config.env.dataset_options)
     files = files_read(config.env.to_dict(), config.tutor, config.tutor_checkpoint)
-    return {**plain(config.to_dict()), "dataset_identity": identity, **({"files": files} if files else {})}
+    tutor_env = plain(dict(tutor_spec(config.tutor).env_settings))
+    return {
+        **plain(config.to_dict()),
+        "dataset_identity": identity,
+        **({"files": files} if files else {}),
+        **({"tutor_env_settings": tutor_env} if tutor_env else {}),
+    }
 
 
 def fingerprint_differences(
@@ -91,13 +98,15 @@ def fingerprint_differences(
 
     A result written before fingerprints existed (``saved`` None) is taken as matching: nothing says otherwise. An env
     setting added since ``saved`` was written is taken at its default, since a new setting's default keeps the results
-    it had before the setting existed (``python -m experiments.fingerprint compare`` checks that).
+    it had before the setting existed (``python -m experiments.fingerprint compare`` checks that); so are the file
+    hashes and tutor env settings of a record written before fingerprints carried them.
     """
     if saved is None:
         return []
     now = fingerprint(config)
-    if "files" not in saved:
-        now.pop("files", None)  # recorded before files were hashed: nothing says they changed
+    for added in ("files", "tutor_env_settings"):
+        if added not in saved:
+            now.pop(added, None)  # recorded before it was: nothing says it changed
     defaults = plain(EnvConfig().to_dict())
     env = {**{key: defaults[key] for key in now["env"] if key in defaults}, **saved.get("env", {})}
     return setting_differences({**saved, "env": env}, now, ignore=ignore)

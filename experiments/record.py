@@ -148,7 +148,10 @@ class CurriculumRecorder(TrainingListener):
         env.listeners.append(self)
         self.layout = env.state_layout
         train = env.dataset.splits["train"]
-        self._flipped = train.flipped.numpy().astype(np.int64)
+        # Tallies and noise detection count the data's own training samples only: trusted images a baseline joins to
+        # training are not part of it, and the threshold samples it flips on purpose are not its label noise.
+        self._own = env.trainer.own_training_size
+        self._flipped = train.flipped.numpy().astype(np.int64)[: self._own]
         families = train.families.numpy()
         self._family_index = np.where(families == REAL_FAMILY, len(env.dataset.family_names), families)
         run.weight_by_ema_loss = GroupTally.empty(
@@ -159,8 +162,8 @@ class CurriculumRecorder(TrainingListener):
         run.weight_by_family = GroupTally.empty([*env.dataset.family_names, "real"])
         run.reward_by_label_noise = GroupTally.empty(["clean", "flipped"])
         self._suspicions = state_column_suspicions(self.layout)
-        self._weight_sums = np.zeros(len(train))
-        self._visits = np.zeros(len(train), dtype=np.int64)
+        self._weight_sums = np.zeros(self._own)
+        self._visits = np.zeros(self._own, dtype=np.int64)
         self._samples_seen = 0
         self._reset_epoch()
 
@@ -194,9 +197,11 @@ class CurriculumRecorder(TrainingListener):
             self.run.weight_by_ema_loss.add(ema_bin, weights)
         if "correct" in self.layout.parts:
             self.run.weight_by_correct.add(self.layout.correct_of(states).astype(np.int64), weights)
+        own = ids < self._own
+        ids, weights, rewards, states = ids[own], weights[own], np.asarray(info["sample_rewards"])[own], states[own]
         self.run.weight_by_label_noise.add(self._flipped[ids], weights)
         self.run.weight_by_family.add(self._family_index[ids], weights)
-        self.run.reward_by_label_noise.add(self._flipped[ids], info["sample_rewards"])
+        self.run.reward_by_label_noise.add(self._flipped[ids], rewards)
         self._epoch_scores["weight"][ids] = 1.0 - weights
         for name, suspicion in self._suspicions.items():
             self._epoch_scores[name][ids] = suspicion(states)

@@ -341,3 +341,23 @@ def test_a_frozen_backbone_trains_the_classifier_alone():
     after = env.student.state_dict()
     moved = {name for name in before if not torch.equal(before[name], after[name])}
     assert moved == {"model.fc.weight", "model.fc.bias"}
+
+
+def test_the_recorder_counts_the_datas_own_training_samples_only():
+    from experiments.record import CurriculumRecorder, StudentRun
+
+    env = tiny_env("aum_filter", train_on_trusted=True)
+    own = env.trainer.own_training_size
+    assert own < len(env.splits["train"]) and env.trainer.threshold_ids.min() >= own
+    run = StudentRun(label="uniform")
+    recorder = CurriculumRecorder(run, env)
+    states, _ = env.reset(seed=0)
+    visited, flipped, terminated = 0, 0, False
+    while not terminated:
+        next_states, _, terminated, _, info = env.step(np.ones(env.batch_size, dtype=np.float32))
+        recorder.step(states, info)
+        ids = info["sample_ids"][info["sample_ids"] < own]
+        visited, flipped = visited + len(ids), flipped + int(env.splits["train"].flipped[ids].sum())
+        states = next_states
+    assert sum(run.weight_by_label_noise.counts) == visited, "trusted and threshold samples are not tallied"
+    assert run.weight_by_label_noise.counts[1] == flipped, "the threshold samples flipped on purpose are no label noise"

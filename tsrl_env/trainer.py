@@ -67,7 +67,8 @@ class StudentTrainer:
     ``dataset`` reuses data loaded already (its splits are moved to the trainer's device and image size); by default
     the trainer loads ``config.dataset``. With ``train_on_trusted`` or ``threshold_share`` the trainer's ``dataset`` is
     that data with trusted images joined to its training split (see :func:`trusted_in_training`); ``threshold_ids``
-    holds the training-split positions of the threshold samples (empty without). ``group`` is the process group
+    holds the training-split positions of the threshold samples (empty without), and the first ``own_training_size``
+    samples are those of the data's own training split. ``group`` is the process group
     training the Student together (:mod:`tsrl_env.distributed`). Call :meth:`start` for a new Student (or
     :meth:`load_state_dict`), then per epoch :meth:`start_epoch` and ``steps_per_epoch`` times
     :meth:`forward_next_batch` and :meth:`update`.
@@ -84,6 +85,8 @@ class StudentTrainer:
         self._scaler = torch.amp.GradScaler(self.device.type) if self.precision == torch.float16 else None
         loaded = make_dataset(config.dataset, **config.dataset_options) if dataset is None else dataset
         self.dataset, self.threshold_ids = trusted_in_training(loaded, config)
+        # The training samples of the data itself come first; trusted and threshold samples joined after them.
+        self.own_training_size = len(loaded.splits["train"])
         if self.dataset.bad_frames:
             skipped = self.dataset.bad_frames
             logger.warning("training without %d unreadable frame(s), per split: %s", sum(skipped.values()), skipped)
