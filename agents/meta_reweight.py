@@ -67,7 +67,10 @@ def trusted_alignment(
 
 class _MetaReweightTutor(HeuristicTutor):
     """A tutor that weighs the batch awaiting weights with the Student itself and a trusted set; subclasses set
-    :meth:`batch_weights`."""
+    :meth:`batch_weights`. ``trusted_batch`` is the size of the trusted batch drawn at every step (the meta-set of one
+    step; 0, the default, takes the Student's batch size), capped at the trusted split's size."""
+
+    defaults = {"trusted_batch": 0.0}
 
     def __init__(self, env: gym.Env | VecEnv, seed: int | None = None, **params: float) -> None:
         super().__init__(env, seed, **params)
@@ -97,8 +100,14 @@ class _MetaReweightTutor(HeuristicTutor):
         """One weight per sample of ``batch`` (the batch awaiting weights), given a trusted batch (images, labels)."""
         raise NotImplementedError
 
+    def _check_params(self) -> None:
+        size = self.params["trusted_batch"]
+        if size < 0 or size != int(size):
+            raise ValueError(f"the {self.name!r} tutor needs trusted_batch a whole number >= 0 (0: the batch size), got {size}")
+
     def _next_trusted_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        size = min(self.trainer.batch_size, len(self.trainer.splits[TRUSTED_SPLIT]))
+        wanted = int(self.params["trusted_batch"]) or self.trainer.batch_size
+        size = min(wanted, len(self.trainer.splits[TRUSTED_SPLIT]))
         if len(self._trusted_order) < size:
             fresh = torch.randperm(len(self.trainer.splits[TRUSTED_SPLIT]), generator=self.trusted_generator)
             self._trusted_order = torch.cat([self._trusted_order, fresh])
@@ -138,7 +147,7 @@ class MetaWeightNet(_MetaReweightTutor):
     """
 
     name = "meta_weight_net"
-    defaults = {"meta_lr": 1e-3, "hidden": 100.0}
+    defaults = {"meta_lr": 1e-3, "hidden": 100.0, **_MetaReweightTutor.defaults}
 
     def __init__(self, env: gym.Env | VecEnv, seed: int | None = None, **params: float) -> None:
         super().__init__(env, seed, **params)
@@ -151,6 +160,7 @@ class MetaWeightNet(_MetaReweightTutor):
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.params["meta_lr"])
 
     def _check_params(self) -> None:
+        super()._check_params()
         if self.params["meta_lr"] <= 0 or self.params["hidden"] < 1:
             raise ValueError(f"meta_weight_net needs meta_lr > 0 and hidden >= 1, got {self.params}")
 

@@ -56,7 +56,7 @@ from experiments.config import (
 )
 from experiments.grid_plan import check_plan, plan_report, planned
 from experiments.plots import plot_paired_differences, plot_validation_curves, plot_weight_distributions, plot_weighting
-from experiments.protocol import check_evaluation_grid, protocol_named
+from experiments.protocol import check_evaluation_grid, check_tuning_grid, protocol_named
 from experiments.provenance import code_version
 from experiments.record import StudentRun
 from experiments.reproducibility import numeric_environment
@@ -90,7 +90,10 @@ class BenchmarkConfig:
     ``{"noise_0": {"dataset_options": {"label_noise": 0.0}}}``; ``datasets`` maps a dataset name to dataset options
     (its content ``seed`` and flip ``noise_seed``) applied after the variant's, so that every variant is measured on
     every dataset and Students pair by variant, dataset and seed; ``tutor_kwargs`` maps a tutor name to its
-    constructor keywords. ``protocol`` names the evaluation protocol the grid keeps (:mod:`experiments.protocol`).
+    constructor keywords; a variant may also carry ``tutor_kwargs`` of its own, merged over those (a tuning grid's
+    settings). ``protocol`` names the evaluation protocol the grid keeps (:mod:`experiments.protocol`), ``role`` what
+    the grid is for under it: ``evaluation`` (evaluation data and seeds) or ``tuning`` (a search of a baseline's
+    settings, on teaching data and seeds only, so that no setting is chosen on evaluation data).
     """
 
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -100,6 +103,7 @@ class BenchmarkConfig:
     tutor_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
     protocol: str | None = None
+    role: str = "evaluation"
     plan: dict[str, Any] | None = field(default=None, compare=False)
     """What the config file fixed (:func:`experiments.grid_plan.planned`); None: this config's own lists."""
 
@@ -137,9 +141,17 @@ class BenchmarkConfig:
         }
         if reward is not None:
             overrides["reward"] = reward
+        variant_kwargs = overrides.pop("tutor_kwargs", {})
         env = self.env.replace(dataset_options=options, **overrides)
-        kwargs = self.tutor_kwargs.get(entry, self.tutor_kwargs.get(tutor, {}))
-        return RunConfig(env=env, tutor=tutor, tutor_kwargs=dict(kwargs), seed=seed)
+        kwargs = {
+            **self.tutor_kwargs.get(entry, self.tutor_kwargs.get(tutor, {})),
+            **variant_kwargs.get(entry, variant_kwargs.get(tutor, {})),
+        }
+        return RunConfig(env=env, tutor=tutor, tutor_kwargs=kwargs, seed=seed)
+
+
+GRID_ROLES = ("evaluation", "tuning")
+"""What a grid is for under a protocol: measuring tutors on evaluation data, or searching settings on teaching data."""
 
 
 def split_cell_variant(cell_variant: str) -> tuple[str, str | None]:
@@ -225,13 +237,19 @@ def load_benchmark_config(path: str | Path, tutors: list[str] | None = None, see
         tutor_kwargs=dict(settings.get("tutor_kwargs") or {}),
         datasets=dict(settings.get("datasets") or {}),
         protocol=settings.get("protocol"),
+        role=settings.get("role", "evaluation"),
     )
     for variant in config.cell_variants:
         config.run_config(variant, config.tutors[0], config.seeds[0])  # rejects bad overrides before any work
+    if config.role not in GRID_ROLES:
+        raise ValueError(f"role {source} must be one of {', '.join(GRID_ROLES)}, got {config.role!r}")
     protocol = protocol_named(config.protocol)
     if protocol is not None:
         envs = {variant: config.run_config(variant, config.tutors[0], config.seeds[0]).env for variant in config.cell_variants}
-        check_evaluation_grid(protocol, envs, max(1, len(config.datasets)), config.seeds, str(path))
+        if config.role == "tuning":
+            check_tuning_grid(protocol, envs, config.seeds, str(path))
+        else:
+            check_evaluation_grid(protocol, envs, max(1, len(config.datasets)), config.seeds, str(path))
     config = with_reference_tutors(config)
     references = [tutor for tutor in (REFERENCE, ORACLE, "random") if tutor in config.tutors]
     tutors_planned = list(dict.fromkeys([*references, *file_tutors]))

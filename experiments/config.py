@@ -17,7 +17,7 @@ from tsrl_env.data import dataset_identity
 from tsrl_env.validation import setting_differences
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-BENCHMARK_ONLY = ("tutors", "seeds", "variants", "datasets", "protocol")
+BENCHMARK_ONLY = ("tutors", "seeds", "variants", "datasets", "protocol", "role")
 """Top-level keys of a benchmark config that a run config (``tsrl train``) does not take."""
 TRAIN_ONLY = ("tutor", "seed", "tutor_checkpoint")
 """Top-level keys of a run config that a benchmark config does not take (it lists ``tutors`` and ``seeds``)."""

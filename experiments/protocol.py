@@ -160,6 +160,14 @@ def check_evaluation_grid(
         check_dataset(protocol, "evaluation", env, f"{where}, {label}")
 
 
+def check_tuning_grid(protocol: Protocol, envs: Mapping[str, EnvConfig], seeds: Iterable[int], where: str) -> None:
+    """Refuse a tuning grid (a search of a baseline's settings) that touches evaluation data or seeds: settings are
+    chosen on teaching data only."""
+    check_student_seeds(protocol, "teaching", seeds, where)
+    for label, env in envs.items():
+        check_dataset(protocol, "teaching", env, f"{where}, {label}")
+
+
 def _check_pretrained(protocol: Protocol, env: EnvConfig, where: str) -> None:
     """A pretrained file of a ``tsrl train`` run has the run's ``config.yaml`` two folders up: its data must be
     pretraining content. A bare weights file cannot be checked; the protocol's docs say the user answers for it."""

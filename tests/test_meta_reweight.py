@@ -88,3 +88,14 @@ def test_meta_weight_net_resumes_exactly_from_its_checkpointed_state(env):
     resumed.set_rng_state(tutor.rng_state())
     # The same trusted batch, the same meta step, the same weights.
     np.testing.assert_array_equal(resumed.predict(states)[0], tutor.predict(states)[0])
+
+
+@pytest.mark.parametrize("name", ["l2rw", "meta_weight_net"])
+def test_the_trusted_batch_size_is_a_setting(env, name):
+    env.reset(seed=0)
+    assert len(make_tutor(name, env, seed=0)._next_trusted_batch()[1]) == env.batch_size, "0, the default: the batch size"
+    assert len(make_tutor(name, env, seed=0, trusted_batch=5)._next_trusted_batch()[1]) == 5
+    everything = len(env.splits["val"])
+    assert len(make_tutor(name, env, seed=0, trusted_batch=10 * everything)._next_trusted_batch()[1]) == everything
+    with pytest.raises(ValueError, match="trusted_batch a whole number"):
+        make_tutor(name, env, trusted_batch=2.5)

@@ -197,3 +197,18 @@ def test_a_legacy_teaching_config_keeps_its_record_and_its_single_dataset():
     config = teach_config(protocol=None, noise_models=[])
     assert "protocol" not in config.to_dict() and "noise_models" not in config.to_dict()
     assert config.student_env(3).dataset_options.get("seed") is None, "legacy: every Student on the config's dataset"
+
+
+def test_a_tuning_grid_searches_settings_on_teaching_data_only(tmp_path):
+    teaching = {f"t{i}": {"seed": 1900 + i, "noise_seed": 1900 + i} for i in range(2)}
+    variants = {"low": {"tutor_kwargs": {"focal": {"gamma": 0.5}}}, "default": {}}
+    path = write_config(tmp_path, role="tuning", seeds=[1900], datasets=teaching, variants=variants, tutors=["focal"])
+    config = load_benchmark_config(path)
+    assert config.run_config("low/t1", "focal", 1900).tutor_kwargs == {"gamma": 0.5}
+    assert config.run_config("default/t1", "focal", 1900).tutor_kwargs == {}
+    with pytest.raises(ProtocolViolation, match=r"Student seed\(s\) \[0\], not teaching seeds"):
+        load_benchmark_config(write_config(tmp_path, role="tuning", seeds=[0], datasets=teaching))
+    with pytest.raises(ProtocolViolation, match="dataset seed 100, not a teaching seed"):
+        load_benchmark_config(write_config(tmp_path, role="tuning", seeds=[1900], datasets={"e": {"seed": 100, "noise_seed": 1900}}))
+    with pytest.raises(ValueError, match="role"):
+        load_benchmark_config(write_config(tmp_path, role="exploration"))
