@@ -20,6 +20,7 @@ def test_quickstart_notebook_shows_a_learning_student_and_the_oracles_paired_gai
 
     seen = float(re.search(r"test AUC: seen manipulations (\d\.\d+)", text).group(1))
     assert seen >= 0.8, "without label noise the Student learns"
-    oracle = re.search(r"^ +oracle +([+-]\d\.\d+) \[([+-]\d\.\d+), ([+-]\d\.\d+)\].* better$", text, re.MULTILINE)
+    # The oracle is a reference, outside the family a verdict is given in: its interval alone says it gains.
+    oracle = re.search(r"^ +oracle +([+-]\d\.\d+) \[([+-]\d\.\d+), ([+-]\d\.\d+)\].* not in the family$", text, re.MULTILINE)
     assert oracle is not None and float(oracle.group(2)) > 0, "the oracle's paired gain over uniform excludes 0"
     assert re.search(r"^ +noise_mentor +[+-]\d\.\d+ \[", text, re.MULTILINE), "the taught tutor is compared too"

@@ -209,6 +209,8 @@ def test_a_tuning_grid_searches_settings_on_teaching_data_only(tmp_path):
     with pytest.raises(ProtocolViolation, match=r"Student seed\(s\) \[0\], not teaching seeds"):
         load_benchmark_config(write_config(tmp_path, role="tuning", seeds=[0], datasets=teaching))
     with pytest.raises(ProtocolViolation, match="dataset seed 100, not a teaching seed"):
-        load_benchmark_config(write_config(tmp_path, role="tuning", seeds=[1900], datasets={"e": {"seed": 100, "noise_seed": 1900}}))
+        load_benchmark_config(
+            write_config(tmp_path, role="tuning", seeds=[1900], datasets={"e": {"seed": 100, "noise_seed": 1900}})
+        )
     with pytest.raises(ValueError, match="role"):
         load_benchmark_config(write_config(tmp_path, role="exploration"))
