@@ -137,6 +137,7 @@ def test_batch_view_does_not_reset_when_the_episode_terminates():
     venv.step(np.full((1, 8), 0.7, np.float32))
 
 
+@pytest.mark.slow
 def test_learns_a_known_batch_curriculum():
     model = make_attention_tutor(SignBatchEnv(), seed=0)
     held_out = np.random.default_rng(1).uniform(-1, 1, (64, 8, 4)).astype(np.float32)

@@ -47,6 +47,7 @@ def tiny_benchmark(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_grid_runs_every_cell_once_summarises_and_recomputes_a_lost_cell_to_the_same_result(tiny_benchmark, tmp_path):
     config = load_benchmark_config(tiny_benchmark)
     out = tmp_path / "out"
@@ -114,6 +115,7 @@ def test_bad_benchmark_configs_are_refused(tiny_benchmark, tmp_path):
         load_benchmark_config("no_such_benchmark")
 
 
+@pytest.mark.slow
 def test_a_tutor_entry_can_name_the_reward_it_learns_from(tiny_benchmark, tmp_path):
     config = load_benchmark_config(tiny_benchmark, tutors=["ppo@val_alignment", "ppo", "uniform"], seeds=[0])
     assert config.run_config("noisy", "ppo@val_alignment", 0).env.reward == "val_alignment"
@@ -209,6 +211,7 @@ def test_mean_interval_is_a_student_t_interval():
     assert math.isnan(mean_interval([0.5])[1])
 
 
+@pytest.mark.slow
 def test_cli_benchmark_with_overrides(tiny_benchmark, tmp_path, capsys):
     main(
         [

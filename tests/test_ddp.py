@@ -41,6 +41,8 @@ CURVE_TOLERANCE = 1e-6
 TALLY_TOLERANCE = 1e-4
 CPU = torch.device("cpu")
 
+pytestmark = pytest.mark.slow
+
 
 def _run_cli(launcher: list[str], *arguments: str) -> None:
     """Run the ``tsrl`` command line through ``launcher`` (python, or torchrun) and check that it succeeded."""

@@ -16,7 +16,10 @@ def tiny_env():
 
 # The demo-sized id skips its warm-up here: check_env resets several times, and the warm-up itself is
 # exercised by the tiny id.
-@pytest.mark.parametrize("env_id, settings", [("DeepfakeCurriculumTiny-v0", {}), ("DeepfakeCurriculum-v0", {"warmup_epochs": 0})])
+@pytest.mark.parametrize(
+    "env_id, settings",
+    [("DeepfakeCurriculumTiny-v0", {}), pytest.param("DeepfakeCurriculum-v0", {"warmup_epochs": 0}, marks=pytest.mark.slow)],
+)
 def test_check_env_passes(env_id, settings):
     env = gym.make(env_id, **settings)
     check_env(env.unwrapped, skip_render_check=True)

@@ -5,9 +5,12 @@ import re
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).parents[1] / "experiments" / "notebooks" / "quickstart.ipynb"
+
+pytestmark = pytest.mark.slow
 
 
 def test_quickstart_notebook_shows_a_learning_student_and_the_oracles_paired_gain(tmp_path):

@@ -191,6 +191,7 @@ def _live_tensors() -> int:
     return sum(1 for item in gc.get_objects() if issubclass(type(item), torch.Tensor))
 
 
+@pytest.mark.slow
 def test_env_survives_random_valid_and_invalid_actions_without_leaking(fuzz_env):
     env = fuzz_env
     rng = np.random.default_rng(0)

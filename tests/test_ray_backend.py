@@ -9,6 +9,8 @@ from test_benchmark import TINY_ENV
 from experiments.benchmark import cell_dir, load_benchmark_config, run_benchmark
 from experiments.cli import main
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def two_cell_benchmark(tmp_path):

@@ -53,6 +53,7 @@ def record_of(out: Path, tutor: str) -> Path:
 # ---------------------------------------------------------------- stale benchmark cells
 
 
+@pytest.mark.slow
 def test_a_grid_rerun_under_changed_settings_refuses_its_stale_cells_and_recomputes_them_on_request(tmp_path):
     out = tmp_path / "out"
     config_path = grid(tmp_path / "grid.yaml", ["uniform"], epochs=1)
@@ -94,6 +95,7 @@ def test_an_unfinished_cell_begun_under_other_settings_is_refused_before_any_wor
     assert (begun / CHECKPOINT_NAME).is_file() and not (out / "config.yaml").exists()
 
 
+@pytest.mark.slow
 def test_a_corrupt_record_names_its_file_and_is_rebuilt_from_its_students_run_without_training(tmp_path):
     out = tmp_path / "out"
     config = load_benchmark_config(grid(tmp_path / "grid.yaml", ["uniform"], epochs=1))
@@ -228,6 +230,7 @@ def _process_gone(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states under /proc")
+@pytest.mark.slow
 def test_pool_workers_exit_when_their_parent_is_killed(tmp_path):
     script = tmp_path / "parent.py"
     script.write_text(
@@ -254,6 +257,7 @@ def test_pool_workers_exit_when_their_parent_is_killed(tmp_path):
             os.kill(worker, signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_locked_directory_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path, caplog):
     out = tmp_path / "out"
     out.mkdir()
@@ -321,6 +325,7 @@ def test_a_first_checkpoint_that_cannot_be_written_does_not_claim_an_earlier_one
         write_checkpoint(tmp_path / "checkpoint.pt", {"label": "a"})
 
 
+@pytest.mark.slow
 def test_the_command_line_prints_a_user_error_in_two_lines_with_exit_code_2(tmp_path):
     empty = tmp_path / "empty.yaml"
     empty.write_text("")

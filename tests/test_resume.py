@@ -118,6 +118,7 @@ def test_same_seed_same_run_different_seed_different_run(tutor, tmp_path, one_to
 
 
 @pytest.mark.parametrize("tutor", ["ppo", "sac", "attention", "random"])
+@pytest.mark.slow
 def test_a_run_resumed_from_any_epoch_checkpoint_ends_as_the_uninterrupted_run(
     tutor, tmp_path, monkeypatch, written_checkpoints, one_torch_thread
 ):
@@ -189,6 +190,7 @@ def kill_test_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     return config_path, whole
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_epoch_by_sigkill_resumes_to_the_uninterrupted_result(kill_test_runs, tmp_path):
     config_path, whole = kill_test_runs
     run_dir, process = _kill_after_checkpoint(
@@ -212,6 +214,7 @@ def test_a_run_killed_mid_epoch_by_sigkill_resumes_to_the_uninterrupted_result(k
         assert _students_equal(run_dir / label / "student.pt", whole / label / "student.pt")
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_run_keeps_the_checkpoint_and_says_how_to_resume(kill_test_runs, tmp_path):
     config_path, whole = kill_test_runs
     run_dir, process = _kill_after_checkpoint(_train_command(config_path, tmp_path), tmp_path, signal.SIGTERM, epoch=1)

@@ -36,6 +36,7 @@ SHIPPED = ROOT / "experiments" / "tutors"
 COLUMNS = ["ema_loss", "counters", "p_fake", "correctness", "area_under_margin", "knn_disagreement", "trusted_probe"]
 
 
+@pytest.mark.slow
 def test_import_agents_alone_lists_the_shipped_tutors_without_importing_experiments():
     script = (
         "import sys, agents\n"
@@ -156,6 +157,7 @@ def _application_copy(folder: Path) -> Path:
     return folder / "experiments" / "tutors"
 
 
+@pytest.mark.slow
 def test_the_command_line_works_beside_a_broken_saved_tutor_and_refuses_it_in_two_lines(tmp_path):
     tutors = _application_copy(tmp_path / "app")
     (tutors / "orphan.json").write_text(_settings())

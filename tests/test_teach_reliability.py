@@ -101,6 +101,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("point", FAULT_POINTS)
+@pytest.mark.slow
 def test_a_run_killed_between_its_writes_continues_to_the_uninterrupted_result(point, reference, tmp_path):
     config, expected = reference
     out = tmp_path / "out"
@@ -139,6 +140,7 @@ def test_a_full_disk_stops_the_run_with_the_record_consistent_and_a_rerun_contin
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.slow
 def test_a_stop_signal_keeps_the_students_recorded_and_names_a_command_that_continues(stop, tmp_path):
     config = write_config(tmp_path / "teach.yaml", paired=True)
     out = tmp_path / "out"
@@ -156,6 +158,7 @@ def test_a_stop_signal_keeps_the_students_recorded_and_names_a_command_that_cont
     assert (out / "uniform" / "seed1001" / "uniform" / "run.json").is_file()
 
 
+@pytest.mark.slow
 def test_a_second_teach_on_the_same_directory_is_refused_while_the_first_runs(reference, tmp_path):
     config, _ = reference
     out = tmp_path / "out"
