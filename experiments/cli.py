@@ -24,10 +24,11 @@ from experiments.benchmark import BACKENDS, available_benchmarks, load_benchmark
 from experiments.calibrate import calibrate
 from experiments.checkpoint import RunInterrupted, interrupt_on_stop_signals
 from experiments.config import RunConfig, config_names, load_run_config
-from experiments.evaluate import check_evaluation, evaluate_students, evaluation_config, find_students
+from experiments.evaluate import check_evaluation, evaluate_students, evaluation_config, find_students, own_test_data
 from experiments.report import epoch_table, final_table
 from experiments.teach import check_teach_settings, load_teach_config, teach
 from experiments.teach_report import write_teaching_report
+from experiments.threads import chosen_threads
 from experiments.train import (
     RunStopped,
     check_run_settings,
@@ -243,13 +244,13 @@ def _benchmark(args: argparse.Namespace) -> None:
             rerun_changed=args.rerun_changed,
             extend=args.extend,
         )
-    print(write_summary(config, out))
+    print_markdown(write_summary(config, out))
     print(f"wall time {time.perf_counter() - start:.0f} s; tables and plots in {out}")
 
 
 def _teach(args: argparse.Namespace) -> None:
     if args.summary_only:
-        print(write_teaching_report(Path(args.out)))
+        print_markdown(write_teaching_report(Path(args.out)))
         return
     config = load_teach_config(args.config)
     check_teach_settings(config, args.students)  # before the output directory is made
@@ -265,9 +266,13 @@ def _teach(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    config = load_run_config(args.config, backbone=args.backbone, image_size=args.image_size, device=args.device)
-    env = evaluation_config(config)
     students = [student for path in args.students for student in find_students(Path(path))]
+    overrides = {"backbone": args.backbone, "image_size": args.image_size, "device": args.device}
+    if args.config is not None:
+        config = load_run_config(args.config, **overrides)
+    else:
+        config = RunConfig(env=own_test_data(students).replace(**{k: v for k, v in overrides.items() if v is not None}))
+    env = evaluation_config(config)
     check_evaluation(students, env)
     out = _writable_directory(Path(args.out))
     runs = evaluate_students(students, env)
@@ -387,7 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
         "students", nargs="+", metavar="STUDENT", help="a student.pt, a Student's folder, or a run directory (all its Students)"
     )
     evaluation.add_argument(
-        "--config", required=True, help=f"whose env settings give the test data: a YAML path or one of: {run_configs}"
+        "--config",
+        help=f"whose env settings give the test data (default: those the Students were trained with): a YAML path or one of: "
+        f"{run_configs}",
     )
     evaluation.add_argument("--backbone", help="timm model name the Students were trained as (overrides the config)")
     evaluation.add_argument(
@@ -453,6 +460,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--summary-only", action="store_true", help="rewrite teaching.md and the plots of --out, teaching nothing"
     )
     teaching.set_defaults(handler=_teach)
+    for command in commands.choices.values():
+        command.add_argument(
+            "--threads",
+            type=int,
+            help="torch threads of this process (default: 1 on a busy machine or when one of several processes, "
+            "else torch's; printed in the run header)",
+        )
     return parser
 
 
@@ -467,6 +481,12 @@ def main(argv: list[str] | None = None) -> None:
     (``--verbose`` shows its traceback instead); a caller passing ``argv`` gets the exception itself.
     """
     args = build_parser().parse_args(argv)
+    if argv is None or args.threads is not None:
+        # A caller passing argv (a test, a notebook) keeps its own thread count unless it asks for one.
+        threads, why = chosen_threads(args.threads)
+        torch.set_num_threads(threads)
+        if args.command in THREADED_COMMANDS:
+            print(f"torch threads: {threads} ({why}; --threads N sets it)")
     if argv is not None or args.verbose:
         args.handler(args)
         return
@@ -482,6 +502,22 @@ def main(argv: list[str] | None = None) -> None:
         # Ctrl-C before a run's own stop handling is set up (imports, loading the config or the data): nothing written.
         print(f"\ntsrl {args.command}: interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+THREADED_COMMANDS = ("train", "evaluate", "teach", "calibrate")
+"""Commands that compute in this process (``benchmark`` sets each cell's threads with ``--cpus-per-cell``)."""
+
+
+def print_markdown(text: str) -> None:
+    """A report written as Markdown (``results.md``, ``teaching.md``): rendered as tables in a terminal, the Markdown
+    itself when the output goes to a file or a pipe (where it is meant to be kept)."""
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.markdown import Markdown
+
+        Console().print(Markdown(text))
+    else:
+        print(text)
 
 
 def _exit_for_user_error(message: str) -> None:

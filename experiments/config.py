@@ -14,7 +14,7 @@ from agents import tutor_spec
 from experiments.provenance import files_read
 from tsrl_env.config import EnvConfig, integer_setting, reject_unknown_keys, shown
 from tsrl_env.data import dataset_identity
-from tsrl_env.validation import setting_differences
+from tsrl_env.validation import did_you_mean, setting_differences
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 BENCHMARK_ONLY = ("tutors", "seeds", "variants", "datasets", "protocol", "role")
@@ -153,8 +153,10 @@ def read_yaml_config(path: str | Path) -> dict[str, Any]:
     if not config_path.exists() and (CONFIG_DIR / f"{path}.yaml").exists():
         config_path = CONFIG_DIR / f"{path}.yaml"
     if not config_path.exists():
-        available = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-        raise FileNotFoundError(f"no config file {str(path)!r}; give a path or one of: {available}")
+        names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise FileNotFoundError(
+            f"no config file {str(path)!r}{did_you_mean(str(path), names)}; give a path or one of: {', '.join(names)}"
+        )
     try:
         settings = yaml.load(config_path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:

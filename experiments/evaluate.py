@@ -135,6 +135,21 @@ def check_fits(student: SavedStudent, env: EnvConfig) -> None:
         )
 
 
+def own_test_data(students: list[SavedStudent]) -> EnvConfig:
+    """The env settings the Students were trained with, where no config names the test data: they must be known and
+    name the same data for every Student."""
+    unknown = [student.label for student in students if student.trained_with is None]
+    if unknown:
+        raise ValueError(
+            f"the settings {', '.join(unknown)} were trained with are not recorded (no config.yaml of its run, no run.json "
+            "beside it); give the test data with --config"
+        )
+    data = {(student.trained_with.dataset, repr(student.trained_with.dataset_options)) for student in students}
+    if len(data) > 1:
+        raise ValueError("the Students were trained on different data; give the test data with --config")
+    return students[0].trained_with
+
+
 def evaluation_config(config: RunConfig) -> EnvConfig:
     """The env settings Students are evaluated with: ``config``'s, never downloading weights the Students replace."""
     return config.env.replace(pretrained=False, pretrained_file=None)

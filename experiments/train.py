@@ -44,6 +44,7 @@ from experiments.config import RunConfig, SettingsChanged, fingerprint, fingerpr
 from experiments.progress import StudentProgress
 from experiments.provenance import code_version
 from experiments.record import CurriculumRecorder, StudentRun
+from experiments.reproducibility import numeric_environment
 from tsrl_env import DeepfakeCurriculumEnv
 from tsrl_env.config import EnvConfig
 from tsrl_env.data import EmbeddedConfig
@@ -260,7 +261,7 @@ def train_student(
         agent.save(out / "tutor.zip")
     if save_student:
         torch.save(env.finished_student.state_dict(), out / "student.pt")
-    record = {**asdict(run), "fingerprint": fingerprint(student), "code": code_version()}
+    record = {**asdict(run), "fingerprint": fingerprint(student), "code": code_version(), "environment": numeric_environment()}
     write_atomically(record_path, json.dumps(record, indent=2))
     checkpoint_path.unlink(missing_ok=True)
     return run
@@ -291,6 +292,7 @@ def read_student_run(path: Path) -> tuple[StudentRun, dict[str, Any] | None]:
         data = json.loads(path.read_text())
         saved = data.pop("fingerprint", None)
         data.pop("code", None)
+        data.pop("environment", None)
         return StudentRun.from_dict(data), saved
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as error:
         raise ValueError(

@@ -403,3 +403,26 @@ def test_a_file_that_is_not_a_students_weights_is_refused_in_one_line(tmp_path):
     with pytest.raises(ValueError, match=r"is not a Student's weights \(it holds a dict, not a state dict of tensors\)"):
         main(["evaluate", str(garbage), "--config", "tiny", "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_without_a_config_tests_on_the_data_the_students_were_trained_with(tiny_student_weights, tmp_path):
+    trained_with = EnvConfig(**TINY_SETTINGS).to_dict()
+    student = tmp_path / "alone" / "student.pt"
+    student.parent.mkdir()
+    torch.save({"state_dict": tiny_student_weights, "env": trained_with}, student)
+    main(["evaluate", str(student), "--out", str(tmp_path / "own")])
+    main(["evaluate", str(student), "--config", "tiny", "--out", str(tmp_path / "given")])
+    own, given = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("own", "given"))
+    assert own[0]["test"] == given[0]["test"], "the tiny config names the data the Student was trained on"
+    bare = tmp_path / "bare" / "student.pt"
+    bare.parent.mkdir()
+    torch.save(tiny_student_weights, bare)
+    with pytest.raises(ValueError, match="bare were trained with are not recorded .*give the test data with --config"):
+        main(["evaluate", str(bare), "--out", str(tmp_path / "out")])
+
+
+def test_a_mistyped_config_name_is_answered_with_the_name_meant():
+    from experiments.config import read_yaml_config
+
+    with pytest.raises(FileNotFoundError, match=r"no config file 'demoo' \(did you mean 'demo'\?\)"):
+        read_yaml_config("demoo")

@@ -59,3 +59,54 @@ def test_run_config_rejects_unknown_keys_with_a_suggestion(tmp_path):
 def test_overrides_reach_the_environment_and_the_run():
     config = load_run_config("tiny", epochs=5, seed=7, tutor="sac")
     assert (config.env.epochs, config.seed, config.tutor) == (5, 7, "sac")
+
+
+def test_markdown_reports_are_rendered_in_a_terminal_and_kept_as_markdown_elsewhere(capsys, monkeypatch):
+    from experiments.cli import print_markdown
+
+    report = "### noise_0.30\n\n| tutor | Δ seen AUC |\n| --- | --- |\n| oracle | **+0.085** |\n"
+    print_markdown(report)
+    assert capsys.readouterr().out == report + "\n", "piped or redirected: the Markdown itself"
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    print_markdown(report)
+    rendered = capsys.readouterr().out
+    assert "oracle" in rendered and "+0.085" in rendered
+    assert "**" not in rendered and "| --- |" not in rendered, "a terminal gets a table, not its Markdown"
+
+
+def test_the_thread_count_follows_the_request_the_launch_and_the_load(monkeypatch):
+    import os
+
+    import torch
+
+    from experiments.threads import chosen_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.8, 3.0, 2.0))
+    assert chosen_threads(3) == (3, "--threads")
+    assert chosen_threads(None) == (1, "the machine is busy: load 3.8 on 4 cores")
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.1, 0.1))
+    assert chosen_threads(None) == (torch.get_num_threads(), "the machine is quiet: load 0.2 on 4 cores")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert chosen_threads(None) == (2, "2 processes share 4 cores")
+    with pytest.raises(ValueError, match="at least 1"):
+        chosen_threads(0)
+
+
+def test_threads_asked_for_are_set_and_said(capsys, tmp_path):
+    from tsrl_env import TINY_SETTINGS, EnvConfig
+    from tsrl_env.student import Student
+
+    student = tmp_path / "student.pt"
+    torch.save(
+        {"state_dict": Student.from_timm("test_resnet").state_dict(), "env": EnvConfig(**TINY_SETTINGS).to_dict()}, student
+    )
+    before = torch.get_num_threads()
+    try:
+        main(["evaluate", str(student), "--threads", "1", "--out", str(tmp_path / "out")])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert "torch threads: 1 (--threads; --threads N sets it)" in capsys.readouterr().out
