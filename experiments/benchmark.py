@@ -195,8 +195,11 @@ def _check_grid_settings(settings: dict[str, Any], source: str) -> None:
             raise ValueError(f"{key} {source}: a name may not contain '/' (it separates variant and dataset in cell folders)")
 
 
-def load_benchmark_config(path: str | Path, tutors: list[str] | None = None, seeds: list[int] | None = None) -> BenchmarkConfig:
-    """Read a benchmark YAML (a name under ``experiments/configs`` or a path); ``tutors``/``seeds`` override it.
+def load_benchmark_config(
+    path: str | Path, tutors: list[str] | None = None, seeds: list[int] | None = None, variants: list[str] | None = None
+) -> BenchmarkConfig:
+    """Read a benchmark YAML (a name under ``experiments/configs`` or a path); ``tutors``/``seeds`` override it and
+    ``variants`` selects some of its variants (a part of the grid, run now; the plan keeps them all).
 
     Every setting is checked before any work: tutors and rewards by name, each tutor and seed listed once,
     ``tutor_kwargs`` only for listed tutors, and the rules of the ``protocol`` the config names.
@@ -229,11 +232,16 @@ def load_benchmark_config(path: str | Path, tutors: list[str] | None = None, see
                 f"unknown reward {reward!r} {source} (tutor@reward){did_you_mean(reward, REWARD_NAMES)}; accepted: "
                 f"{', '.join(REWARD_NAMES)}"
             )
+    all_variants = dict(settings.get("variants") or {"default": {}})
+    unknown = [name for name in variants or [] if name not in all_variants]
+    if unknown:
+        hint, names = did_you_mean(unknown[0], all_variants), ", ".join(all_variants)
+        raise ValueError(f"unknown variant(s) {unknown} in --variants{hint}; the config has: {names}")
     config = BenchmarkConfig(
         env=EnvConfig.from_dict(settings.get("env") or {}),
         tutors=tuple(settings["tutors"]),
         seeds=tuple(settings.get("seeds", BenchmarkConfig.seeds)),
-        variants=dict(settings.get("variants") or {"default": {}}),
+        variants={name: all_variants[name] for name in variants} if variants else all_variants,
         tutor_kwargs=dict(settings.get("tutor_kwargs") or {}),
         datasets=dict(settings.get("datasets") or {}),
         protocol=settings.get("protocol"),
@@ -253,7 +261,7 @@ def load_benchmark_config(path: str | Path, tutors: list[str] | None = None, see
     config = with_reference_tutors(config)
     references = [tutor for tutor in (REFERENCE, ORACLE, "random") if tutor in config.tutors]
     tutors_planned = list(dict.fromkeys([*references, *file_tutors]))
-    plan = planned(config.protocol, file_seeds, list(config.datasets), tutors_planned, list(config.variants))
+    plan = planned(config.protocol, file_seeds, list(config.datasets), tutors_planned, list(all_variants))
     return dataclasses.replace(config, plan=plan)
 
 

@@ -228,7 +228,8 @@ def _benchmark(args: argparse.Namespace) -> None:
         return
     tutors = args.tutors.split(",") if args.tutors else None
     seeds = list(range(args.seeds)) if args.seeds else None
-    config = load_benchmark_config(args.config, tutors=tutors, seeds=seeds)
+    variants = args.variants.split(",") if args.variants else None
+    config = load_benchmark_config(args.config, tutors=tutors, seeds=seeds, variants=variants)
     out = _writable_directory(Path(args.out) if args.out else Path("runs") / "benchmark" / Path(args.config).stem)
     print(f"benchmark directory: {out}")
     start = time.perf_counter()
@@ -362,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tutors", help=f"comma-separated tutors (overrides the config), each one of: {tutors}; tutor@reward for a learned one"
     )
     bench.add_argument("--seeds", type=int, help="run seeds 0..N-1 (overrides the config)")
+    bench.add_argument("--variants", help="comma-separated variants of the config to run (default: all)")
     bench.add_argument(
         "--workers", type=int, default=1, help="cells at once: local processes, or the local Ray instance's size (default: 1)"
     )

@@ -214,3 +214,13 @@ def test_a_tuning_grid_searches_settings_on_teaching_data_only(tmp_path):
         )
     with pytest.raises(ValueError, match="role"):
         load_benchmark_config(write_config(tmp_path, role="exploration"))
+
+
+def test_a_part_of_the_grid_runs_by_variant_and_the_plan_keeps_every_variant(tmp_path):
+    variants = {"video_0.30": {}, "noise_0": {"dataset_options": {"label_noise": 0.0}}}
+    path = write_config(tmp_path, variants=variants)
+    part = load_benchmark_config(path, variants=["noise_0"])
+    assert part.cell_variants == ("noise_0/d0", "noise_0/d1", "noise_0/d2")
+    assert sorted(part.planned()["variants"]) == ["noise_0", "video_0.30"], "running a part is not a change of plan"
+    with pytest.raises(ValueError, match=r"unknown variant\(s\) \['noise_O'\] in --variants \(did you mean 'noise_0'\?\)"):
+        load_benchmark_config(path, variants=["noise_O"])
