@@ -145,6 +145,7 @@ def test_a_stop_signal_keeps_the_students_recorded_and_names_a_command_that_cont
     config = write_config(tmp_path / "teach.yaml", paired=True)
     out = tmp_path / "out"
     running = teach_in_a_process(config, out, 2)
+    assert running.stdout.readline().startswith("torch threads: "), "the run's header names its threads"
     assert running.stdout.readline().startswith("Student 1 (seed 1000"), "the first Student is recorded"
     running.send_signal(stop)
     _, errors = running.communicate(timeout=300)
