@@ -56,7 +56,7 @@ from experiments.config import (
 )
 from experiments.grid_plan import check_plan, plan_report, planned
 from experiments.plots import plot_paired_differences, plot_validation_curves, plot_weight_distributions, plot_weighting
-from experiments.protocol import check_evaluation_grid, check_tuning_grid, protocol_named
+from experiments.protocol import check_grid, protocol_named
 from experiments.provenance import code_version
 from experiments.record import StudentRun
 from experiments.reproducibility import numeric_environment
@@ -254,10 +254,8 @@ def load_benchmark_config(
     protocol = protocol_named(config.protocol)
     if protocol is not None:
         envs = {variant: config.run_config(variant, config.tutors[0], config.seeds[0]).env for variant in config.cell_variants}
-        if config.role == "tuning":
-            check_tuning_grid(protocol, envs, config.seeds, str(path))
-        else:
-            check_evaluation_grid(protocol, envs, max(1, len(config.datasets)), config.seeds, str(path))
+        role = "teaching" if config.role == "tuning" else "evaluation"
+        check_grid(protocol, role, envs, max(1, len(config.datasets)), config.seeds, str(path))
     config = with_reference_tutors(config)
     references = [tutor for tutor in (REFERENCE, ORACLE, "random") if tutor in config.tutors]
     tutors_planned = list(dict.fromkeys([*references, *file_tutors]))

@@ -100,12 +100,14 @@ def plan_report(out: Path, protocol: str | None = None) -> str:
             else " Teaching and evaluation use disjoint data and seeds (docs/protocol.md)."
         )
     ]
-    extensions = [entry for entry in plan.get("history", []) if entry.get("extension")]
-    for entry in extensions:
-        added = ", ".join(f"{key.removeprefix('added_')} {entry[key]}" for key in entry if key.startswith("added_"))
-        lines.append(f"Extended after cells had been seen, on {entry['when']}: added {added}.")
-    additions = [entry for entry in plan.get("history", []) if not entry.get("extension") and "note" not in entry]
-    for entry in additions:
-        added = ", ".join(f"{key.removeprefix('added_')} {entry[key]}" for key in entry if key.startswith("added_"))
-        lines.append(f"Added on {entry['when']}: {added}.")
+    for entry in plan.get("history", []):
+        if "note" in entry:
+            continue
+        added = ", ".join(f"{key.removeprefix('added_')} {value}" for key, value in entry.items() if key.startswith("added_"))
+        when = entry["when"]
+        lines.append(
+            f"Extended after cells had been seen, on {when}: added {added}."
+            if entry.get("extension")
+            else f"Added on {when}: {added}."
+        )
     return "\n".join(lines) + "\n"

@@ -25,13 +25,13 @@ their data; every such table says so.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from experiments.config import read_yaml_config
 from tsrl_env.config import EnvConfig
 from tsrl_env.data import EmbeddedConfig
 from tsrl_env.validation import registered
@@ -99,10 +99,6 @@ class ProtocolViolation(ValueError):
     """A config breaks the rules of the protocol it names."""
 
 
-def _dataset_seeds(options: Mapping[str, Any]) -> dict[str, int | None]:
-    return {"seed": options.get("seed", 0), "noise_seed": options.get("noise_seed")}
-
-
 def check_dataset(protocol: Protocol, role: str, env: EnvConfig, where: str) -> None:
     """Refuse an environment whose data breaks ``protocol`` for a run of ``role`` (``teaching`` or ``evaluation``)."""
     if env.dataset != "embedded":
@@ -114,7 +110,7 @@ def check_dataset(protocol: Protocol, role: str, env: EnvConfig, where: str) -> 
                 f"protocol {protocol.name}: {where} needs dataset_options {key}: {wanted} (it has {options.get(key)!r})"
             )
     flips = options.get("label_noise", EmbeddedConfig.label_noise) > 0
-    for key, seed in _dataset_seeds(options).items():
+    for key, seed in (("seed", options.get("seed", 0)), ("noise_seed", options.get("noise_seed"))):
         if seed is None:
             if key == "noise_seed" and not flips:
                 continue
@@ -139,48 +135,52 @@ def check_student_seeds(protocol: Protocol, role: str, seeds: Iterable[int], whe
         )
 
 
-def check_evaluation_grid(
-    protocol: Protocol, envs: Mapping[str, EnvConfig], datasets: int, seeds: Iterable[int], where: str
+def check_grid(
+    protocol: Protocol, role: str, envs: Mapping[str, EnvConfig], datasets: int, seeds: Iterable[int], where: str
 ) -> None:
-    """Refuse an evaluation grid that breaks ``protocol``: ``envs`` maps each (variant, dataset) label to the
-    environment of its cells, ``datasets`` is the number of evaluation datasets, ``seeds`` the Student seeds."""
+    """Refuse a grid that breaks ``protocol``: ``envs`` maps each (variant, dataset) label to the environment of its
+    cells, ``datasets`` is the number of datasets, ``seeds`` the Student seeds. An ``evaluation`` grid measures tutors
+    on evaluation data, with at least the protocol's datasets and seeds; a ``teaching`` grid (a search of a baseline's
+    settings) keeps to teaching data and seeds, so that no setting is chosen on evaluation data."""
     seeds = list(seeds)
-    if datasets < protocol.min_datasets:
+    if role == "evaluation" and datasets < protocol.min_datasets:
         raise ProtocolViolation(
             f"protocol {protocol.name}: {where} lists {datasets} evaluation dataset(s); it needs at least "
             f"{protocol.min_datasets} under datasets: (each with its own seed and noise_seed)"
         )
-    if len(seeds) < protocol.min_student_seeds:
+    if role == "evaluation" and len(seeds) < protocol.min_student_seeds:
         raise ProtocolViolation(
             f"protocol {protocol.name}: {where} lists {len(seeds)} Student seed(s); it needs at least "
             f"{protocol.min_student_seeds}, fixed before the grid runs"
         )
-    check_student_seeds(protocol, "evaluation", seeds, where)
+    check_student_seeds(protocol, role, seeds, where)
     for label, env in envs.items():
-        check_dataset(protocol, "evaluation", env, f"{where}, {label}")
-
-
-def check_tuning_grid(protocol: Protocol, envs: Mapping[str, EnvConfig], seeds: Iterable[int], where: str) -> None:
-    """Refuse a tuning grid (a search of a baseline's settings) that touches evaluation data or seeds: settings are
-    chosen on teaching data only."""
-    check_student_seeds(protocol, "teaching", seeds, where)
-    for label, env in envs.items():
-        check_dataset(protocol, "teaching", env, f"{where}, {label}")
+        check_dataset(protocol, role, env, f"{where}, {label}")
 
 
 def _check_pretrained(protocol: Protocol, env: EnvConfig, where: str) -> None:
-    """A pretrained file of a ``tsrl train`` run has the run's ``config.yaml`` two folders up: its data must be
-    pretraining content. A bare weights file cannot be checked; the protocol's docs say the user answers for it."""
+    """Pretrained weights of a ``tsrl train`` run (its ``config.yaml`` beside them or two folders up) must come from
+    pretraining content, on none of the families the evaluation data holds out as unseen. A bare weights file cannot be
+    checked; the protocol's docs say the user answers for it."""
     if not env.pretrained_file:
         return
     path = Path(env.pretrained_file)
-    for config_path in (path.parent / "config.yaml", path.parent.parent / "config.yaml"):
-        if config_path.is_file():
-            settings = yaml.safe_load(config_path.read_text()) or {}
-            options = (settings.get("env") or {}).get("dataset_options") or {}
-            if (settings.get("env") or {}).get("dataset", "embedded") == "embedded" and options.get("content") != "pretraining":
-                raise ProtocolViolation(
-                    f"protocol {protocol.name}: {where} starts from {str(path)!r}, whose run ({config_path}) trained on "
-                    "benchmark content; pretrain on dataset_options content: pretraining (experiments/configs/pretrain_v1.yaml)"
-                )
-            return
+    found = [candidate for candidate in (path.parent / "config.yaml", path.parent.parent / "config.yaml") if candidate.is_file()]
+    if not found:
+        return
+    pretraining = read_yaml_config(found[0]).get("env") or {}
+    if pretraining.get("dataset", "embedded") != "embedded":
+        return
+    options = {**dataclasses.asdict(EmbeddedConfig()), **(pretraining.get("dataset_options") or {})}
+    if options["content"] != "pretraining":
+        raise ProtocolViolation(
+            f"protocol {protocol.name}: {where} starts from {str(path)!r}, whose run ({found[0]}) trained on benchmark "
+            "content; pretrain on dataset_options content: pretraining (experiments/configs/pretrain_v1.yaml)"
+        )
+    unseen = {**dataclasses.asdict(EmbeddedConfig()), **env.dataset_options}["unseen_families"]
+    shown = sorted(set(options["train_families"]) & set(unseen))
+    if shown:
+        raise ProtocolViolation(
+            f"protocol {protocol.name}: {where} starts from {str(path)!r}, whose run ({found[0]}) trained on {shown}, "
+            "which the evaluation data holds out as unseen families; pretrain on other families"
+        )

@@ -11,25 +11,19 @@ from experiments.config import RunConfig, fingerprint, fingerprint_differences
 from experiments.grid_plan import GridExtended, check_plan, plan_report, read_plan
 from experiments.protocol import ProtocolViolation
 from experiments.provenance import code_version
+from tsrl_env import TINY_SETTINGS
 from tsrl_env.config import EnvConfig
 
 V1_ENV = {
+    **TINY_SETTINGS,
     "dataset_options": {
-        "image_size": 32,
-        "train_size": 64,
-        "val_size": 32,
-        "test_seen_size": 32,
-        "test_unseen_size": 32,
-        "frames_per_video": 4,
+        **TINY_SETTINGS["dataset_options"],
         "label_noise": 0.3,
         "noise_model": "video",
         "tiles": "fixed",
         "content": "benchmark",
     },
-    "backbone": "test_resnet",
-    "batch_size": 32,
     "epochs": 1,
-    "warmup_epochs": 1,
 }
 V1_DATASETS = {f"d{i}": {"seed": 10 + i, "noise_seed": 110 + i} for i in range(3)}
 
@@ -86,7 +80,11 @@ def test_a_v1_pretrained_file_must_come_from_pretraining_content(tmp_path):
     env = {**V1_ENV, "pretrained_file": str(run / "student.pt")}
     with pytest.raises(ProtocolViolation, match="trained on benchmark content"):
         load_benchmark_config(write_config(tmp_path, env=env))
-    benchmark_env["dataset_options"]["content"] = "pretraining"
+    benchmark_env["dataset_options"] |= {"content": "pretraining", "train_families": ["blend", "warp"]}
+    (tmp_path / "pretrain" / "config.yaml").write_text(yaml.safe_dump({"env": benchmark_env}))
+    with pytest.raises(ProtocolViolation, match=r"trained on \['warp'\], which the evaluation data holds out"):
+        load_benchmark_config(write_config(tmp_path, env=env))
+    benchmark_env["dataset_options"]["train_families"] = ["blend", "splice"]
     (tmp_path / "pretrain" / "config.yaml").write_text(yaml.safe_dump({"env": benchmark_env}))
     assert load_benchmark_config(write_config(tmp_path, env=env)).env.pretrained_file.endswith("student.pt")
 
