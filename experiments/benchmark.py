@@ -556,7 +556,7 @@ def write_summary(config: BenchmarkConfig, out: Path) -> str:
     if columns:
         write_csv(columns, out / "state_columns.csv")
         markdown += "\n## What the state reveals\n\n" + state_column_table(columns)
-    (out / "results.md").write_text(markdown)
+    write_atomically(out / "results.md", markdown)
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
     plot_validation_curves(records, plots / "val_auc.png")

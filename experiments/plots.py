@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import math
 import re
 import zlib
@@ -30,6 +31,7 @@ from matplotlib.lines import Line2D
 from experiments.record import WEIGHT_BINS, StudentRun
 from experiments.report import split_label
 from experiments.summary import POOLED, REFERENCE
+from tsrl_env.files import write_atomically
 
 # One fixed colour per tutor in every figure: uniform, the reference every difference is taken against, a neutral grey;
 # the oracle black; learned tutors in strong colours, heuristics in others, no two alike.
@@ -253,9 +255,9 @@ def plot_weight_distributions(records: list[dict[str, Any]], variant: str, path:
     return _save(figure, path)
 
 
-def _pooled(runs: list[StudentRun], attribute: str) -> tuple[list[str], np.ndarray]:
-    """The mean per group of a tally over ``runs``, groups matched by name (datasets may order them differently);
-    NaN for a group no run saw."""
+def _pooled(runs: list[StudentRun], attribute: str, groups: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """The mean per group of a tally over ``runs``, groups matched by name (datasets may order them differently), in
+    the order of ``groups`` (default: as the runs list them); NaN for a group no run saw."""
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     for run in runs:
@@ -263,10 +265,15 @@ def _pooled(runs: list[StudentRun], attribute: str) -> tuple[list[str], np.ndarr
         for group, total, count in zip(tally.groups, tally.sums, tally.counts, strict=True):
             sums[group] += total
             counts[group] += count
-    groups = list(sums)
+    groups = list(sums) if groups is None else groups
     with np.errstate(invalid="ignore", divide="ignore"):
         means = np.array([sums[group] / counts[group] if counts[group] else np.nan for group in groups])
     return groups, means
+
+
+def _shared_groups(runs_by_tutor: list[list[StudentRun]], attribute: str) -> list[str]:
+    """Every group of a tally that any of the runs lists, in first-seen order: one axis for all tutors."""
+    return list(dict.fromkeys(group for runs in runs_by_tutor for run in runs for group in getattr(run, attribute).groups))
 
 
 def plot_weighting(records: list[dict[str, Any]], variant: str, tutors: list[str], path: Path) -> Figure:
@@ -284,10 +291,9 @@ def plot_weighting(records: list[dict[str, Any]], variant: str, tutors: list[str
     grid = figure.add_gridspec(2, 12)
     ema, detection = figure.add_subplot(grid[0, :7]), figure.add_subplot(grid[0, 7:])
     correct, noise, family = figure.add_subplot(grid[1, :3]), figure.add_subplot(grid[1, 3:6]), figure.add_subplot(grid[1, 6:])
-    groups: list[str] = []
+    groups = _shared_groups([by_tutor[tutor] for tutor in tutors], "weight_by_ema_loss")
     for tutor in tutors:
-        groups, means = _pooled(by_tutor[tutor], "weight_by_ema_loss")
-        ema.plot(range(len(groups)), means, marker="o", **_style(tutor))
+        ema.plot(range(len(groups)), _pooled(by_tutor[tutor], "weight_by_ema_loss", groups)[1], marker="o", **_style(tutor))
     ema.set_xticks(range(len(groups)), groups, rotation=30, fontsize=8)
     ema.set(title="mean weight vs EMA loss", xlabel="EMA loss bin", ylabel="mean weight", ylim=(0, 1.1))
     for axis, attribute, title in (
@@ -296,8 +302,8 @@ def plot_weighting(records: list[dict[str, Any]], variant: str, tutors: list[str
         (family, "weight_by_family", "per manipulation family"),
     ):
         width = 0.8 / max(1, len(tutors))
-        pooled = {tutor: _pooled(by_tutor[tutor], attribute) for tutor in tutors}
-        groups = next(iter(pooled.values()))[0] if pooled else []
+        groups = _shared_groups([by_tutor[tutor] for tutor in tutors], attribute)
+        pooled = {tutor: _pooled(by_tutor[tutor], attribute, groups) for tutor in tutors}
         # Groups no training sample belongs to (families held out for test_unseen, no flipped label) are left out.
         shown = [i for i in range(len(groups)) if any(not np.isnan(means[i]) for _, means in pooled.values())]
         for index, (tutor, (_, means)) in enumerate(pooled.items()):
@@ -413,6 +419,8 @@ def _forest(axis: Axes, rows: list[dict[str, Any]], column: str) -> None:
     values = [(_number(row[column]), _number(row[f"{column}_low"]), _number(row[f"{column}_high"])) for row in rows]
     # Tukey's fences: a panel has a dozen tutors, of which one alone is already a tenth of the values.
     low_limit, high_limit = robust_limits([value for triple in values for value in triple] + [0.0], 0.25, reach=1.5)
+    # The reference line at 0 stays in view even when every tutor differs from uniform.
+    low_limit, high_limit = min(low_limit, 0.0), max(high_limit, 0.0)
     axis.set_xlim(low_limit, high_limit)
     axis.axvline(0.0, color=TUTOR_COLOURS[REFERENCE], linestyle="--", linewidth=1.2)
     for position, (row, (mean, low, high)) in enumerate(zip(rows, values, strict=True)):
@@ -499,7 +507,10 @@ def plot_weights_against_columns(
 
 
 def _save(figure: Figure, path: Path) -> Figure:
-    figure.savefig(path, dpi=110)
+    """Save ``figure`` atomically: a run killed while it draws never leaves a truncated image."""
+    image = io.BytesIO()
+    figure.savefig(image, format=path.suffix.lstrip(".") or "png", dpi=110)
+    write_atomically(path, image.getvalue())
     return figure
 
 

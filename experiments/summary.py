@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -31,6 +32,7 @@ from scipy import stats
 from agents import TUTORS
 from experiments.config import split_tutor_entry
 from experiments.report import split_label, tested_splits
+from tsrl_env.files import write_atomically
 
 METRICS = ("auc", "video_auc", "acc", "eer", "ap")
 SPLITS = ("test_seen", "test_unseen")
@@ -132,12 +134,14 @@ def _pair_key(row: dict[str, Any]) -> tuple[str, str, int]:
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    """``rows`` as CSV; a column some rows lack (a state column only one tutor observed) is left empty in them."""
+    """``rows`` as CSV, written atomically; a column some rows lack (a state column only one tutor observed) is left
+    empty in them."""
     fieldnames = list(dict.fromkeys(key for row in rows for key in row))
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fieldnames)
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fieldnames)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomically(path, text.getvalue())
 
 
 def stratified_mean(groups: Sequence[Sequence[float]]) -> tuple[float, float, float]:
@@ -422,7 +426,11 @@ def _family_line(rows: list[dict[str, Any]], compared: tuple[tuple[str, str, boo
     members = [
         (row["tutor"], name) for row in rows for name, column, _ in compared if not math.isnan(row[f"diff_{column}_p_holm"])
     ]
-    few = any(not _is_reference(row["tutor"]) and FEW_SEEDS in _verdict(row, compared) for row in rows)
+    few = any(
+        not _is_reference(row["tutor"]) and row[f"diff_{column}_verdict"] == FEW_SEEDS
+        for row in rows
+        for _, column, _ in compared
+    )
     left_out = "the references uniform, oracle and random" + (" and tutors with fewer than three seeds" if few else "")
     if not members:
         return f"Family: empty ({left_out} are never in it); no verdict."
