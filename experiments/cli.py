@@ -251,7 +251,8 @@ def _benchmark(args: argparse.Namespace) -> None:
 
 def _teach(args: argparse.Namespace) -> None:
     if args.summary_only:
-        print_markdown(write_teaching_report(Path(args.out)))
+        with directory_lock(Path(args.out), "tsrl teach --summary-only"):  # never beside a teach writing there
+            print_markdown(write_teaching_report(Path(args.out)))
         return
     config = load_teach_config(args.config)
     check_teach_settings(config, args.students)  # before the output directory is made

@@ -177,7 +177,14 @@ def _check_pretrained(protocol: Protocol, env: EnvConfig, where: str) -> None:
             f"protocol {protocol.name}: {where} starts from {str(path)!r}, whose run ({found[0]}) trained on benchmark "
             "content; pretrain on dataset_options content: pretraining (experiments/configs/pretrain_v1.yaml)"
         )
-    unseen = {**dataclasses.asdict(EmbeddedConfig()), **env.dataset_options}["unseen_families"]
+    evaluated = {**dataclasses.asdict(EmbeddedConfig()), **env.dataset_options}
+    if options["seed"] == evaluated["seed"]:
+        # Texture shots draw from (seed, split, video) alone, whatever the tiles: the same seed renders the same ones.
+        raise ProtocolViolation(
+            f"protocol {protocol.name}: {where} starts from {str(path)!r}, pretrained at dataset seed {options['seed']}, "
+            "the seed of this data too (its texture videos would be the same); pretrain at another seed"
+        )
+    unseen = evaluated["unseen_families"]
     shown = sorted(set(options["train_families"]) & set(unseen))
     if shown:
         raise ProtocolViolation(

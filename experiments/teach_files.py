@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from experiments.config import plain
-from experiments.provenance import code_version
+from experiments.provenance import code_version, sha256
 from tsrl_env.config import EnvConfig
 from tsrl_env.files import write_atomically
 from tsrl_env.validation import setting_differences
@@ -51,9 +51,10 @@ class TaughtStudent:
     """One point of the teaching curve: the Student taught, how it was weighted, and how it did.
 
     ``tutor_noise_auroc`` is how well the tutor's own weights (before it learned from this Student) flag the flipped
-    labels of a Student it had not seen; ``acting_noise_auroc`` that of the weights the Student was trained with (the
-    teacher's share ``teacher_share`` blended with the tutor's). ``gain_*`` are paired: test AUC minus that of a
-    uniform-weight Student at the same seed.
+    labels of a Student it had not yet learned from (under a protocol, on a dataset of its own; without one, a
+    Student shares its images and flips with the earlier Students of its label noise); ``acting_noise_auroc`` that
+    of the weights the Student was trained with (the teacher's share ``teacher_share`` blended with the tutor's).
+    ``gain_*`` are paired: test AUC minus that of a uniform-weight Student at the same seed.
     """
 
     index: int
@@ -93,7 +94,7 @@ def commit_student(
     record = {
         "config": config,
         "students": [asdict(s) for s in curve],
-        "tutor_sha256": _sha256(model.getvalue()),
+        "tutor_sha256": hashlib.sha256(model.getvalue()).hexdigest(),
         "code": code_version(),
     }
     student = len(curve)
@@ -144,7 +145,7 @@ def read_teaching_run(out: Path, config: dict[str, Any]) -> tuple[list[TaughtStu
             "written with, teach into another --out, or delete that directory to start again"
         )
     curve = [TaughtStudent(**student) for student in record["students"]]
-    _settle_tutor(out, record.get("tutor_sha256"))
+    settle_tutor(out, record.get("tutor_sha256"))
     rows = curve[-1].examples if curve else 0
     try:
         with np.load(out / EXAMPLES) as saved:
@@ -190,23 +191,18 @@ def read_record(out: Path) -> dict[str, Any] | None:
         ) from error
 
 
-def _settle_tutor(out: Path, recorded: str | None) -> None:
+def settle_tutor(out: Path, recorded: str | None) -> None:
     """Leave in ``tutor.zip`` the tutor the record names (by its SHA-256; a record written before those were kept
     names none): the staged one where the run died before moving it, and drop a staged one never recorded."""
     staged, final = out / STAGED_TUTOR, out / TUTOR
     if recorded is None:
         return
     if staged.is_file():
-        data = staged.read_bytes()
-        if _sha256(data) == recorded and (not final.is_file() or _sha256(final.read_bytes()) != recorded):
-            write_atomically(final, data)
+        if sha256(staged) == recorded and (not final.is_file() or sha256(final) != recorded):
+            write_atomically(final, staged.read_bytes())
         staged.unlink()
-    if not final.is_file() or _sha256(final.read_bytes()) != recorded:
+    if not final.is_file() or sha256(final) != recorded:
         raise ValueError(
             f"the tutor {str(final)!r} is not the one {out / RECORD} records (SHA-256 {recorded[:12]}…); restore the "
             f"tutor of that run, or delete {out} to teach again"
         )
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

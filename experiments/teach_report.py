@@ -12,7 +12,7 @@ import numpy as np
 
 from agents import load_tutor
 from experiments.plots import plot_teaching_curve, plot_weights_against_columns
-from experiments.teach_files import EXAMPLES, RECORD, TUTOR, TaughtStudent, read_record
+from experiments.teach_files import EXAMPLES, RECORD, TUTOR, TaughtStudent, read_record, settle_tutor
 from tsrl_env import DeepfakeCurriculumEnv
 from tsrl_env.config import EnvConfig
 from tsrl_env.files import write_atomically
@@ -23,6 +23,7 @@ def write_teaching_report(out: Path) -> str:
     saved = read_record(out)
     if saved is None or not saved["students"]:
         raise FileNotFoundError(f"{out} holds no Student taught ({RECORD}); teach first: tsrl teach --out {out}")
+    settle_tutor(out, saved.get("tutor_sha256"))  # the tutor the record names, never one a killed run left behind
     curve = [TaughtStudent(**student) for student in saved["students"]]
     columns = [
         "index",

@@ -84,7 +84,11 @@ def test_a_v1_pretrained_file_must_come_from_pretraining_content(tmp_path):
     (tmp_path / "pretrain" / "config.yaml").write_text(yaml.safe_dump({"env": benchmark_env}))
     with pytest.raises(ProtocolViolation, match=r"trained on \['warp'\], which the evaluation data holds out"):
         load_benchmark_config(write_config(tmp_path, env=env))
-    benchmark_env["dataset_options"]["train_families"] = ["blend", "splice"]
+    benchmark_env["dataset_options"] |= {"train_families": ["blend", "splice"], "seed": 11}
+    (tmp_path / "pretrain" / "config.yaml").write_text(yaml.safe_dump({"env": benchmark_env}))
+    with pytest.raises(ProtocolViolation, match="pretrained at dataset seed 11, the seed of this data too"):
+        load_benchmark_config(write_config(tmp_path, env=env))
+    benchmark_env["dataset_options"]["seed"] = 0
     (tmp_path / "pretrain" / "config.yaml").write_text(yaml.safe_dump({"env": benchmark_env}))
     assert load_benchmark_config(write_config(tmp_path, env=env)).env.pretrained_file.endswith("student.pt")
 

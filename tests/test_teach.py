@@ -89,8 +89,9 @@ def test_a_saved_tutor_teaches_frozen_on_the_state_columns_it_was_taught_on(taug
 
 def test_the_report_is_rebuilt_from_the_files_alone(taught):
     out, _ = taught
+    written = (out / "teaching.md").read_text()
     (out / "teaching.md").unlink()
-    assert write_teaching_report(out) == (out / "teaching.md").read_text()
+    assert write_teaching_report(out) == written == (out / "teaching.md").read_text()
 
 
 SHIPPED_TUTORS = [("noise_mentor", "teach_noise"), ("noise_mentor_pretrained", "teach_pretrained")]

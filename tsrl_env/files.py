@@ -43,8 +43,8 @@ def write_atomically(path: Path, data: bytes | str) -> None:
     path = Path(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(handle, FILE_MODE)
         with os.fdopen(handle, "wb") as file:
+            os.fchmod(file.fileno(), FILE_MODE)
             file.write(data.encode() if isinstance(data, str) else data)
             file.flush()
             os.fsync(file.fileno())
