@@ -48,16 +48,8 @@ LEGACY_DEFAULT_HASH = "fe2ddad5c8f8e03a"
 
 @pytest.mark.parametrize("seed", list(LEGACY_DIGESTS))
 def test_legacy_configs_keep_their_bytes_and_hash(seed: int) -> None:
-    config = EmbeddedConfig(
-        image_size=32,
-        train_size=64,
-        val_size=16,
-        test_seen_size=16,
-        test_unseen_size=16,
-        frames_per_video=4,
-        label_noise=0.3,
-        seed=seed,
-    )
+    sizes = {"train_size": 64, "val_size": 16, "test_seen_size": 16, "test_unseen_size": 16}
+    config = tiny_config(**sizes, label_noise=0.3, seed=seed)
     hasher = hashlib.sha256()
     for split in generate_embedded(config, workers=1).splits.values():
         for field in ("images", "labels", "clean_labels", "groups", "families", "strengths"):
