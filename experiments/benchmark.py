@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,12 @@ class BenchmarkConfig:
         if not self.datasets:
             return tuple(self.variants)
         return tuple(f"{variant}/{dataset}" for variant in self.variants for dataset in self.datasets)
+
+    @property
+    def records_rewards(self) -> bool:
+        """Whether every cell computes and records its tutor's rewards: in a grid that names rewards (``tutor@reward``
+        entries, a study of the rewards themselves); elsewhere only the learning tutors, which read them, compute them."""
+        return any(split_tutor_entry(entry)[1] is not None for entry in self.tutors)
 
     def cells(self) -> Iterator[tuple[str, str, int]]:
         """(variant, tutor, seed) of every run, seed-major so that an interrupted grid has whole seeds; the variant is
@@ -313,10 +320,13 @@ def cell_dir(out: Path, variant: str, tutor: str, seed: int) -> Path:
     return out / "cells" / variant / tutor / f"seed{seed}"
 
 
-def _run_cell(run_config: dict[str, Any], directory: str, threads: int) -> str:
+def _run_cell(
+    run_config: dict[str, Any], directory: str, threads: int, record_rewards: bool = False, warmups: str | None = None
+) -> str:
     """Worker: train one Student and write its record atomically. Returns the record's path.
 
-    A cell interrupted earlier continues from its Student's last epoch checkpoint.
+    A cell interrupted earlier continues from its Student's last epoch checkpoint. ``record_rewards`` and ``warmups``
+    (the grid's shared warm-ups): see :func:`~experiments.train.train_student`.
     """
     torch.set_num_threads(threads)
     config = run_config_from_dict(run_config)
@@ -324,7 +334,16 @@ def _run_cell(run_config: dict[str, Any], directory: str, threads: int) -> str:
     path.mkdir(parents=True, exist_ok=True)
     config.save(path / "config.yaml")
     resume_command = "the same tsrl benchmark command (finished cells are kept, this one continues)"
-    run = train_student(config, path, progress=False, save_student=False, resume=True, resume_command=resume_command)
+    run = train_student(
+        config,
+        path,
+        progress=False,
+        save_student=False,
+        resume=True,
+        resume_command=resume_command,
+        record_rewards=record_rewards,
+        warmups=Path(warmups) if warmups else None,
+    )
     record = {
         "tutor": config.tutor,
         "seed": config.seed,
@@ -366,6 +385,8 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
 
 
 BACKENDS = ("local", "ray")
+WARMUPS = "warmups"
+"""The folder of a grid's shared warm-ups (:mod:`experiments.warmups`): the Students of a cell's tutors start alike."""
 
 
 def run_benchmark(
@@ -410,6 +431,8 @@ def run_benchmark(
         for variant in config.cell_variants:
             check_run_settings(config.run_config(variant, config.tutors[0], config.seeds[0]))
         _run_missing_cells(config, out, workers, threads, progress, run_on_ray, address)
+        # Kept while cells are missing (an interrupted grid reuses them); a finished grid needs none (32 MB each).
+        shutil.rmtree(out / WARMUPS, ignore_errors=True)
     return load_records(config, out)
 
 
@@ -431,12 +454,13 @@ def _run_missing_cells(
     total = len(list(config.cells()))
     bar = tqdm(total=total, initial=total - len(todo), desc="benchmark", disable=not progress)
     cells = [(config.run_config(*cell).to_dict(), cell_dir(out, *cell)) for cell in todo]
+    run_cell = partial(_run_cell, record_rewards=config.records_rewards, warmups=str((out / WARMUPS).resolve()))
     with ExitStack() as stack:
         if run_on_ray is not None:
-            finished = run_on_ray(_run_cell, cells, threads, local_cells=workers, address=address)
+            finished = run_on_ray(run_cell, cells, threads, local_cells=workers, address=address)
         else:
             pool = stack.enter_context(worker_pool(workers))
-            futures = [pool.submit(_run_cell, run_config, str(directory), threads) for run_config, directory in cells]
+            futures = [pool.submit(run_cell, run_config, str(directory), threads) for run_config, directory in cells]
             finished = (future.result() for future in as_completed(futures))
         for record in finished:
             bar.set_postfix_str(Path(record).parent.relative_to(out / "cells").as_posix())

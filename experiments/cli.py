@@ -170,6 +170,7 @@ def _lead(
                     resume=resume,
                     group=group,
                     rerun_changed=args.rerun_changed,
+                    record_rewards=args.record_rewards,
                 )
                 for tutor, checkpoint in students
             ]
@@ -354,6 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--deterministic", action="store_true", help="use deterministic torch algorithms only")
     train.add_argument(
         "--rerun-changed", action="store_true", help="with --resume: train again a finished Student of other settings"
+    )
+    train.add_argument(
+        "--record-rewards",
+        action="store_true",
+        help="compute and record the rewards of a tutor that does not learn too (skipped by default: it reads none)",
     )
     train.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     train.set_defaults(handler=_train)

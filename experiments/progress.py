@@ -58,7 +58,9 @@ class StudentProgress(TrainingListener):
         of = f"/{self.epochs}" if self.epochs else ""
         fields = [f"{self.label}: epoch {record.epoch}{of} ({record.phase})", f"val AUC {record.val_auc:.3f}"]
         if record.phase == "tutored":
-            fields += [f"mean weight {record.mean_weight:.3f}", f"mean reward {record.mean_reward:+.4f}"]
+            fields.append(f"mean weight {record.mean_weight:.3f}")
+            if not math.isnan(record.mean_reward):  # NaN: a tutor that does not learn, its rewards not computed
+                fields.append(f"mean reward {record.mean_reward:+.4f}")
             fields += [f"loss {record.student_loss:.4f}"]
             if not math.isnan(record.noise_auroc):
                 fields.append(f"noise AUROC {record.noise_auroc:.3f}")

@@ -72,10 +72,10 @@ def run_cells_on_ray(
                 "cells of this grid train on CUDA but Ray finds no GPU on this machine; set the env device to 'cpu' "
                 "in the config, or connect to a cluster with GPUs with --address"
             )
-        task = ray.remote(run_cell)
+        task = ray.remote(_call)  # ray.remote takes a function; run_cell may be a partial
         # Absolute paths: a Ray worker need not share this process's working directory (on a cluster, not even its machine).
         pending = {
-            task.options(**request).remote(config, str(directory.resolve()), cpus_per_cell): directory
+            task.options(**request).remote(run_cell, config, str(directory.resolve()), cpus_per_cell): directory
             for (config, directory), request in zip(cells, resources, strict=True)
         }
         failure: ray.exceptions.RayError | None = None
@@ -100,3 +100,8 @@ def run_cells_on_ray(
             raise failure
     finally:
         ray.shutdown()
+
+
+def _call(function: Callable[..., str], *args: Any) -> str:
+    """``function(*args)``, in a Ray task."""
+    return function(*args)

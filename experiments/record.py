@@ -71,7 +71,7 @@ class EpochRecord:
     phase: str  # "warm-up" or "tutored"
     val_auc: float
     mean_weight: float
-    mean_reward: float
+    mean_reward: float  # NaN in warm-up, and where the tutor read no reward and none was recorded
     student_loss: float = float("nan")
     weight_histogram: list[int] = field(default_factory=list)  # WEIGHT_BINS counts over [0, 1]
     # AUROC of low weight for a flipped label, and of each state column alone (tutored epochs with label noise).
@@ -160,7 +160,8 @@ class CurriculumRecorder(TrainingListener):
         run.weight_by_correct = GroupTally.empty(["wrong", "right"])
         run.weight_by_label_noise = GroupTally.empty(["clean", "flipped"])
         run.weight_by_family = GroupTally.empty([*env.dataset.family_names, "real"])
-        run.reward_by_label_noise = GroupTally.empty(["clean", "flipped"])
+        # An environment that skips the reward's passes pays NaN: no reward tally then, and NaN epoch means.
+        run.reward_by_label_noise = GroupTally.empty(["clean", "flipped"]) if env.compute_rewards else None
         self._suspicions = state_column_suspicions(self.layout)
         self._weight_sums = np.zeros(self._own)
         self._visits = np.zeros(self._own, dtype=np.int64)
@@ -201,7 +202,8 @@ class CurriculumRecorder(TrainingListener):
         ids, weights, rewards, states = ids[own], weights[own], np.asarray(info["sample_rewards"])[own], states[own]
         self.run.weight_by_label_noise.add(self._flipped[ids], weights)
         self.run.weight_by_family.add(self._family_index[ids], weights)
-        self.run.reward_by_label_noise.add(self._flipped[ids], rewards)
+        if self.run.reward_by_label_noise is not None:
+            self.run.reward_by_label_noise.add(self._flipped[ids], rewards)
         self._epoch_scores["weight"][ids] = 1.0 - weights
         for name, suspicion in self._suspicions.items():
             self._epoch_scores[name][ids] = suspicion(states)
@@ -260,7 +262,8 @@ class CurriculumRecorder(TrainingListener):
         self.logger.record("tutor/mean_weight", record.mean_weight)
         if record.phase == "tutored":
             self.logger.record("student/train_loss", record.student_loss)
-            self.logger.record("tutor/mean_reward", record.mean_reward)
+            if not math.isnan(record.mean_reward):
+                self.logger.record("tutor/mean_reward", record.mean_reward)
             if not math.isnan(record.noise_auroc):
                 self.logger.record("tutor/noise_auroc", record.noise_auroc)
         self.logger.dump(self._samples_seen)

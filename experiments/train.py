@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from experiments.progress import StudentProgress
 from experiments.provenance import code_version
 from experiments.record import CurriculumRecorder, StudentRun
 from experiments.reproducibility import numeric_environment
+from experiments.warmups import SharedWarmups, WarmupWatch, replay
 from tsrl_env import DeepfakeCurriculumEnv
 from tsrl_env.config import EnvConfig
 from tsrl_env.data import EmbeddedConfig
@@ -63,18 +65,25 @@ class _StudentRunCallback(BaseCallback):
     resumed run once SB3 has reset, checkpoints each epoch start, and feeds every step to a :class:`CurriculumRecorder`."""
 
     def __init__(
-        self, recorder: CurriculumRecorder, checkpointer: EpochCheckpointer, rng_states: dict[str, Any] | None = None
+        self,
+        recorder: CurriculumRecorder,
+        checkpointer: EpochCheckpointer,
+        rng_states: dict[str, Any] | None = None,
+        after_reset: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         self.recorder = recorder
         self.checkpointer = checkpointer
         self.rng_states = rng_states
+        self.after_reset = after_reset
 
     def _on_training_start(self) -> None:
         # After SB3's reset, which on a resume restored the environment (building a Student reseeds CUDA's RNG, a
         # frame DataLoader draws a seed): from here on the global RNGs are those the run was checkpointed with.
         if self.rng_states is not None:
             set_global_rng_states(self.rng_states)
+        if self.after_reset is not None:
+            self.after_reset()
 
     def _on_rollout_start(self) -> None:
         # The tutor has learned from everything before this point, and the environment's latest epoch-start state
@@ -181,6 +190,38 @@ class EpochCheckpointer:
         return f"tutored epoch {self.env.epoch}"
 
 
+class _WarmupSharing:
+    """One new Student's part in :class:`~experiments.warmups.SharedWarmups`: :meth:`restorable` gives the saved
+    warm-up to restore (its epochs replayed to the run's listeners, its wall time counted), or starts watching this
+    Student's own warm-up, which :meth:`after_reset` saves once the environment's reset has trained it."""
+
+    def __init__(self, directory: Path, env: DeepfakeCurriculumEnv, seed: int, checkpointer: EpochCheckpointer) -> None:
+        self.shared = SharedWarmups(directory)
+        self.key = self.shared.key(env, seed)
+        self.env = env
+        self.checkpointer = checkpointer
+        self.watch: WarmupWatch | None = None
+
+    def restorable(self) -> dict[str, Any] | None:
+        saved = self.shared.load(self.key)
+        if saved is None:
+            self.watch = WarmupWatch()
+            self.env.listeners.append(self.watch)
+            return None
+        replay(saved, self.env.listeners)
+        self.checkpointer.started -= saved["wall_time_s"]
+        return saved["env"]
+
+    def after_reset(self) -> None:
+        if self.watch is None:
+            return
+        self.env.listeners.remove(self.watch)
+        finished = self.watch.finished(self.env)
+        if finished is not None:
+            self.shared.save(self.key, finished)
+        self.watch = None
+
+
 def train_student(
     config: RunConfig,
     run_dir: Path,
@@ -192,13 +233,19 @@ def train_student(
     group: ProcessGroupView | None = None,
     resume_command: str | None = None,
     rerun_changed: bool = False,
+    record_rewards: bool = False,
+    warmups: Path | None = None,
 ) -> StudentRun:
     """Train one Student taught by ``tutor`` (default ``config.tutor``) and save it under ``run_dir / label``.
 
     With ``tutor_checkpoint`` the tutor is loaded and only acts. Writes the Student's weights (unless
     ``save_student`` is False), the tutor (when it learned), the run's record (``run.json``) and TensorBoard logs
     under ``run_dir / "tensorboard"``. Every tutored epoch start overwrites ``checkpoint.pt``, removed once the run
-    has finished. With ``resume``, a finished run is read back from its ``run.json`` and an unfinished one continues
+    has finished. A tutor that does not learn reads no reward, so the reward's passes are skipped and the record's
+    rewards are NaN, unless ``record_rewards``; the Student trains the same either way. With ``warmups`` (a directory
+    of :class:`~experiments.warmups.SharedWarmups`) a new Student restores the warm-up of an earlier one that started
+    alike instead of training it again, or saves its own there; its wall time counts the warm-up's, measured when it was
+    trained. With ``resume``, a finished run is read back from its ``run.json`` and an unfinished one continues
     from its checkpoint (if it has none, it starts again); a finished run whose ``run.json`` holds another fingerprint
     (see :func:`~experiments.config.fingerprint`) raises :class:`~experiments.config.SettingsChanged`, or with
     ``rerun_changed`` is deleted and trained again. ``config.tutor_kwargs`` reach only ``config.tutor``. A stop
@@ -218,7 +265,10 @@ def train_student(
     out = run_dir / label
     record_path = out / "run.json"
     finished = resume and record_path.is_file() and _kept_finished_run(record_path, student, rerun_changed)
-    group.broadcast_object(finished, kind="setup")  # the other ranks follow only a Student that trains
+    learns = tutor_spec(name).learns and tutor_checkpoint is None
+    compute_rewards = learns or record_rewards
+    # The other ranks follow only a Student that trains, and run the reward's passes (collective) only with rank 0.
+    group.broadcast_object((finished, compute_rewards), kind="setup")
     if finished:
         return read_student_run(record_path)[0]
     checkpoint_path = out / CHECKPOINT_NAME
@@ -226,26 +276,27 @@ def train_student(
     out.mkdir(parents=True, exist_ok=True)
     resume_command = resume_command or f"tsrl train --resume {run_dir}"
     logger = _tensorboard_logger(run_dir / "tensorboard" / label, resume_command)
-    env = DeepfakeCurriculumEnv(config.env, group=group, **tutor_spec(name).env_settings)
+    env = DeepfakeCurriculumEnv(config.env, group=group, compute_rewards=compute_rewards, **tutor_spec(name).env_settings)
     watched = _student_progress(label, env, checkpoint) if progress else None
     recorder = CurriculumRecorder(StudentRun(label), env, logger, on_epoch=watched.epoch_finished if watched else None)
     if watched is not None:
         env.listeners.append(watched)
-    learns = tutor_spec(name).learns and tutor_checkpoint is None
     checkpointer = EpochCheckpointer(checkpoint_path, config, label, env, recorder, learns, resume_command)
     if checkpoint is not None:
         recorder.load_state_dict(checkpoint["recorder"])
         checkpointer.resume_from(checkpoint)
+    shares_warmup = warmups is not None and checkpoint is None and group.world_size == 1
+    warmup = _WarmupSharing(warmups, env, config.seed, checkpointer) if shares_warmup else None
     try:
         with interrupt_on_stop_signals():
             if learns:
-                agent = _learn(name, student, env, recorder, checkpointer, logger, checkpoint)
+                agent = _learn(name, student, env, recorder, checkpointer, logger, checkpoint, warmup)
             else:
                 if tutor_checkpoint is not None:
                     agent = load_tutor_checkpoint(name, tutor_checkpoint, env)
                 else:
                     agent = make_tutor(name, env, seed=config.seed, **student.tutor_kwargs)
-                _act(env, agent, recorder, checkpointer, config.seed, checkpoint)
+                _act(env, agent, recorder, checkpointer, config.seed, checkpoint, warmup)
     except (RunInterrupted, FloatingPointError) as error:
         raise checkpointer.stopped(error) from error
     finally:
@@ -325,9 +376,10 @@ def follow_student(config: RunConfig, group: ProcessGroupView) -> None:
     trains its shard of every batch with the weights rank 0's tutor chose, and runs the warm-up, the reward passes and
     the evaluations in lockstep with it. A Student that rank 0 reads back from a finished run is skipped here too.
     """
-    if group.broadcast_object(None, kind="setup"):
+    finished, compute_rewards = group.broadcast_object(None, kind="setup")
+    if finished:
         return
-    env = DeepfakeCurriculumEnv(config.env, group=group, **tutor_spec(config.tutor).env_settings)
+    env = DeepfakeCurriculumEnv(config.env, group=group, compute_rewards=compute_rewards, **tutor_spec(config.tutor).env_settings)
     try:
         env.reset()
         placeholder = np.ones(env.action_space.shape, np.float32)  # the env steps with rank 0's weights instead
@@ -346,6 +398,7 @@ def _learn(
     checkpointer: EpochCheckpointer,
     logger: Logger,
     checkpoint: dict[str, Any] | None,
+    warmup: _WarmupSharing | None = None,
 ) -> Any:
     """A learned tutor teaching one episode while it learns, from the start or from ``checkpoint``."""
     view = single_episode_view(name, env)
@@ -355,11 +408,16 @@ def _learn(
         agent = restore_tutor(name, checkpoint["tutor"], view)
         # SB3 resets its env before learning (a loaded model has no last observation): that reset restores the epoch start.
         agent.get_env().set_options({"restore": checkpoint["env"]})
+    restored = warmup.restorable() if warmup is not None else None
+    if restored is not None:
+        agent.get_env().set_options({"restore": restored})
     agent.set_logger(logger)
     total = config.env.epochs * env.steps_per_epoch * agent.get_env().num_envs
     agent.learn(
         total_timesteps=total - agent.num_timesteps,
-        callback=_StudentRunCallback(recorder, checkpointer, checkpoint["rng"] if checkpoint else None),
+        callback=_StudentRunCallback(
+            recorder, checkpointer, checkpoint["rng"] if checkpoint else None, warmup.after_reset if warmup else None
+        ),
         reset_num_timesteps=checkpoint is None,
         progress_bar=False,  # the run's own display counts the Student's samples, warm-up included
     )
@@ -460,10 +518,16 @@ def _act(
     checkpointer: EpochCheckpointer,
     seed: int,
     checkpoint: dict[str, Any] | None,
+    warmup: _WarmupSharing | None = None,
 ) -> None:
     """Drive one episode (from the start or from ``checkpoint``) with the tutor's deterministic weights, learning nothing."""
-    if checkpoint is None:
+    restored = warmup.restorable() if warmup is not None else None
+    if restored is not None:
+        states, _ = env.reset(options={"restore": restored})
+    elif checkpoint is None:
         states, _ = env.reset(seed=seed)
+        if warmup is not None:
+            warmup.after_reset()
     else:
         states, _ = env.reset(options={"restore": checkpoint["env"]})
         restore_tutor_state(agent, checkpoint["tutor"])

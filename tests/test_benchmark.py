@@ -74,7 +74,10 @@ def test_grid_runs_every_cell_once_summarises_and_recomputes_a_lost_cell_to_the_
     assert all(float(row["overhead_vs_uniform"]) == 0.0 for row in rows if row["tutor"] == "uniform")
     assert all(float(row["weight_flipped"]) == 1.0 for row in rows if row["tutor"] == "uniform" and row["variant"] == "noisy")
     assert all(math.isnan(float(row["weight_flipped"])) for row in rows if row["variant"] == "clean")
-    assert all(-1.0 <= float(row["reward_clean"]) <= 1.0 for row in rows)
+    # Only the learning tutor reads rewards, so only its cells compute them.
+    assert all(-1.0 <= float(row["reward_clean"]) <= 1.0 for row in rows if row["tutor"] == "ppo")
+    assert all(math.isnan(float(row["reward_clean"])) for row in rows if row["tutor"] != "ppo")
+    assert not (out / "warmups").exists(), "a finished grid keeps no shared warm-up"
     clean_table, noisy_table = markdown.split("### noisy")
     assert "mean weight flipped" not in clean_table, "a column no run measured is left out"
     assert "mean weight flipped" in noisy_table and "mean reward flipped" in noisy_table
@@ -240,3 +243,8 @@ def test_benchmark_without_a_config_lists_the_configs_and_runs_nothing(capsys, t
     assert "smoke" in listing and "benchmark_paired" in listing and "144 Students (9 tutors x 8 seeds x 2 variant(s))" in listing
     assert listing.index("smoke") < listing.index("benchmark_paired"), "cheapest first"
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_grid_that_names_rewards_records_them_for_every_tutor():
+    assert load_benchmark_config("reward_signal").records_rewards, "uniform@tsrl, ... : a study of the rewards"
+    assert not load_benchmark_config("protocol_v1_scratch").records_rewards, "only its learning tutors read rewards"

@@ -80,6 +80,32 @@ def test_step_is_one_training_forward_and_one_no_grad_forward(tiny_env):
     assert _forward_passes_of_one_step(tiny_env) == [False, True]
 
 
+def test_without_rewards_a_step_is_the_training_forward_alone_and_trains_the_same_student():
+    weights = np.random.default_rng(0).uniform(size=(64, TINY_SETTINGS["batch_size"])).astype(np.float32)
+
+    def episode(compute_rewards):
+        env = DeepfakeCurriculumEnv(compute_rewards=compute_rewards, **TINY_SETTINGS)
+        observations = [env.reset(seed=2)[0]]
+        rewards = []
+        for action in weights[: env.steps_per_epoch * env.config.epochs]:
+            observation, reward, terminated, _, info = env.step(action)
+            observations.append(observation)
+            rewards.append(info["sample_rewards"])
+            if terminated:
+                return env, observations, rewards, info["test"]
+        raise AssertionError("the episode did not end within the weights given")
+
+    with_rewards, observations, rewards, test = episode(True)
+    without, skipped_observations, nan_rewards, skipped_test = episode(False)
+    assert _forward_passes_of_one_step(without) == [True]
+    for a, b in zip(observations, skipped_observations, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert test == skipped_test
+    for name, value in with_rewards.finished_student.state_dict().items():
+        torch.testing.assert_close(without.finished_student.state_dict()[name], value, rtol=0, atol=0)
+    assert np.isnan(np.concatenate(nan_rewards)).all() and not np.isnan(np.concatenate(rewards)).any()
+
+
 def test_out_of_range_weights_are_clipped_and_counted(tiny_env):
     tiny_env.reset(seed=0)
     action = np.full(tiny_env.batch_size, 0.5, np.float32)

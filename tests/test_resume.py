@@ -117,6 +117,18 @@ def test_same_seed_same_run_different_seed_different_run(tutor, tmp_path, one_to
     assert not (tmp_path / "first" / tutor / CHECKPOINT_NAME).exists(), "a finished run removes its checkpoint"
 
 
+def test_a_tutor_that_does_not_learn_skips_its_rewards_unless_they_are_recorded(tmp_path, one_torch_thread):
+    config = load_run_config("tiny", tutor="self_paced")
+    skipped = train_student(config, tmp_path / "skipped", progress=False)
+    recorded = train_student(config, tmp_path / "recorded", progress=False, record_rewards=True)
+    assert skipped.reward_by_label_noise is None and recorded.reward_by_label_noise is not None
+    tutored = [(a, b) for a, b in zip(skipped.epochs, recorded.epochs, strict=True) if a.phase == "tutored"]
+    assert tutored and all(np.isnan(a.mean_reward) and np.isfinite(b.mean_reward) for a, b in tutored)
+    assert skipped.test == recorded.test
+    assert [e.val_auc for e in skipped.epochs] == [e.val_auc for e in recorded.epochs]
+    assert _students_equal(tmp_path / "skipped" / "self_paced" / "student.pt", tmp_path / "recorded" / "self_paced" / "student.pt")
+
+
 @pytest.mark.parametrize("tutor", ["ppo", "sac", "attention", "random"])
 @pytest.mark.slow
 def test_a_run_resumed_from_any_epoch_checkpoint_ends_as_the_uninterrupted_run(

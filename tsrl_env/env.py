@@ -70,6 +70,9 @@ class DeepfakeCurriculumEnv(gym.Env):
     Those of :class:`~tsrl_env.config.EnvConfig`, given as a config, keywords, or both. ``group`` (a
     :class:`~tsrl_env.distributed.DistributedGroupView`) trains the Student with DistributedDataParallel across a
     process group, one env per process, each built with the same settings (docs/design.md, "Distributed training").
+    ``compute_rewards=False`` skips the reward's passes (the no-grad forward after each update among them) for a tutor
+    that does not learn and a run that records no reward: every reward is then NaN, and the Student trains exactly as
+    with them, since no reward feeds it.
     """
 
     metadata = {"render_modes": []}
@@ -79,6 +82,7 @@ class DeepfakeCurriculumEnv(gym.Env):
         config: EnvConfig | None = None,
         render_mode: str | None = None,
         group: ProcessGroupView | None = None,
+        compute_rewards: bool = True,
         **settings: Any,
     ) -> None:
         if render_mode is not None:
@@ -97,6 +101,7 @@ class DeepfakeCurriculumEnv(gym.Env):
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.batch_size, self.state_builder.state_dim), np.float32)
         self.action_space = gym.spaces.Box(0.0, 1.0, (self.batch_size,), np.float32)
         self.reward = reward_class(self.config.reward)(self.config, self.trainer)
+        self.compute_rewards = compute_rewards
         self.history = SampleHistory(len(self.splits["train"]), self.config.ema_alpha, self.device)
 
         self.listeners: list[TrainingListener] = []
@@ -194,9 +199,13 @@ class DeepfakeCurriculumEnv(gym.Env):
         chosen = self.group.broadcast(chosen, kind="weights")
         weights = chosen[: self.batch_size]
         batch = self._batch
-        self.reward.before_update(batch, weights)
+        if self.compute_rewards:
+            self.reward.before_update(batch, weights)
         loss = self.trainer.update(batch, weights, "tutored")
-        sample_rewards = self.reward.after_update(batch, weights)
+        if self.compute_rewards:
+            sample_rewards = self.reward.after_update(batch, weights)
+        else:
+            sample_rewards = torch.full((self.batch_size,), float("nan"))
         for listener in self.listeners:
             listener.batch_trained(self.batch_size)
 
@@ -225,7 +234,7 @@ class DeepfakeCurriculumEnv(gym.Env):
         info["sample_ids"] = batch.ids.cpu().numpy()
         info["loss"] = float(loss)
         info["accuracy"] = float(batch.batch_correct.float().mean())
-        if self.reward.pays_late:
+        if self.reward.pays_late and self.compute_rewards:
             info["reward_for"] = self.reward.paid_actions()
         return self._observation, float(info["sample_rewards"].mean()), terminated, False, info
 
