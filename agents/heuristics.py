@@ -32,17 +32,17 @@ class HeuristicTutor:
     """A fixed curriculum behind the tutor interface of Stable-Baselines3 models, so that baselines and learned
     tutors are built, run, saved and reloaded the same way (:func:`agents.make_tutor`, :func:`agents.load_tutor`).
 
-    A subclass sets ``name`` and ``defaults`` (its parameters and their default values) and implements
-    :meth:`weights`; it may check its parameters in :meth:`_check_params`. ``predict`` reads the training
-    progress from the environment the tutor was built on, a :class:`tsrl_env.DeepfakeCurriculumEnv` or an SB3
+    A subclass sets ``name`` and ``defaults`` (its parameters and their default values: numbers, or strings naming a
+    choice) and implements :meth:`weights`; it may check its parameters in :meth:`_check_params`. ``predict`` reads the
+    training progress from the environment the tutor was built on, a :class:`tsrl_env.DeepfakeCurriculumEnv` or an SB3
     ``VecEnv`` view of one. ``learn`` does nothing, since there is nothing to learn: the caller steps the
     environment with ``predict``'s weights. ``save`` writes the name, seed and parameters as JSON.
     """
 
     name: ClassVar[str]
-    defaults: ClassVar[dict[str, float]] = {}
+    defaults: ClassVar[dict[str, float | str]] = {}
 
-    def __init__(self, env: gym.Env | VecEnv, seed: int | None = None, **params: float) -> None:
+    def __init__(self, env: gym.Env | VecEnv, seed: int | None = None, **params: float | str) -> None:
         for key in params:
             if key not in self.defaults:
                 hint = did_you_mean(key, self.defaults)
@@ -51,7 +51,7 @@ class HeuristicTutor:
         self.env = env
         self.layout: StateLayout = _env_attr(env, "state_layout")
         self.seed = seed
-        self.params: dict[str, float] = {**self.defaults, **params}
+        self.params: dict[str, float | str] = {**self.defaults, **params}
         self.rng = np.random.default_rng(seed)
         self._check_params()
 

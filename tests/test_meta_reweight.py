@@ -1,13 +1,16 @@
 """Learning to Reweight and Meta-Weight-Net as tutors: their meta-gradients against autograd through a literal
-virtual step of the Student, and their weights, checkpoints and pairing."""
+virtual step of the Student or of its head, and their weights, checkpoints and pairing."""
+
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.func import functional_call
 
 from agents import make_tutor
-from agents.meta_reweight import per_sample_losses, trusted_alignment
+from agents.meta_reweight import head_step_alignment, per_sample_losses, trusted_alignment
 from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -21,6 +24,24 @@ def env() -> DeepfakeCurriculumEnv:
 
 def _trusted(env, size=16):
     return env.trainer.images_of("val", torch.arange(size)), env.splits["val"].labels[:size]
+
+
+def _pending_batch(env, head_bias):
+    """The batch awaiting weights of a new Student; without ``head_bias``, of that Student with its head's bias removed
+    (the batch's forward done again, so that its probabilities and head inputs are those of the bias-free head)."""
+    env.reset(seed=0)
+    batch, student = env.pending_batch, env.student
+    if head_bias:
+        return batch
+    student.classifier.register_parameter("bias", None)
+    with torch.no_grad(), student.frozen_batch_statistics():
+        logits, features = student(batch.images)
+    return dataclasses.replace(batch, probabilities=logits.softmax(dim=1), features=features)
+
+
+def _head_parameters(student):
+    head = student.classifier
+    return [p for p in (head.weight, head.bias) if p is not None]
 
 
 def test_trusted_alignment_is_each_samples_gradient_dotted_with_the_trusted_gradient(env):
@@ -40,6 +61,38 @@ def test_trusted_alignment_is_each_samples_gradient_dotted_with_the_trusted_grad
             assert float(alignment[i]) == pytest.approx(float(expected), rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.parametrize("head_bias", [True, False])
+def test_head_alignment_is_each_samples_head_gradient_dotted_with_the_trusted_head_gradient(env, head_bias):
+    batch = _pending_batch(env, head_bias)
+    student = env.student
+    trusted_images, trusted_labels = _trusted(env)
+    alignment = head_step_alignment(env.trainer, batch, (trusted_images, trusted_labels))
+    # Brute force: autograd through the whole Student's forward, each sample's gradient of the head's parameters alone.
+    head = _head_parameters(student)
+    with student.frozen_batch_statistics():
+        trusted = torch.autograd.grad(F.cross_entropy(student(trusted_images)[0], trusted_labels), head)
+        losses = F.cross_entropy(student(batch.images)[0], batch.labels, reduction="none")
+        expected = torch.stack(
+            [
+                sum((a * b).sum() for a, b in zip(torch.autograd.grad(loss, head, retain_graph=True), trusted, strict=True))
+                for loss in losses
+            ]
+        )
+    assert alignment.shape == (env.batch_size,) and (alignment > 0).any() and (alignment < 0).any()
+    torch.testing.assert_close(alignment, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_the_whole_student_virtual_step_gives_the_exact_weights_of_before(env):
+    env.reset(seed=0)
+    batch = env.pending_batch
+    trusted = _trusted(env)
+    kept = trusted_alignment(env.student, batch.images, batch.labels, *trusted).clamp_min(0.0)
+    weights = make_tutor("l2rw", env, seed=0, virtual_step="student").batch_weights(batch, trusted)
+    assert torch.equal(weights, kept / kept.max())
+    head = make_tutor("l2rw", env, seed=0, virtual_step="head").batch_weights(batch, trusted)
+    assert not torch.equal(head, weights), "the head's step is another computation"
+
+
 def test_l2rw_keeps_the_aligned_samples_scaled_to_at_most_one(env):
     tutor = make_tutor("l2rw", env, seed=0)
     states, _ = env.reset(seed=0)
@@ -50,7 +103,7 @@ def test_l2rw_keeps_the_aligned_samples_scaled_to_at_most_one(env):
 
 
 def test_meta_weight_net_steps_along_the_gradient_through_a_literal_virtual_step(env):
-    tutor = make_tutor("meta_weight_net", env, seed=0, meta_lr=1e-2)
+    tutor = make_tutor("meta_weight_net", env, seed=0, meta_lr=1e-2, virtual_step="student")
     env.reset(seed=0)
     batch, student = env.pending_batch, env.student
     trusted_images, trusted_labels = _trusted(env, env.batch_size)
@@ -79,6 +132,29 @@ def test_meta_weight_net_steps_along_the_gradient_through_a_literal_virtual_step
         assert torch.equal(torch.sign(moved[large]), torch.sign(g[large])), name
 
 
+@pytest.mark.parametrize("head_bias", [True, False])
+def test_meta_weight_net_gradient_is_that_of_the_trusted_loss_after_a_virtual_step_of_the_head(env, head_bias):
+    batch = _pending_batch(env, head_bias)
+    student = env.student
+    tutor = make_tutor("meta_weight_net", env, seed=0, virtual_step="head")
+    trusted_images, trusted_labels = _trusted(env, env.batch_size)
+    # The meta-loss L(W'(φ)) differentiated through a literal SGD step of the head with autograd.
+    network = dict(tutor.network.named_parameters())
+    weights = functional_call(tutor.network, network, (batch.losses.detach().unsqueeze(1),)).squeeze(1)
+    head = [p.detach().requires_grad_() for p in _head_parameters(student)]
+    losses = F.cross_entropy(F.linear(batch.features, *head), batch.labels, reduction="none")
+    step = torch.autograd.grad((weights * losses).mean(), head, create_graph=True)
+    stepped = [p - env.config.lr * g for p, g in zip(head, step, strict=True)]
+    with torch.no_grad(), student.frozen_batch_statistics():
+        _, trusted_features = student(trusted_images)
+    meta_loss = F.cross_entropy(F.linear(trusted_features, *stepped), trusted_labels)
+    expected = torch.autograd.grad(meta_loss, list(network.values()))
+    tutor.batch_weights(batch, (trusted_images, trusted_labels))
+    for (name, p), g in zip(network.items(), expected, strict=True):
+        assert g.abs().max() > 0, name
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-5 * float(g.abs().max()), msg=name)
+
+
 def test_meta_weight_net_resumes_exactly_from_its_checkpointed_state(env):
     tutor = make_tutor("meta_weight_net", env, seed=0)
     states, _ = env.reset(seed=0)
@@ -99,3 +175,12 @@ def test_the_trusted_batch_size_is_a_setting(env, name):
     assert len(make_tutor(name, env, seed=0, trusted_batch=10 * everything)._next_trusted_batch()[1]) == everything
     with pytest.raises(ValueError, match="trusted_batch a whole number"):
         make_tutor(name, env, trusted_batch=2.5)
+
+
+@pytest.mark.parametrize("name", ["l2rw", "meta_weight_net"])
+def test_the_virtual_step_is_the_head_or_the_whole_student(env, name):
+    env.reset(seed=0)
+    measured = {"l2rw": "head", "meta_weight_net": "student"}  # the defaults experiments.performance.meta_step chose
+    assert make_tutor(name, env).params["virtual_step"] == measured[name]
+    with pytest.raises(ValueError, match="virtual_step 'head' .* or 'student' .*, got 'backbone'"):
+        make_tutor(name, env, virtual_step="backbone")
