@@ -1,5 +1,5 @@
 """Learning to Reweight and Meta-Weight-Net as tutors: their meta-gradients against autograd through a literal
-virtual step of the Student or of its head, and their weights, checkpoints and pairing."""
+virtual step of the Student, of its head or of its last stage, and their weights, checkpoints and pairing."""
 
 import dataclasses
 
@@ -7,11 +7,20 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
+from torch import nn
+from torch.func import functional_call, grad, jvp
 
 from agents import make_tutor
-from agents.meta_reweight import head_step_alignment, per_sample_losses, trusted_alignment
+from agents.meta_reweight import (
+    head_step_alignment,
+    last_stage_parameters,
+    last_stage_step_alignment,
+    per_sample_losses,
+    student_step_alignment,
+    trusted_alignment,
+)
 from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv
+from tsrl_env.student import Student
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -80,6 +89,92 @@ def test_head_alignment_is_each_samples_head_gradient_dotted_with_the_trusted_he
         )
     assert alignment.shape == (env.batch_size,) and (alignment > 0).any() and (alignment < 0).any()
     torch.testing.assert_close(alignment, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_the_last_stage_is_timms_last_feature_stage_and_everything_after_it(env):
+    env.reset(seed=0)
+    names = [name for name, _ in env.student.named_parameters()]
+    moved = last_stage_parameters(env.student)
+    assert env.student.model.feature_info[-1]["module"] == "layer4"
+    assert moved == names[names.index("model.layer4.0.conv1.weight") :], "the stage's parameters and all after them"
+    assert moved[-2:] == ["model.fc.weight", "model.fc.bias"] and 0 < len(moved) < len(names)
+
+
+def test_last_stage_alignment_is_each_samples_last_stage_gradient_dotted_with_the_trusted_one(env):
+    env.reset(seed=0)
+    batch, student = env.pending_batch, env.student
+    trusted_images, trusted_labels = _trusted(env)
+    alignment = last_stage_step_alignment(env.trainer, batch, (trusted_images, trusted_labels))
+    # Brute force: autograd through the Student's own forward, each sample's gradient of the last stage's parameters.
+    moved = [p for name, p in student.named_parameters() if name in last_stage_parameters(student)]
+    with student.frozen_batch_statistics():
+        trusted = torch.autograd.grad(F.cross_entropy(student(trusted_images)[0], trusted_labels), moved)
+        losses = F.cross_entropy(student(batch.images)[0], batch.labels, reduction="none")
+        expected = torch.stack(
+            [
+                sum((a * b).sum() for a, b in zip(torch.autograd.grad(loss, moved, retain_graph=True), trusted, strict=True))
+                for loss in losses
+            ]
+        )
+    whole = trusted_alignment(student, batch.images, batch.labels, trusted_images, trusted_labels)
+    assert not torch.allclose(alignment, whole, rtol=1e-3), "the backbone before the last stage is left out"
+    torch.testing.assert_close(alignment, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_meta_weight_net_gradient_is_that_of_the_trusted_loss_after_a_virtual_step_of_the_last_stage(env):
+    env.reset(seed=0)
+    batch, student = env.pending_batch, env.student
+    tutor = make_tutor("meta_weight_net", env, seed=0, virtual_step="last_stage")
+    trusted_images, trusted_labels = _trusted(env, env.batch_size)
+    # The meta-loss L(θ'(φ)) through a literal SGD step of the last stage's parameters, the others held, with autograd.
+    network = dict(tutor.network.named_parameters())
+    weights = functional_call(tutor.network, network, (batch.losses.detach().unsqueeze(1),)).squeeze(1)
+    names = last_stage_parameters(student)
+    moved = {name: p.detach().requires_grad_() for name, p in student.named_parameters() if name in names}
+    held = {name: p.detach() for name, p in student.named_parameters() if name not in names}
+    with student.frozen_batch_statistics():
+        losses = per_sample_losses(student, moved, batch.images, batch.labels, held)
+        step = torch.autograd.grad((weights * losses).mean(), list(moved.values()), create_graph=True)
+        stepped = {name: p - env.config.lr * g for (name, p), g in zip(moved.items(), step, strict=True)}
+        meta_loss = per_sample_losses(student, stepped, trusted_images, trusted_labels, held).mean()
+    expected = torch.autograd.grad(meta_loss, list(network.values()))
+    tutor.batch_weights(batch, (trusted_images, trusted_labels))
+    for (name, p), g in zip(network.items(), expected, strict=True):
+        assert g.abs().max() > 0, name
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-5 * float(g.abs().max()), msg=name)
+
+
+def test_the_last_stage_needs_a_backbone_that_names_its_stages(env, monkeypatch):
+    wrapped = Student(nn.Sequential(nn.Flatten(), nn.Linear(2, 2)), classifier_layer="1")
+    with pytest.raises(ValueError, match="needs a timm backbone whose feature_info .* use virtual_step 'head' or 'student'"):
+        last_stage_parameters(wrapped)
+    monkeypatch.setattr(env.trainer, "student", wrapped)
+    with pytest.raises(ValueError, match="feature_info"):
+        make_tutor("meta_weight_net", env, virtual_step="last_stage")  # when the tutor is built, before any training
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_whole_student_virtual_step_is_bit_identical_to_the_plain_computation(env, weighted):
+    env.reset(seed=0)
+    batch, student = env.pending_batch, env.student
+    trusted_images, trusted_labels = _trusted(env)
+    step_weights = torch.rand(env.batch_size, generator=torch.Generator().manual_seed(0)) if weighted else None
+    # The whole-Student computation written out: torch.func over every parameter, none held.
+    params = {name: p.detach() for name, p in student.named_parameters()}
+    buffers = dict(student.named_buffers())
+
+    def losses(p, images, labels):
+        return F.cross_entropy(functional_call(student, (p, buffers), (images,))[0], labels, reduction="none")
+
+    with student.frozen_batch_statistics():
+        trusted_at = params
+        if weighted:
+            step = grad(lambda p: (step_weights * losses(p, batch.images, batch.labels)).mean())(params)
+            trusted_at = {name: p - env.config.lr * step[name] for name, p in params.items()}
+        trusted = grad(lambda p: losses(p, trusted_images, trusted_labels).mean())(trusted_at)
+        _, expected = jvp(lambda p: losses(p, batch.images, batch.labels), (params,), (trusted,))
+    alignment = student_step_alignment(env.trainer, batch, (trusted_images, trusted_labels), step_weights)
+    assert torch.equal(alignment, expected)
 
 
 def test_the_whole_student_virtual_step_gives_the_exact_weights_of_before(env):
@@ -178,9 +273,9 @@ def test_the_trusted_batch_size_is_a_setting(env, name):
 
 
 @pytest.mark.parametrize("name", ["l2rw", "meta_weight_net"])
-def test_the_virtual_step_is_the_head_or_the_whole_student(env, name):
+def test_the_virtual_step_is_the_head_the_last_stage_or_the_whole_student(env, name):
     env.reset(seed=0)
     measured = {"l2rw": "head", "meta_weight_net": "student"}  # the defaults experiments.performance.meta_step chose
     assert make_tutor(name, env).params["virtual_step"] == measured[name]
-    with pytest.raises(ValueError, match="virtual_step 'head' .* or 'student' .*, got 'backbone'"):
+    with pytest.raises(ValueError, match="virtual_step 'head' .*, 'last_stage' .* or 'student' .*, got 'backbone'"):
         make_tutor(name, env, virtual_step="backbone")

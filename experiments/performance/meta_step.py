@@ -1,4 +1,5 @@
-"""Meta step: the head-only virtual step of ``l2rw`` and ``meta_weight_net`` against the exact whole-Student one.
+"""Meta step: the head-only and the last-stage virtual steps of ``l2rw`` and ``meta_weight_net`` against the exact
+whole-Student one.
 
     OMP_NUM_THREADS=1 python -m experiments.performance.meta_step [--train-size 3000] [--epochs 2] [--every 4] [--repeats 7]
 
@@ -8,23 +9,25 @@ label noise ``--label-noise`` under the video model; the Student is protocol v1'
 64 px, batch 64, Adam at 1e-3, flips, one uniform warm-up epoch; 3,000 training and 600 validation images), seed
 ``--student-seed``, for fewer tutored epochs than a protocol cell's five (``--epochs``). For each tutor, one Student
 trains under the exact tutor (``virtual_step: "student"``), as a protocol cell would. At every ``--every``-th tutored
-step, before the tutor acts, both versions weigh the batch awaiting weights against the same trusted batch, drawn from
-the validation split by a generator of this study's own: nothing is drawn from the tutor's or the Student's
-generators, so the Student trains exactly as without the comparison. Each version's meta-gradients are the per-sample
-alignments of :data:`agents.meta_reweight.VIRTUAL_STEPS` (``l2rw``: at the Student's parameters; ``meta_weight_net``:
-after the virtual step with the exact network's current weights). Compared:
+step, before the tutor acts, the exact version and each approximation (``"head"``, the final linear layer alone;
+``"last_stage"``, the backbone's last stage and the head) weigh the batch awaiting weights against the same trusted
+batch, drawn from the validation split by a generator of this study's own: nothing is drawn from the tutor's or the
+Student's generators, so the Student trains exactly as without the comparison. Each version's meta-gradients are the
+per-sample alignments of :data:`agents.meta_reweight.VIRTUAL_STEPS` (``l2rw``: at the Student's parameters;
+``meta_weight_net``: after the virtual step with the exact network's current weights). Compared, each approximation
+with the exact version:
 
 - ``l2rw``: the two versions' weights (:meth:`LearningToReweight.weights_from` of each version's meta-gradients).
 - ``meta_weight_net``: the direction of the meta step each version's meta-gradients give the exact tutor's network
   (cosine of the two gradients with respect to its parameters); and the weights of the exact tutor's network against
-  those of a head-only network from the same seed, meta-stepped at every tutored step of the same Student (its trusted
-  batches drawn by this study's generator).
+  those of a network of the approximation from the same seed, meta-stepped at every tutored step of the same Student
+  (its trusted batches drawn by this study's generator).
 
-Reported per tutor, over the compared steps: the Spearman correlation of the two versions' weights and of their
-meta-gradients, and the cosine of the network's meta steps (median, and min-max); for ``l2rw`` the share of samples
-on which the two agree whether the weight is 0, and each version's share of zeros; for each version the noise AUROC,
-the area under the ROC curve of ``1 - weight`` (of minus the meta-gradient) for a flipped training label, per batch,
-averaged over the compared steps.
+Reported per tutor and approximation, over the compared steps: the Spearman correlation of the two versions' weights
+and of their meta-gradients, and the cosine of the network's meta steps (median, and min-max); for ``l2rw`` the share
+of samples on which the two agree whether the weight is 0, and each version's share of zeros; for each version the
+noise AUROC, the area under the ROC curve of ``1 - weight`` (of minus the meta-gradient) for a flipped training label,
+per batch, averaged over the compared steps.
 
 Timing: on the trained Student and one fixed training batch and trusted batch, a plain step (training forward,
 unweighted cross-entropy, backward, Adam step) and each tutor version's step (the same forward, the tutor's weights,
@@ -54,32 +57,38 @@ from tsrl_env import DeepfakeCurriculumEnv
 from tsrl_env.trainer import TrainingBatch
 
 TUTORS = ("l2rw", "meta_weight_net")
-EXACT, HEAD = "student", "head"
+EXACT = "student"
+APPROXIMATIONS = ("head", "last_stage")
+"""The virtual steps compared with the exact one, :data:`EXACT`."""
+VERSIONS = (EXACT, *APPROXIMATIONS)
 
 
 @dataclass
 class Comparison:
-    """The per-step figures of one tutor's exact and head-only versions on one Student."""
+    """The per-step figures of one tutor's exact version and one approximation, ``version``, on one Student; the
+    dictionaries are keyed by version (:data:`EXACT` or ``version``)."""
 
+    version: str
     weight_spearman: list[float] = field(default_factory=list)
     gradient_spearman: list[float] = field(default_factory=list)
     network_cosine: list[float] = field(default_factory=list)
     zero_agreement: list[float] = field(default_factory=list)
-    zeros: dict[str, list[float]] = field(default_factory=lambda: {EXACT: [], HEAD: []})
-    weight_auroc: dict[str, list[float]] = field(default_factory=lambda: {EXACT: [], HEAD: []})
-    gradient_auroc: dict[str, list[float]] = field(default_factory=lambda: {EXACT: [], HEAD: []})
+    zeros: dict[str, list[float]] = field(default_factory=dict)
+    weight_auroc: dict[str, list[float]] = field(default_factory=dict)
+    gradient_auroc: dict[str, list[float]] = field(default_factory=dict)
 
     def add(self, flipped: np.ndarray, weights: dict[str, np.ndarray], gradients: dict[str, np.ndarray], zeros: bool) -> None:
-        self.weight_spearman.append(_spearman(weights[EXACT], weights[HEAD]))
-        self.gradient_spearman.append(_spearman(gradients[EXACT], gradients[HEAD]))
+        approximate = self.version
+        self.weight_spearman.append(_spearman(weights[EXACT], weights[approximate]))
+        self.gradient_spearman.append(_spearman(gradients[EXACT], gradients[approximate]))
         if zeros:
-            self.zero_agreement.append(float(np.mean((weights[EXACT] == 0) == (weights[HEAD] == 0))))
-        for version in (EXACT, HEAD):
+            self.zero_agreement.append(float(np.mean((weights[EXACT] == 0) == (weights[approximate] == 0))))
+        for version in (EXACT, approximate):
             if zeros:
-                self.zeros[version].append(float(np.mean(weights[version] == 0)))
+                self.zeros.setdefault(version, []).append(float(np.mean(weights[version] == 0)))
             if 0 < flipped.sum() < len(flipped):
-                self.weight_auroc[version].append(roc_auc_score(flipped, 1.0 - weights[version]))
-                self.gradient_auroc[version].append(roc_auc_score(flipped, -gradients[version]))
+                self.weight_auroc.setdefault(version, []).append(roc_auc_score(flipped, 1.0 - weights[version]))
+                self.gradient_auroc.setdefault(version, []).append(roc_auc_score(flipped, -gradients[version]))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,7 +101,9 @@ def main(argv: list[str] | None = None) -> None:
         f"noise seed {args.noise_seed}, video label noise {args.label_noise}; Student seed {args.student_seed}; "
         f"compared every {args.every} tutored steps; {torch.get_num_threads()} torch thread(s)"
     )
-    comparisons = {name: compare(env, name, args) for name in args.tutors}
+    comparisons = {
+        (name, version): comparison for name in args.tutors for version, comparison in compare(env, name, args).items()
+    }
     timings = step_times(env, args)
     print(results_table(comparisons, timings))
 
@@ -100,8 +111,8 @@ def main(argv: list[str] | None = None) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m experiments.performance.meta_step",
-        description="The head-only virtual step of l2rw and meta_weight_net against the exact whole-Student one, "
-        "on a teaching Student: agreement of their weights, noise AUROC and time per step.",
+        description="The head-only and last-stage virtual steps of l2rw and meta_weight_net against the exact "
+        "whole-Student one, on a teaching Student: agreement of their weights, noise AUROC and time per step.",
     )
     parser.add_argument("--tutors", nargs="+", choices=TUTORS, default=list(TUTORS), help="tutors compared (default: both)")
     parser.add_argument("--train-size", type=int, default=3000, help="training images (default: 3000, as protocol v1)")
@@ -153,38 +164,44 @@ def env_settings(args: argparse.Namespace) -> dict:
     }
 
 
-def compare(env: DeepfakeCurriculumEnv, name: str, args: argparse.Namespace) -> Comparison:
-    """Train one Student under the exact ``name`` tutor, comparing both versions' weights along the way."""
+def compare(env: DeepfakeCurriculumEnv, name: str, args: argparse.Namespace) -> dict[str, Comparison]:
+    """Train one Student under the exact ``name`` tutor, comparing every approximation with it along the way."""
     states, _ = env.reset(seed=args.student_seed)
     tutor = make_tutor(name, env, seed=args.student_seed, virtual_step=EXACT)
-    shadow = make_tutor(name, env, seed=args.student_seed, virtual_step=HEAD) if name == MetaWeightNet.name else None
+    shadows = (
+        {version: make_tutor(name, env, seed=args.student_seed, virtual_step=version) for version in APPROXIMATIONS}
+        if name == MetaWeightNet.name
+        else {}
+    )
     generator = torch.Generator().manual_seed(args.student_seed)
     flipped = env.dataset.splits["train"].flipped.numpy()
-    comparison = Comparison()
+    comparisons = {version: Comparison(version) for version in APPROXIMATIONS}
     step, done = 0, False
     while not done:
         batch = env.pending_batch
-        trusted = trusted_batch(env, generator) if shadow is not None or step % args.every == 0 else None
+        trusted = trusted_batch(env, generator) if shadows or step % args.every == 0 else None
         if step % args.every == 0:
-            if shadow is None:
-                gradients = {version: VIRTUAL_STEPS[version](env.trainer, batch, trusted, None) for version in (EXACT, HEAD)}
+            if not shadows:
+                gradients = {version: VIRTUAL_STEPS[version](env.trainer, batch, trusted, None) for version in VERSIONS}
                 weights = {version: LearningToReweight.weights_from(gradient) for version, gradient in gradients.items()}
             else:
                 with torch.no_grad():
                     before = tutor.network(batch.losses.detach().unsqueeze(1)).squeeze(1)
-                gradients = {version: VIRTUAL_STEPS[version](env.trainer, batch, trusted, before) for version in (EXACT, HEAD)}
-                exact, head = (network_gradient(tutor, batch, gradients[version]) for version in (EXACT, HEAD))
-                comparison.network_cosine.append(float(F.cosine_similarity(exact, head, dim=0)))
-        if shadow is not None:
-            shadow_weights = shadow.batch_weights(batch, trusted)
+                gradients = {version: VIRTUAL_STEPS[version](env.trainer, batch, trusted, before) for version in VERSIONS}
+                directions = {version: network_gradient(tutor, batch, gradients[version]) for version in VERSIONS}
+                for version in APPROXIMATIONS:
+                    cosine = F.cosine_similarity(directions[EXACT], directions[version], dim=0)
+                    comparisons[version].network_cosine.append(float(cosine))
+        shadow_weights = {version: shadow.batch_weights(batch, trusted) for version, shadow in shadows.items()}
         action = tutor.predict(states)[0].ravel()
         if step % args.every == 0:
-            if shadow is not None:
-                weights = {EXACT: torch.from_numpy(action), HEAD: shadow_weights}
-            comparison.add(flipped[batch.ids.cpu().numpy()], _numpy(weights), _numpy(gradients), zeros=shadow is None)
+            if shadows:
+                weights = {EXACT: torch.from_numpy(action), **shadow_weights}
+            for comparison in comparisons.values():
+                comparison.add(flipped[batch.ids.cpu().numpy()], _numpy(weights), _numpy(gradients), zeros=not shadows)
         states, _, done, _, _ = env.step(action)
         step += 1
-    return comparison
+    return comparisons
 
 
 def network_gradient(tutor: MetaWeightNet, batch: TrainingBatch, alignment: torch.Tensor) -> torch.Tensor:
@@ -213,7 +230,7 @@ def step_times(env: DeepfakeCurriculumEnv, args: argparse.Namespace) -> dict[str
     tutors = {
         f"{name} {version}": make_tutor(name, env, seed=args.student_seed, virtual_step=version)
         for name in args.tutors
-        for version in (EXACT, HEAD)
+        for version in VERSIONS
     }
 
     def step(tutor: LearningToReweight | MetaWeightNet | None) -> Callable[[], None]:
@@ -244,29 +261,30 @@ def step_times(env: DeepfakeCurriculumEnv, args: argparse.Namespace) -> dict[str
     return {label: (statistics.median(times[label]), ratios[label]) for label in times}
 
 
-def results_table(comparisons: dict[str, Comparison], timings: dict[str, tuple[float, float]]) -> str:
-    """One row per figure, one column per tutor: exact (whole-Student step) / head-only where a figure has both."""
+def results_table(comparisons: dict[tuple[str, str], Comparison], timings: dict[str, tuple[float, float]]) -> str:
+    """One row per figure, one column per tutor and approximation (the keys of ``comparisons``): exact (whole-Student
+    step) / approximation where a figure has both."""
 
-    def pair(values: dict[str, list[float]], digits: int = 3) -> str:
-        return f"{_mean(values[EXACT]):.{digits}f} / {_mean(values[HEAD]):.{digits}f}" if values[EXACT] else "-"
+    def pair(c: Comparison, values: dict[str, list[float]], digits: int = 3) -> str:
+        return f"{_mean(values[EXACT]):.{digits}f} / {_mean(values[c.version]):.{digits}f}" if values else "-"
 
-    def ratio(name: str) -> str:
-        return f"{timings[f'{name} {EXACT}'][1]:.2f} / {timings[f'{name} {HEAD}'][1]:.2f}"
+    def ratio(name: str, c: Comparison) -> str:
+        return f"{timings[f'{name} {EXACT}'][1]:.2f} / {timings[f'{name} {c.version}'][1]:.2f}"
 
     figures: dict[str, Callable[[str, Comparison], str]] = {
-        "compared steps": lambda name, c: str(len(c.weight_spearman)),
-        "Spearman of weights, median [min, max]": lambda name, c: _median_range(c.weight_spearman),
-        "Spearman of meta-gradients, median [min, max]": lambda name, c: _median_range(c.gradient_spearman),
-        "cosine of network meta-steps, median [min, max]": lambda name, c: _median_range(c.network_cosine),
-        "agreement on weight 0 (share of samples)": lambda name, c: f"{_mean(c.zero_agreement):.2f}" if c.zero_agreement else "-",
-        "share of weight 0, exact / head": lambda name, c: pair(c.zeros, 2),
-        "noise AUROC of 1 - weight, exact / head": lambda name, c: pair(c.weight_auroc),
-        "noise AUROC of -meta-gradient, exact / head": lambda name, c: pair(c.gradient_auroc),
-        "time per step, x plain, exact / head": lambda name, c: ratio(name),
+        "compared steps": lambda _, c: str(len(c.weight_spearman)),
+        "Spearman of weights, median [min, max]": lambda _, c: _median_range(c.weight_spearman),
+        "Spearman of meta-gradients, median [min, max]": lambda _, c: _median_range(c.gradient_spearman),
+        "cosine of network meta-steps, median [min, max]": lambda _, c: _median_range(c.network_cosine),
+        "agreement on weight 0 (share of samples)": lambda _, c: f"{_mean(c.zero_agreement):.2f}" if c.zero_agreement else "-",
+        "share of weight 0, exact / approximation": lambda _, c: pair(c, c.zeros, 2),
+        "noise AUROC of 1 - weight, exact / approximation": lambda _, c: pair(c, c.weight_auroc),
+        "noise AUROC of -meta-gradient, exact / approximation": lambda _, c: pair(c, c.gradient_auroc),
+        "time per step, x plain, exact / approximation": ratio,
     }
-    rows = [[figure, *(show(name, c) for name, c in comparisons.items())] for figure, show in figures.items()]
+    rows = [[figure, *(show(name, c) for (name, _), c in comparisons.items())] for figure, show in figures.items()]
     rows.append(["plain step (s)", *(f"{timings['plain'][0]:.3f}" for _ in comparisons)])
-    return format_table(["", *comparisons], rows)
+    return format_table(["", *(f"{name}: {version}" for name, version in comparisons)], rows)
 
 
 def _batch_of(
