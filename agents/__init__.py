@@ -27,14 +27,14 @@ from stable_baselines3 import A2C, DDPG, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
+from agents import generalisation, noise_baselines  # noqa: F401  (their rules register on import)
 from agents.attention import AttentionPPO, load_attention_tutor, make_attention_tutor
-from agents.heuristics import HEURISTICS, HeuristicTutor
-from agents.meta_reweight import META_REWEIGHT_TUTORS, LearningToReweight, MetaWeightNet
+from agents.heuristics import RULES, HeuristicTutor
+from agents.meta_reweight import LearningToReweight, MetaWeightNet
 from agents.next_visit import NextVisitReplayBuffer
-from agents.noise_baselines import NOISE_BASELINES
 from agents.ppo import SigmoidGaussianPolicy, TutorPPO, loss_rank_targets
 from agents.saved import SavedTutor, TutorRegistry, shipped_tutors_directory
-from agents.vec_env import BatchVecEnv, PerSampleVecEnv, as_per_sample_vec_env
+from agents.vec_env import BatchSB3VecEnv, PerSampleSB3VecEnv, as_per_sample_vec_env
 from agents.zoo import make_a2c, make_ddpg, make_sac, make_td3
 from tsrl_env import DeepfakeCurriculumEnv, EnvConfig
 from tsrl_env.validation import registered
@@ -80,13 +80,9 @@ _BUILT_IN: dict[str, TutorSpec] = {
     "attention": TutorSpec(
         make=make_attention_tutor, load=load_attention_tutor, learns=True, acts_on_batch=True, kind="learned, whole batch"
     ),
-    **{name: TutorSpec(make=cls, load=cls.load, learns=False, kind="heuristic") for name, cls in HEURISTICS.items()},
-    **{
-        name: TutorSpec(make=cls, load=cls.load, learns=False, kind="meta-gradient") for name, cls in META_REWEIGHT_TUTORS.items()
-    },
     **{
         name: TutorSpec(make=cls, load=cls.load, learns=False, env_settings=cls.env_settings, kind=cls.kind)
-        for name, cls in NOISE_BASELINES.items()
+        for name, cls in RULES.items()
     },
 }
 TUTORS: TutorRegistry = TutorRegistry(_BUILT_IN)
@@ -112,7 +108,7 @@ def single_episode_view(name: str, env: gym.Env) -> gym.Env | VecEnv:
     """
     if tutor_spec(name).acts_on_batch:
         return env
-    return PerSampleVecEnv(env, autoreset=False)
+    return PerSampleSB3VecEnv(env, autoreset=False)
 
 
 def register_saved_tutor(name: str, path: str | Path) -> SavedTutor:
@@ -155,15 +151,15 @@ def load_tutor(name: str, path: str | Path, env: gym.Env | VecEnv | None = None)
 
 
 __all__ = [
-    "HEURISTICS",
+    "RULES",
     "AttentionPPO",
-    "BatchVecEnv",
+    "BatchSB3VecEnv",
     "TUTORS",
     "HeuristicTutor",
     "LearningToReweight",
     "MetaWeightNet",
     "NextVisitReplayBuffer",
-    "PerSampleVecEnv",
+    "PerSampleSB3VecEnv",
     "SavedTutor",
     "SigmoidGaussianPolicy",
     "TutorPPO",

@@ -18,7 +18,7 @@ self-attention over all rows is the accepted simpler variant (every row attends 
 attention weights learn which neighbours matter instead of a fixed k-NN graph).
 
 PPO trains it on the batch environment itself (one transition per Student mini-batch, reward = the mean of
-the per-sample rewards) through :class:`~agents.vec_env.BatchVecEnv`, which does not reset when the Student's
+the per-sample rewards) through :class:`~agents.vec_env.BatchSB3VecEnv`, which does not reset when the Student's
 episode ends.
 """
 
@@ -132,7 +132,7 @@ class AttentionPPO(TutorPPO):
     """PPO tutor acting on whole batches with :class:`SetAttentionPolicy`; one rollout is one Student epoch.
 
     ``env`` is the batch curriculum environment (or a wrapper of it; it gets the no-reset
-    :class:`~agents.vec_env.BatchVecEnv` view) or an SB3 ``VecEnv`` with ``(B, D)`` observations. Callbacks see
+    :class:`~agents.vec_env.BatchSB3VecEnv` view) or an SB3 ``VecEnv`` with ``(B, D)`` observations. Callbacks see
     the environment's info as ``infos[0]``. The defaults, and why:
 
     - ``n_steps`` = the environment's ``steps_per_epoch``: one transition per mini-batch, so an epoch gives only

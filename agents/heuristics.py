@@ -40,6 +40,8 @@ class HeuristicTutor:
     """
 
     name: ClassVar[str]
+    kind: ClassVar[str] = "heuristic"
+    env_settings: ClassVar[dict[str, Any]] = {}
     defaults: ClassVar[dict[str, float | str]] = {}
 
     def __init__(self, env: gym.Env | VecEnv, seed: int | None = None, **params: float | str) -> None:
@@ -117,6 +119,22 @@ class HeuristicTutor:
         return cls(env, seed=saved["seed"], **saved["params"])
 
 
+RULES: dict[str, type[HeuristicTutor]] = {}
+"""Every tutor that weighs by a fixed rule (it learns nothing), by name: the classes :func:`register_rule` decorates
+here, in :mod:`agents.meta_reweight`, :mod:`agents.noise_baselines` and :mod:`agents.generalisation`. ``agents``
+makes each a tutor (:class:`agents.TutorSpec`) of its ``kind``, built with its ``env_settings``."""
+
+
+def register_rule(cls: type[HeuristicTutor]) -> type[HeuristicTutor]:
+    """Class decorator: register the :class:`HeuristicTutor` subclass ``cls`` under its ``name`` (as timm's
+    ``register_model``); a second class of the same name is refused."""
+    if cls.name in RULES:
+        raise ValueError(f"a tutor rule named {cls.name!r} is registered already ({RULES[cls.name].__qualname__})")
+    RULES[cls.name] = cls
+    return cls
+
+
+@register_rule
 class Uniform(HeuristicTutor):
     """Weight 1 for every sample: plain training, as without a tutor."""
 
@@ -126,6 +144,7 @@ class Uniform(HeuristicTutor):
         return np.ones(len(states), np.float32)
 
 
+@register_rule
 class RandomWeights(HeuristicTutor):
     """Weights drawn uniformly from [0, 1] with the tutor's seed: the control any learned tutor must beat.
 
@@ -138,6 +157,7 @@ class RandomWeights(HeuristicTutor):
         return self.rng.random(len(states), dtype=np.float32)
 
 
+@register_rule
 class SelfPaced(HeuristicTutor):
     """Self-paced learning (Kumar, Packer & Koller, NeurIPS 2010): weight 1 where the EMA loss is below a
     threshold, else 0, the threshold rising over the tutored epochs so that harder samples join gradually.
@@ -165,6 +185,7 @@ class SelfPaced(HeuristicTutor):
         return (self.layout.ema_loss_of(states) < start * (end / start) ** progress).astype(np.float32)
 
 
+@register_rule
 class Focal(HeuristicTutor):
     """Focal weighting (Lin et al., ICCV 2017): ``(1 - p_y) ** gamma``, with ``p_y`` the Student's probability for
     the sample's training label, so well-fitted samples count little. ``gamma`` = 2 is the paper's choice."""
@@ -180,6 +201,7 @@ class Focal(HeuristicTutor):
         return (1.0 - self.layout.p_label_of(states)) ** self.params["gamma"]
 
 
+@register_rule
 class HardMining(HeuristicTutor):
     """Hard-example mining, as in OHEM (Shrivastava et al., CVPR 2016): weight 1 for the ``fraction`` of the
     batch with the highest EMA losses (rounded up), else 0. 0.5 keeps half the batch."""
@@ -194,6 +216,7 @@ class HardMining(HeuristicTutor):
         return _highest(self.layout.ema_loss_of(states), self.params["fraction"]).astype(np.float32)
 
 
+@register_rule
 class AntiNoise(HeuristicTutor):
     """Small-loss selection against label noise, in the spirit of Co-teaching (Han et al., NeurIPS 2018): weight 0
     for the batch's highest-EMA-loss fraction (rounded up, as Co-teaching keeps ``int((1 - rate) * B)``), else 1.
@@ -217,6 +240,7 @@ class AntiNoise(HeuristicTutor):
         return 1.0 - _highest(self.layout.ema_loss_of(states), dropped).astype(np.float32)
 
 
+@register_rule
 class SmallLoss(HeuristicTutor):
     """Small-loss selection (Co-teaching, Han et al., NeurIPS 2018, with one network): weight 1 for the batch's
     ``1 - rate`` share of smallest losses (Co-teaching keeps ``int((1 - rate) * B)``), else 0.
@@ -283,6 +307,7 @@ class SmallLoss(HeuristicTutor):
         return 1.0 - _highest(losses, dropped).astype(np.float32)
 
 
+@register_rule
 class LabelNoiseOracle(HeuristicTutor):
     """Weight 0 on samples whose training label was flipped, 1 elsewhere: the ceiling of any curriculum that
     removes label noise, a reference row for every grid with label noise, never a tutor to deploy.
@@ -312,11 +337,6 @@ class LabelNoiseOracle(HeuristicTutor):
         if len(ids) != len(states):
             raise ValueError(f"the oracle weights the whole batch awaiting weights ({len(ids)} rows), got {len(states)} rows")
         return (~self._flipped[ids]).astype(np.float32)
-
-
-HEURISTICS: dict[str, type[HeuristicTutor]] = {
-    cls.name: cls for cls in (Uniform, RandomWeights, SelfPaced, Focal, HardMining, AntiNoise, SmallLoss, LabelNoiseOracle)
-}
 
 
 def estimated_noise_rate(losses: np.ndarray) -> float:

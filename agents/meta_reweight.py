@@ -58,7 +58,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 from torch.func import functional_call, grad, jvp
 
-from agents.heuristics import HeuristicTutor, _env_attr
+from agents.heuristics import HeuristicTutor, _env_attr, register_rule
 from tsrl_env.rewards import _with_bias_input, cross_entropy_errors, head_gradient
 from tsrl_env.student import Student
 from tsrl_env.trainer import StudentTrainer, TrainingBatch
@@ -222,16 +222,23 @@ class _MetaReweightTutor(HeuristicTutor):
     step; 0, the default, takes the Student's batch size), capped at the trusted split's size. ``virtual_step`` names
     the parameters the virtual step moves (:data:`VIRTUAL_STEPS`): ``"head"``, the Student's final linear layer,
     ``"last_stage"``, its backbone's last stage and the head, or ``"student"``, all of it, as the papers (the default
-    here; a subclass may choose the head where it was measured to stand in for the whole Student)."""
+    here; a subclass may choose the head where it was measured to stand in for the whole Student). ``trusted_split``
+    names the split the trusted batches come from: ``val`` by default; ``val_unseen`` (the embedded benchmark's
+    ``val_unseen_size``) makes the tutor a generalisation oracle, which weighs the training samples by what they do to
+    the loss on unseen manipulation families, images the Student never trains on and ``test_unseen`` does not hold."""
 
-    defaults = {"trusted_batch": 0.0, "virtual_step": "student"}
+    kind = "meta-gradient"
+    defaults = {"trusted_batch": 0.0, "virtual_step": "student", "trusted_split": TRUSTED_SPLIT}
 
     def __init__(self, env: gym.Env | VecEnv, seed: int | None = None, **params: float | str) -> None:
         super().__init__(env, seed, **params)
         trainer: StudentTrainer = _env_attr(env, "trainer")
-        if TRUSTED_SPLIT not in trainer.splits:
+        self.trusted_split = str(self.params["trusted_split"])
+        if self.trusted_split not in trainer.splits or self.trusted_split.startswith("test"):
+            hint = " (set the dataset option val_unseen_size for val_unseen)" if self.trusted_split == "val_unseen" else ""
             raise ValueError(
-                f"the {self.name!r} tutor needs a {TRUSTED_SPLIT!r} split of clean labels; the dataset has {list(trainer.splits)}"
+                f"the {self.name!r} tutor's trusted_split {self.trusted_split!r} must name a split of clean labels that "
+                f"no test uses{hint}; the dataset has {list(trainer.splits)}"
             )
         STUDENT_NEEDS.get(str(self.params["virtual_step"]), lambda student: None)(trainer.student)
         self.trainer = trainer
@@ -269,13 +276,13 @@ class _MetaReweightTutor(HeuristicTutor):
 
     def _next_trusted_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         wanted = int(self.params["trusted_batch"]) or self.trainer.batch_size
-        size = min(wanted, len(self.trainer.splits[TRUSTED_SPLIT]))
+        size = min(wanted, len(self.trainer.splits[self.trusted_split]))
         if len(self._trusted_order) < size:
-            fresh = torch.randperm(len(self.trainer.splits[TRUSTED_SPLIT]), generator=self.trusted_generator)
+            fresh = torch.randperm(len(self.trainer.splits[self.trusted_split]), generator=self.trusted_generator)
             self._trusted_order = torch.cat([self._trusted_order, fresh])
         ids, self._trusted_order = self._trusted_order[:size], self._trusted_order[size:]
-        labels = self.trainer.splits[TRUSTED_SPLIT].labels[ids.to(self.trainer.device)]
-        return self.trainer.images_of(TRUSTED_SPLIT, ids), labels
+        labels = self.trainer.splits[self.trusted_split].labels[ids.to(self.trainer.device)]
+        return self.trainer.images_of(self.trusted_split, ids), labels
 
     def rng_state(self) -> dict[str, Any]:
         return {"trusted_generator": self.trusted_generator.get_state(), "trusted_order": self._trusted_order.clone()}
@@ -285,6 +292,7 @@ class _MetaReweightTutor(HeuristicTutor):
         self._trusted_order = state["trusted_order"].clone()
 
 
+@register_rule
 class LearningToReweight(_MetaReweightTutor):
     """Learning to Reweight (Ren, Zeng, Yang & Urtasun, ICML 2018): each sample's weight is its gradient's alignment
     with a trusted batch's, clipped at 0 (a sample whose step would raise the trusted loss gets weight 0), then scaled
@@ -308,6 +316,7 @@ class LearningToReweight(_MetaReweightTutor):
         return kept / largest if largest > 0 else kept
 
 
+@register_rule
 class MetaWeightNet(_MetaReweightTutor):
     """Meta-Weight-Net (Shu et al., NeurIPS 2019): a small network (1-100-1, ReLU, sigmoid output) maps a sample's
     loss to its weight and learns online, one meta step per Student step: weights from the network, a virtual SGD step
@@ -359,11 +368,8 @@ class MetaWeightNet(_MetaReweightTutor):
         self.optimizer.load_state_dict(state["optimizer"])
 
 
-META_REWEIGHT_TUTORS: dict[str, type[_MetaReweightTutor]] = {cls.name: cls for cls in (LearningToReweight, MetaWeightNet)}
-
 __all__ = [
     "LearningToReweight",
-    "META_REWEIGHT_TUTORS",
     "MetaWeightNet",
     "VIRTUAL_STEPS",
     "head_step_alignment",

@@ -4,20 +4,26 @@ their actions.
 Under such a reward a step pays the current batch's samples for the weights given to them at their previous visit,
 one epoch earlier; the step's ``info["reward_for"]`` (a :class:`tsrl_env.LateCredit`) names the action each reward
 belongs to. SB3's algorithms credit a step's rewards to that step's actions, which is wrong here.
-:class:`NextVisitReplayBuffer` credits them for the off-policy tutors (SAC, TD3, DDPG), and
-:class:`agents.ppo.TutorPPO` trains one rollout late (see there).
+:class:`NextVisitReplayBuffer` credits them for the off-policy tutors (SAC, TD3, DDPG); :class:`agents.ppo.TutorPPO`
+trains one rollout late, its previous rollout waiting as a :class:`PendingRollout` that :class:`PayPendingRollout`
+pays as the current rollout's steps revisit its samples.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from stable_baselines3.common.buffers import ReplayBuffer
+import torch
+from stable_baselines3.common.buffers import ReplayBuffer, RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from tsrl_env import LateCredit
+
+if TYPE_CHECKING:
+    from agents.ppo import TutorPPO
 
 
 def pays_late(env: VecEnv) -> bool:
@@ -118,3 +124,83 @@ class NextVisitReplayBuffer(ReplayBuffer):
             self._normalize_reward(self.rewards[positions, slots].reshape(-1, 1), env),
         )
         return ReplayBufferSamples(*tuple(map(self.to_torch, data)))
+
+
+class PendingRollout:
+    """One collected rollout (one Student epoch) of :class:`agents.ppo.TutorPPO`, waiting for its ``next_visit`` rewards.
+
+    The rewards arrive during the next rollout, as its steps revisit the samples: :meth:`pay` writes each at the
+    (step, slot) of the action it belongs to, and :meth:`paid_buffer` gives the paid transitions as a rollout buffer
+    PPO can train on. ``rewards`` holds the paid rewards as the environment gave them (0 where unpaid), ``paid``
+    which transitions have been paid.
+    """
+
+    def __init__(self, collected: RolloutBuffer, epoch: int) -> None:
+        self.epoch = epoch
+        self.observation_space = collected.observation_space
+        self.action_space = collected.action_space
+        # Copies: SB3 refills the collection buffer during the next rollout.
+        self.observations = collected.observations.copy()
+        self.actions = collected.actions.copy()
+        self.values = collected.values.copy()
+        self.log_probs = collected.log_probs.copy()
+        self.rewards = np.zeros_like(collected.rewards)
+        self.paid = np.zeros(collected.rewards.shape, dtype=bool)
+
+    def pay(self, epoch: int, step: int, credit: LateCredit) -> int:
+        """Write the rewards Student step ``(epoch, step)`` pays (``credit``'s paid rows) for this rollout's actions;
+        returns how many it paid for older ones.
+
+        Older actions are those of a sample that sat out this rollout's epoch in the ragged last batch the env
+        drops: their rollout has been trained on already, so their rewards are dropped. A reward for a later action
+        means the rollouts are not the env's epochs, and raises.
+        """
+        later = credit.epoch > self.epoch
+        if later.any():
+            raise RuntimeError(
+                f"epoch {epoch}, step {step} pays for actions of epoch {int(credit.epoch[later].max())}, but "
+                f"the rollout awaiting its rewards is epoch {self.epoch}: each PPO rollout must be one whole Student epoch "
+                "(keep n_steps at the env's steps_per_epoch, and do not step the env outside learn())"
+            )
+        current = credit.epoch == self.epoch
+        self.rewards[credit.step[current], credit.slot[current]] = credit.reward[current]
+        self.paid[credit.step[current], credit.slot[current]] = True
+        return int((~current).sum())
+
+    def paid_buffer(self, device: torch.device | str, buffer_class: type[RolloutBuffer]) -> RolloutBuffer:
+        """The paid transitions as one step of ``paid.sum()`` one-step episodes in a ``buffer_class`` (the buffer PPO
+        trains on, which computes the returns and advantages: every transition is terminal, so each advantage is the
+        reward, as that buffer shapes it, minus the value)."""
+        count = int(self.paid.sum())
+        if count == 0:
+            raise ValueError(f"no transition of the rollout of epoch {self.epoch} has been paid; nothing to train on")
+        buffer = buffer_class(1, self.observation_space, self.action_space, device=device, n_envs=count)
+        buffer.add(
+            self.observations[self.paid],
+            self.actions[self.paid],
+            self.rewards[self.paid],
+            np.ones(count, dtype=np.float32),
+            torch.as_tensor(self.values[self.paid]),
+            torch.as_tensor(self.log_probs[self.paid]),
+        )
+        buffer.compute_returns_and_advantage(last_values=torch.zeros(count), dones=np.ones(count, dtype=bool))
+        return buffer
+
+
+class PayPendingRollout(BaseCallback):
+    """Pays :class:`agents.ppo.TutorPPO`'s waiting rollout what each step of the current one pays (SB3's public
+    per-step hook): the tutor's :meth:`~agents.ppo.TutorPPO.credit` checks the step and writes the payments."""
+
+    def __init__(self, tutor: TutorPPO) -> None:
+        super().__init__()
+        self.tutor = tutor
+        self.position = 0
+
+    def _on_rollout_start(self) -> None:
+        self.position = 0
+        self.tutor.stale_rewards = 0
+
+    def _on_step(self) -> bool:
+        self.tutor.credit(self.position, self.locals["infos"][0])
+        self.position += 1
+        return True

@@ -20,7 +20,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
 from sklearn.preprocessing import StandardScaler
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.heuristics import HeuristicTutor, Uniform, _env_attr
+from agents.heuristics import HeuristicTutor, Uniform, _env_attr, register_rule
 from tsrl_env.state import DEFAULT_STATE_COLUMNS
 from tsrl_env.student import FAKE_CLASS, Student
 from tsrl_env.trainer import StudentTrainer
@@ -31,6 +31,7 @@ PROBE_L2_GRID = np.logspace(-4, 4, 10)
 ``LogisticRegressionCV``."""
 
 
+@register_rule
 class AumFilter(HeuristicTutor):
     """Area Under the Margin (Pleiss, Zhang, Elenberg & Weinberger, NeurIPS 2020): weight 0 for a sample whose AUM is
     below the ``percentile`` (99, the paper's) of the AUM of threshold samples, known-mislabelled samples trained
@@ -99,6 +100,7 @@ class AumFilter(HeuristicTutor):
         self._threshold_aum = state["threshold_aum"].copy()
 
 
+@register_rule
 class TrustedUnion(Uniform):
     """Weight 1 on the training split joined with the trusted split (env setting ``train_on_trusted``): the simplest
     use of trusted clean data, which ``l2rw`` and ``meta_weight_net`` must beat to justify their meta-gradients.
@@ -117,6 +119,7 @@ class TrustedUnion(Uniform):
             raise ValueError("the 'trusted_union' tutor trains on the trusted split too; build its Student with train_on_trusted")
 
 
+@register_rule
 class LinearProbe(HeuristicTutor):
     """A linear probe for pretrained Students: logistic regression on the trusted split over the Student's frozen
     features, as its classifier, so that its test metrics are the probe's; weight 0 on every training sample.
@@ -202,6 +205,4 @@ def fit_linear_probe(
     return weight, float(model.intercept_[0] - weight @ scaler.mean_)
 
 
-NOISE_BASELINES: dict[str, type[HeuristicTutor]] = {cls.name: cls for cls in (AumFilter, TrustedUnion, LinearProbe)}
-
-__all__ = ["NOISE_BASELINES", "AumFilter", "LinearProbe", "TrustedUnion", "fit_linear_probe"]
+__all__ = ["AumFilter", "LinearProbe", "TrustedUnion", "fit_linear_probe"]

@@ -10,9 +10,19 @@ What differs from stock PPO, and why:
 - rewards are standardised over each rollout (one Student epoch) before advantages are computed
   (:class:`RolloutNormalizedBuffer`);
 - under a reward that pays late (``next_visit``), whose rewards arrive one Student epoch after their actions, it trains
-  one rollout late, on the previous rollout's transitions once the current one has paid them (:class:`TutorPPO`).
+  one rollout late, on the previous rollout's transitions once the current one has paid them (:class:`TutorPPO`; the
+  waiting rollout and its payments are :mod:`agents.next_visit`'s).
 
 Every transition is terminal, so each advantage is the sample's reward minus the critic's value of its state.
+
+Stable-Baselines3 internals this module relies on (tested with stable-baselines3 2.9.2, the version the test suite
+runs; ``pyproject.toml`` allows 2.4 to 2.x, and a release in that range can change any of them): :class:`TutorPPO`
+overrides ``collect_rollouts`` and ``train``, which SB3 does not document as extension points, assigns
+``self.rollout_buffer`` between them (``train`` reads that attribute and takes no other buffer), and overrides the
+private ``_setup_model``, ``_excluded_save_params`` and ``_update_learning_rate``; :class:`SigmoidGaussianPolicy`
+overrides the private ``ActorCriticPolicy._build`` and ``_get_action_dist_from_latent``. The tutor tests
+(``tests/test_tutors.py``, ``tests/test_next_visit_tutors.py``, ``tests/test_resume.py``) train, save, reload and
+resume it under each reward, which is where a change of these would show.
 """
 
 from __future__ import annotations
@@ -33,9 +43,8 @@ from stable_baselines3.common.type_aliases import MaybeCallback, Schedule
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
-from agents.next_visit import paid_credit, pays_late
+from agents.next_visit import PayPendingRollout, PendingRollout, paid_credit, pays_late
 from agents.vec_env import as_per_sample_vec_env
-from tsrl_env import LateCredit
 
 
 class SigmoidGaussianPolicy(ActorCriticPolicy):
@@ -87,69 +96,6 @@ class RolloutNormalizedBuffer(RolloutBuffer):
     def compute_returns_and_advantage(self, last_values: torch.Tensor, dones: np.ndarray) -> None:
         self.rewards = (self.rewards - self.rewards.mean()) / (self.rewards.std() + 1e-8)
         super().compute_returns_and_advantage(last_values, dones)
-
-
-class PendingRollout:
-    """One collected rollout (one Student epoch) of the PPO tutor, waiting for its ``next_visit`` rewards.
-
-    The rewards arrive during the next rollout, as its steps revisit the samples: :meth:`pay` writes each at the
-    (step, slot) of the action it belongs to, and :meth:`paid_buffer` gives the paid transitions as a rollout buffer
-    PPO can train on. ``rewards`` holds the paid rewards as the environment gave them (0 where unpaid), ``paid``
-    which transitions have been paid.
-    """
-
-    def __init__(self, collected: RolloutBuffer, epoch: int) -> None:
-        self.epoch = epoch
-        self.observation_space = collected.observation_space
-        self.action_space = collected.action_space
-        # Copies: SB3 refills the collection buffer during the next rollout.
-        self.observations = collected.observations.copy()
-        self.actions = collected.actions.copy()
-        self.values = collected.values.copy()
-        self.log_probs = collected.log_probs.copy()
-        self.rewards = np.zeros_like(collected.rewards)
-        self.paid = np.zeros(collected.rewards.shape, dtype=bool)
-
-    def pay(self, epoch: int, step: int, credit: LateCredit) -> int:
-        """Write the rewards Student step ``(epoch, step)`` pays (``credit``'s paid rows) for this rollout's actions;
-        returns how many it paid for older ones.
-
-        Older actions are those of a sample that sat out this rollout's epoch in the ragged last batch the env
-        drops: their rollout has been trained on already, so their rewards are dropped. A reward for a later action
-        means the rollouts are not the env's epochs, and raises.
-        """
-        later = credit.epoch > self.epoch
-        if later.any():
-            raise RuntimeError(
-                f"epoch {epoch}, step {step} pays for actions of epoch {int(credit.epoch[later].max())}, but "
-                f"the rollout awaiting its rewards is epoch {self.epoch}: each PPO rollout must be one whole Student epoch "
-                "(keep n_steps at the env's steps_per_epoch, and do not step the env outside learn())"
-            )
-        current = credit.epoch == self.epoch
-        self.rewards[credit.step[current], credit.slot[current]] = credit.reward[current]
-        self.paid[credit.step[current], credit.slot[current]] = True
-        return int((~current).sum())
-
-    def paid_buffer(self, device: torch.device | str) -> RolloutNormalizedBuffer:
-        """The paid transitions as one step of ``paid.sum()`` one-step episodes, returns and advantages computed.
-
-        The rewards are standardised over the paid transitions (the rollout's rewards, as in the other path); every
-        transition is terminal, so each advantage is the standardised reward minus the value.
-        """
-        count = int(self.paid.sum())
-        if count == 0:
-            raise ValueError(f"no transition of the rollout of epoch {self.epoch} has been paid; nothing to train on")
-        buffer = RolloutNormalizedBuffer(1, self.observation_space, self.action_space, device=device, n_envs=count)
-        buffer.add(
-            self.observations[self.paid],
-            self.actions[self.paid],
-            self.rewards[self.paid],
-            np.ones(count, dtype=np.float32),
-            torch.as_tensor(self.values[self.paid]),
-            torch.as_tensor(self.log_probs[self.paid]),
-        )
-        buffer.compute_returns_and_advantage(last_values=torch.zeros(count), dones=np.ones(count, dtype=bool))
-        return buffer
 
 
 class TutorPPO(PPO):
@@ -246,7 +192,7 @@ class TutorPPO(PPO):
         """SB3's ``learn``; under a reward that pays late, a callback of its own pays the waiting rollout at each step."""
         if self.next_visit:
             given = [] if callback is None else callback if isinstance(callback, list) else [callback]
-            callback = [_PayPendingRollout(self), *(c if isinstance(c, BaseCallback) else ConvertCallback(c) for c in given)]
+            callback = [PayPendingRollout(self), *(c if isinstance(c, BaseCallback) else ConvertCallback(c) for c in given)]
         return super().learn(total_timesteps, callback=callback, **kwargs)
 
     def collect_rollouts(self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int) -> bool:
@@ -254,13 +200,13 @@ class TutorPPO(PPO):
             return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
         # ``rollout_buffer`` is what the last update trained on; SB3's ``train`` reads ``self.rollout_buffer`` and has
         # no argument or hook to give it another, so the paid previous rollout is swapped in here. This rollout's
-        # payments go to ``pending_rollout`` (:class:`_PayPendingRollout`).
+        # payments go to ``pending_rollout`` (:class:`~agents.next_visit.PayPendingRollout`).
         if not super().collect_rollouts(env, callback, self._collection_buffer, n_rollout_steps):
             return False
         pending = self.pending_rollout
         self.paid_transitions = 0 if pending is None else int(pending.paid.sum())
         if pending is not None and self.paid_transitions:
-            self.rollout_buffer = pending.paid_buffer(self.device)
+            self.rollout_buffer = pending.paid_buffer(self.device, RolloutNormalizedBuffer)
         self.pending_rollout = PendingRollout(self._collection_buffer, self._collection_epoch)
         self.logger.record("train/paid_transitions", self.paid_transitions)
         self.logger.record("train/stale_rewards", self.stale_rewards)
@@ -348,21 +294,3 @@ def loss_rank_targets(ema_losses: np.ndarray, high: float = 0.9, low: float = 0.
         raise ValueError(f"need 0 <= low <= high <= 1, got low={low}, high={high}")
     ema_losses = np.asarray(ema_losses)
     return np.where(ema_losses > ema_losses.mean(), high, low).astype(np.float32)
-
-
-class _PayPendingRollout(BaseCallback):
-    """Pays :class:`TutorPPO`'s waiting rollout what each step of the current one pays (SB3's public per-step hook)."""
-
-    def __init__(self, tutor: TutorPPO) -> None:
-        super().__init__()
-        self.tutor = tutor
-        self.position = 0
-
-    def _on_rollout_start(self) -> None:
-        self.position = 0
-        self.tutor.stale_rewards = 0
-
-    def _on_step(self) -> bool:
-        self.tutor.credit(self.position, self.locals["infos"][0])
-        self.position += 1
-        return True

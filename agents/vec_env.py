@@ -1,7 +1,9 @@
-"""Stable-Baselines3 ``VecEnv`` views of a batch curriculum environment, so that any SB3 algorithm trains a tutor unchanged.
+"""Stable-Baselines3 ``VecEnv`` views of a batch curriculum environment, so that any SB3 algorithm trains a tutor unchanged
+(Gymnasium agents use :class:`tsrl_env.PerSampleGymnasiumVectorEnv`, the per-sample view through Gymnasium's own
+``VectorEnv`` API).
 
-Two views share one base (:class:`CurriculumVecEnv`): :class:`PerSampleVecEnv` for tutors that weight each sample from
-its own state row (``batch_size`` envs, each transition a one-step episode) and :class:`BatchVecEnv` for tutors that act
+Two views share one base (:class:`CurriculumSB3VecEnv`): :class:`PerSampleSB3VecEnv` for tutors that weight each sample from
+its own state row (``batch_size`` envs, each transition a one-step episode) and :class:`BatchSB3VecEnv` for tutors that act
 on whole batches (one env). Both hand SB3 the environment's own info, un-nested: every sub-env's info is the step's info
 (``epoch``, ``sample_rewards``, ``reward_for``, ...), plus ``acted_on``, the observation the step's action weighted, and
 SB3's ``terminal_observation`` where an episode ended.
@@ -30,7 +32,7 @@ class _Step(NamedTuple):
     reset_info: dict[str, Any] | None
 
 
-class CurriculumVecEnv(VecEnv):
+class CurriculumSB3VecEnv(VecEnv):
     """What the SB3 views of a batch curriculum environment share: the environment behind them (attribute and method
     calls go to it), its reset with SB3's seed and options, action checks, and refusing to step an ended episode.
 
@@ -117,10 +119,11 @@ class CurriculumVecEnv(VecEnv):
         return [None for _ in range(self.num_envs)]
 
 
-class PerSampleVecEnv(CurriculumVecEnv):
-    """``batch_size`` envs, one per batch slot: sub-env ``i`` observes sample ``i``'s state row, acts with its weight
-    (shape ``(1,)``) and receives its own reward, and every transition is terminal (a one-step contextual bandit per
-    sample), its ``terminal_observation`` the state that was acted on.
+class PerSampleSB3VecEnv(CurriculumSB3VecEnv):
+    """The per-sample view for SB3 tutors (SB3's ``VecEnv`` API; Gymnasium agents use
+    :class:`tsrl_env.PerSampleGymnasiumVectorEnv`). ``batch_size`` envs, one per batch slot: sub-env ``i`` observes
+    sample ``i``'s state row, acts with its weight (shape ``(1,)``) and receives its own reward, and every transition is
+    terminal (a one-step contextual bandit per sample), its ``terminal_observation`` the state that was acted on.
 
     All sub-envs share one Student, so they step together. With ``autoreset`` (the default) the environment is reset
     (a new Student) within the step that ends its episode, and that reset's info is ``infos[0]["reset"]``.
@@ -145,12 +148,12 @@ class PerSampleVecEnv(CurriculumVecEnv):
         return self._observation, rewards, np.ones(self.num_envs, dtype=bool), infos
 
 
-class BatchVecEnv(CurriculumVecEnv):
+class BatchSB3VecEnv(CurriculumSB3VecEnv):
     """One env whose observations are the batch's ``(batch, state)`` states and actions its ``(batch,)`` weights; the
     reward is the environment's (the mean per-sample reward) and ``infos[0]`` the environment's info.
 
     Unlike SB3's ``DummyVecEnv``, the end of the Student's episode does not reset the environment (see
-    :class:`CurriculumVecEnv`): the info carries ``terminal_observation``.
+    :class:`CurriculumSB3VecEnv`): the info carries ``terminal_observation``.
     """
 
     def __init__(self, env: gym.Env) -> None:
@@ -183,14 +186,14 @@ def as_per_sample_vec_env(env: gym.Env | VecEnv | None) -> VecEnv | None:
     """An SB3 ``VecEnv`` for a tutor: SB3 vector envs pass through, batch curriculum envs get the per-sample view."""
     if env is None or isinstance(env, VecEnv):
         return env
-    return PerSampleVecEnv(env)
+    return PerSampleSB3VecEnv(env)
 
 
 def as_batch_vec_env(env: gym.Env | VecEnv | None) -> VecEnv | None:
-    """An SB3 ``VecEnv`` for a batch-level tutor: SB3 vector envs pass through, batch environments get :class:`BatchVecEnv`."""
+    """An SB3 ``VecEnv`` for a batch-level tutor: SB3 vector envs pass through, batch environments get :class:`BatchSB3VecEnv`."""
     if env is None or isinstance(env, VecEnv):
         return env
-    return BatchVecEnv(env)
+    return BatchSB3VecEnv(env)
 
 
 def check_batch_spaces(observation_space: gym.spaces.Space, action_space: gym.spaces.Space) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from agents import tutor_spec
-from experiments.provenance import files_read
+from experiments.records.provenance import files_read
 from tsrl_env.config import EnvConfig, integer_setting, reject_unknown_keys, shown
 from tsrl_env.data import dataset_identity
 from tsrl_env.validation import did_you_mean, setting_differences
@@ -98,7 +98,7 @@ def fingerprint_differences(
 
     A result written before fingerprints existed (``saved`` None) is taken as matching: nothing says otherwise. An env
     setting added since ``saved`` was written is taken at its default, since a new setting's default keeps the results
-    it had before the setting existed (``python -m experiments.fingerprint compare`` checks that); so are the file
+    it had before the setting existed (``python -m experiments.studies.fingerprint compare`` checks that); so are the file
     hashes and tutor env settings of a record written before fingerprints carried them.
     """
     if saved is None:

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from experiments.config import RunConfig, load_run_config
-from experiments.record import StudentRun
-from experiments.train import check_run_settings
+from experiments.preflight import check_run_settings
+from experiments.records.student_run import StudentRun
 from tsrl_env.config import EnvConfig
 from tsrl_env.data import data_source
 from tsrl_env.trainer import StudentTrainer

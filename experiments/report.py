@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from experiments.record import StudentRun
+from experiments.records.student_run import StudentRun
 
 # The final table's metric rows: each group is given for every test split before the next group starts.
 METRIC_GROUPS = ((("AUC", "auc"), ("video AUC", "video_auc")), (("ACC", "acc"),), (("EER", "eer"),))

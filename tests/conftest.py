@@ -1,16 +1,40 @@
-"""Shared fixtures: a session-wide dataset cache, so each embedded dataset is generated once per test run, and a
-one-thread switch for tests of small networks."""
+"""Shared fixtures: a dataset cache that persists across test runs, so that a second run generates no embedded dataset,
+and a one-thread switch for tests of small networks."""
 
 from __future__ import annotations
+
+import hashlib
+import os
+from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 import torch
 
+GENERATOR_CODE = Path(__file__).resolve().parents[1] / "tsrl_env" / "data"
+GENERATOR_LIBRARIES = ("numpy", "scipy", "pillow", "scikit-image", "torch")
+"""What draws and renders the embedded benchmark besides the code in ``tsrl_env/data``."""
+
+
+def generator_digest() -> str:
+    """A short SHA-256 of everything that decides the embedded benchmark's bytes: the source of ``tsrl_env/data`` and the
+    versions of the libraries it draws and renders with. It names the test suite's cache folder, so that data written by
+    other code is never read as this code's (each file also checks its own content hash when read)."""
+    digest = hashlib.sha256()
+    for path in sorted(GENERATOR_CODE.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for library in GENERATOR_LIBRARIES:
+        digest.update(f"{library}=={version(library)}".encode())
+    return digest.hexdigest()[:16]
+
 
 @pytest.fixture(autouse=True, scope="session")
-def dataset_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+def dataset_cache() -> None:
+    """The embedded datasets of every test run, kept under the user's cache folder (``$XDG_CACHE_HOME``, else
+    ``~/.cache``) in a folder named by :func:`generator_digest`."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tsrl" / "tests" / generator_digest()
     monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setenv("TSRL_CACHE_DIR", str(tmp_path_factory.mktemp("tsrl_cache")))
+    monkeypatch.setenv("TSRL_CACHE_DIR", str(root))
     yield
     monkeypatch.undo()
 
@@ -28,7 +52,7 @@ def one_torch_thread() -> None:
 @pytest.fixture
 def written_checkpoints(monkeypatch: pytest.MonkeyPatch) -> list[tuple[dict, bytes]]:
     """Every run checkpoint the trainer writes during the test, in order: its payload and the file's bytes."""
-    from experiments.checkpoint import write_checkpoint
+    from experiments.training.checkpoint import write_checkpoint
 
     written = []
 
@@ -36,5 +60,5 @@ def written_checkpoints(monkeypatch: pytest.MonkeyPatch) -> list[tuple[dict, byt
         write_checkpoint(path, payload)
         written.append((payload, path.read_bytes()))
 
-    monkeypatch.setattr("experiments.train.write_checkpoint", keep)
+    monkeypatch.setattr("experiments.training.checkpoint.write_checkpoint", keep)
     return written

@@ -6,7 +6,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 import tsrl_env  # noqa: F401  (registers DeepfakeCurriculumTiny-v0)
 from agents.attention import AttentionPPO, SetAttentionPolicy, load_attention_tutor, make_attention_tutor
-from agents.vec_env import BatchVecEnv
+from agents.vec_env import BatchSB3VecEnv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -85,7 +85,7 @@ def test_weights_one_per_sample_and_infos_reach_callbacks_on_the_tiny_env():
     model = make_attention_tutor(env, seed=0)
     steps_per_epoch = env.unwrapped.steps_per_epoch
     batch_size, _ = env.observation_space.shape
-    assert isinstance(model.policy, SetAttentionPolicy) and isinstance(model.get_env(), BatchVecEnv)
+    assert isinstance(model.policy, SetAttentionPolicy) and isinstance(model.get_env(), BatchSB3VecEnv)
     assert model.n_steps == steps_per_epoch and model.batch_size <= model.n_steps and model.gamma == 0.0
 
     recorder = InfoRecorder()
@@ -114,12 +114,12 @@ def test_save_and_load_give_the_same_deterministic_weights(tmp_path):
         loaded = load_attention_tutor(tmp_path / "tutor.zip", env=env)
         assert isinstance(loaded, AttentionPPO) and isinstance(loaded.policy, SetAttentionPolicy)
         np.testing.assert_array_equal(loaded.predict(states, deterministic=True)[0], expected)
-    assert isinstance(loaded.get_env(), BatchVecEnv)
+    assert isinstance(loaded.get_env(), BatchSB3VecEnv)
 
 
 def test_batch_view_does_not_reset_when_the_episode_terminates():
     env = SignBatchEnv(episode_steps=3)
-    venv = BatchVecEnv(env)
+    venv = BatchSB3VecEnv(env)
     venv.seed(5)
     observation = venv.reset()
     assert observation.shape == (1, 8, 4) and venv.reset_infos == [{"resets": 1}]

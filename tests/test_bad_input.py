@@ -18,7 +18,8 @@ import yaml
 from agents import TutorPPO, make_tutor
 from experiments.cli import main
 from experiments.config import load_run_config
-from experiments.train import check_tutor_checkpoint, load_tutor_checkpoint
+from experiments.preflight import check_tutor_checkpoint
+from experiments.training.saved_tutor import load_tutor_checkpoint
 from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv, EnvConfig
 
 TINY_OPTIONS = TINY_SETTINGS["dataset_options"]
@@ -349,7 +350,7 @@ def test_a_read_only_output_directory_is_refused(command, read_only_directory, m
         def refused(*args: Any, **kwargs: Any) -> None:
             raise PermissionError(errno.EACCES, "Permission denied")
 
-        monkeypatch.setattr("experiments.cli.tempfile.TemporaryFile", refused)
+        monkeypatch.setattr("experiments.preflight.tempfile.TemporaryFile", refused)
     message = rf"cannot write to the output directory '{re.escape(str(read_only_directory))}' \(Permission denied\)"
     with pytest.raises(OSError, match=message):
         main([*command, "--out", str(read_only_directory), "--no-progress"])

@@ -2,7 +2,7 @@
 
 import pytest
 
-from experiments.bench import memory, step_cost, throughput
+from experiments.performance import memory, step_cost, throughput
 
 TINY = ["--backbone", "test_resnet", "--image-size", "32", "--train-size", "128", "--batch-size", "32", "--repeats", "1"]
 
@@ -21,7 +21,7 @@ def test_step_cost_prints_every_asked_variant_with_its_ratio_to_plain(capsys, on
 def test_reference_recreation_pays_one_reward_per_sample_and_keeps_the_epoch_states(one_torch_thread):
     import argparse
 
-    from experiments.bench.common import add_common_arguments, make_env
+    from experiments.performance.common import add_common_arguments, make_env
 
     parser = argparse.ArgumentParser()
     add_common_arguments(parser)

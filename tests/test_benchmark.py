@@ -4,19 +4,15 @@ import math
 import pytest
 import yaml
 
-from experiments.benchmark import cell_dir, load_benchmark_config, run_benchmark, write_summary
+from experiments.analysis.compare import paired_between
+from experiments.analysis.statistics import mean_interval, seeds_needed
+from experiments.analysis.summary import HEADLINE, METRICS, SPLITS, paired_summary, write_csv
+from experiments.analysis.tables import markdown_tables
 from experiments.cli import main
-from experiments.summary import (
-    HEADLINE,
-    METRICS,
-    SPLITS,
-    markdown_tables,
-    mean_interval,
-    paired_between,
-    paired_summary,
-    seeds_needed,
-    write_csv,
-)
+from experiments.grid.cells import cell_dir
+from experiments.grid.runner import run_benchmark
+from experiments.grid.spec import load_benchmark_config
+from experiments.grid.summary import write_summary
 
 TINY_ENV = {
     "dataset_options": {
@@ -34,9 +30,9 @@ TINY_ENV = {
 }
 
 
-@pytest.fixture
-def tiny_benchmark(tmp_path):
-    path = tmp_path / "tiny_benchmark.yaml"
+@pytest.fixture(scope="module")
+def tiny_benchmark(tmp_path_factory):
+    path = tmp_path_factory.mktemp("configs") / "tiny_benchmark.yaml"
     settings = {
         "env": TINY_ENV,
         "tutors": ["uniform", "random", "ppo"],
@@ -47,12 +43,20 @@ def tiny_benchmark(tmp_path):
     return path
 
 
-@pytest.mark.slow
-def test_grid_runs_every_cell_once_summarises_and_recomputes_a_lost_cell_to_the_same_result(tiny_benchmark, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_grid(tiny_benchmark, tmp_path_factory):
+    """The grid the grid tests share: every cell of the tiny benchmark, run once by the real pool of two worker
+    processes; a test that asks for a part of it (fewer tutors or seeds, another tutor entry) reads the cells it has
+    and computes only the ones it lacks."""
     config = load_benchmark_config(tiny_benchmark)
-    out = tmp_path / "out"
+    out = tmp_path_factory.mktemp("grid") / "out"
+    return config, out, run_benchmark(config, out, workers=2, cpus_per_cell=1, progress=False)
+
+
+@pytest.mark.slow
+def test_grid_runs_every_cell_once_summarises_and_recomputes_a_lost_cell_to_the_same_result(tiny_grid):
+    config, out, records = tiny_grid
     assert config.tutors == ("oracle", "uniform", "random", "ppo"), "a grid with label noise gets the oracle row first"
-    records = run_benchmark(config, out, workers=2, cpus_per_cell=1, progress=False)
     assert len(records) == 16
     assert {(r["variant"], r["tutor"], r["seed"]) for r in records} == set(config.cells())
     markdown = write_summary(config, out)
@@ -119,7 +123,7 @@ def test_bad_benchmark_configs_are_refused(tiny_benchmark, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_tutor_entry_can_name_the_reward_it_learns_from(tiny_benchmark, tmp_path):
+def test_a_tutor_entry_can_name_the_reward_it_learns_from(tiny_benchmark, tiny_grid):
     config = load_benchmark_config(tiny_benchmark, tutors=["ppo@val_alignment", "ppo", "uniform"], seeds=[0])
     assert config.run_config("noisy", "ppo@val_alignment", 0).env.reward == "val_alignment"
     assert config.run_config("noisy", "ppo@val_alignment", 0).tutor == "ppo"
@@ -130,8 +134,8 @@ def test_a_tutor_entry_can_name_the_reward_it_learns_from(tiny_benchmark, tmp_pa
     with pytest.raises(ValueError, match=message):
         load_benchmark_config(tiny_benchmark, tutors=["ppo@val_alignmnt"])
     config = load_benchmark_config(tiny_benchmark, tutors=["ppo@next_visit", "uniform"], seeds=[0])
-    out = tmp_path / "out"
-    run_benchmark(config, out, workers=1, progress=False)
+    out = tiny_grid[1]  # its uniform, oracle and random cells are the shared grid's: only ppo@next_visit's train here
+    run_benchmark(config, out, workers=1, cpus_per_cell=1, progress=False)
     cell = cell_dir(out, "noisy", "ppo@next_visit", 0)
     assert yaml.safe_load((cell / "config.yaml").read_text())["env"]["reward"] == "next_visit"
     assert "| ppo@next_visit | learned | 1 |" in write_summary(config, out)
@@ -215,7 +219,7 @@ def test_mean_interval_is_a_student_t_interval():
 
 
 @pytest.mark.slow
-def test_cli_benchmark_with_overrides(tiny_benchmark, tmp_path, capsys):
+def test_cli_benchmark_with_overrides(tiny_benchmark, tiny_grid, capsys):
     main(
         [
             "benchmark",
@@ -228,7 +232,7 @@ def test_cli_benchmark_with_overrides(tiny_benchmark, tmp_path, capsys):
             "--workers",
             "1",
             "--out",
-            str(tmp_path / "cli"),
+            str(tiny_grid[1]),  # every cell these overrides ask for is the shared grid's
             "--no-progress",
         ]
     )

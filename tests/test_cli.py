@@ -62,7 +62,7 @@ def test_overrides_reach_the_environment_and_the_run():
 
 
 def test_markdown_reports_are_rendered_in_a_terminal_and_kept_as_markdown_elsewhere(capsys, monkeypatch):
-    from experiments.cli import print_markdown
+    from experiments.commands import print_markdown
 
     report = "### noise_0.30\n\n| tutor | Δ seen AUC |\n| --- | --- |\n| oracle | **+0.085** |\n"
     print_markdown(report)
@@ -79,7 +79,7 @@ def test_the_thread_count_follows_the_request_the_launch_and_the_load(monkeypatc
 
     import torch
 
-    from experiments.threads import chosen_threads
+    from experiments.commands.threads import chosen_threads
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)

@@ -16,21 +16,20 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from test_resume import _subprocess_env
+from test_resume import _subprocess_env, _tsrl_in_this_process
 
-from experiments.bench import ddp_comm
-from experiments.bench.common import torchrun
-from experiments.bench.ddp_equivalence import METRIC_TOLERANCE, max_differences, weight_difference
-from experiments.checkpoint import CHECKPOINT_NAME
 from experiments.cli import main
 from experiments.config import load_run_config
-from experiments.train import train_student
+from experiments.performance import ddp_comm
+from experiments.performance.common import torchrun
+from experiments.performance.ddp_equivalence import METRIC_TOLERANCE, max_differences, weight_difference
+from experiments.training.checkpoint import CHECKPOINT_NAME
+from experiments.training.student import train_student
 from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv
 from tsrl_env.distributed import TORCHRUN_VARIABLES, DistributedGroupView
 
@@ -51,9 +50,13 @@ def _run_cli(launcher: list[str], *arguments: str) -> None:
     assert finished.returncode == 0, finished.stderr[-3000:]
 
 
-def _train(out: Path, config: Path, launcher: list[str], *extra: str) -> Path:
-    """Run ``tsrl train`` through ``launcher`` and return its run directory."""
-    _run_cli(launcher, "train", "--config", str(config), "--out", str(out), "--no-progress", *extra)
+def _train(out: Path, config: Path, launcher: list[str] | None, *extra: str) -> Path:
+    """Run ``tsrl train`` through ``launcher`` (torchrun; None: in this process) and return its run directory."""
+    arguments = ["train", "--config", str(config), "--out", str(out), "--no-progress", *extra]
+    if launcher is None:
+        _tsrl_in_this_process(*arguments)
+    else:
+        _run_cli(launcher, *arguments)
     (run_dir,) = out.iterdir()  # torchrun's rank 1 wrote nothing of its own
     return run_dir
 
@@ -66,7 +69,7 @@ def one_and_two_processes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
     config["env"].update(backbone=BATCHNORM_FREE, device="cpu")
     config_path = root / "tiny_batchnorm_free.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    single = _train(root / "one", config_path, [sys.executable])
+    single = _train(root / "one", config_path, None)
     distributed = _train(root / "two", config_path, torchrun(), "--ddp")
     return single, distributed
 

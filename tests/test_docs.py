@@ -134,7 +134,7 @@ def test_nothing_cites_the_design_by_a_section_sign():
 
 
 def test_each_tutor_has_one_colour_in_every_figure():
-    from experiments.plots import TUTOR_COLOURS, tutor_colour
+    from experiments.analysis.figure_style import TUTOR_COLOURS, tutor_colour
 
     assert tutor_colour("uniform") == "#7f7f7f"
     assert len(set(TUTOR_COLOURS.values())) == len(TUTOR_COLOURS)

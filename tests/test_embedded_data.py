@@ -267,3 +267,23 @@ def test_family_grid_png(tmp_path) -> None:
     with Image.open(path) as image:
         assert image.format == "PNG"
         assert image.height >= len(FAMILY_NAMES) * 32 and image.width >= 2 * 4 * 32
+
+
+def test_an_unseen_family_validation_split_changes_no_other_split(tiny: Dataset) -> None:
+    config = tiny_config(val_unseen_size=48, tiles="fixed")
+    with_split = generate_embedded(config)
+    without = generate_embedded(tiny_config(tiles="fixed"))
+    assert set(with_split.splits) == {*without.splits, "val_unseen"}
+    for name in without.splits:
+        for field in dataclasses.fields(without.splits[name]):
+            assert torch.equal(getattr(with_split.splits[name], field.name), getattr(without.splits[name], field.name))
+    held_out = with_split.splits["val_unseen"]
+    fakes = held_out.families[held_out.families != REAL_FAMILY]
+    assert len(held_out) == 48 and len(fakes) > 0
+    assert {FAMILY_NAMES[f] for f in fakes.tolist()} <= set(config.unseen_families)
+    validation, pool = embedded.tile_pool(config, "val"), embedded.tile_pool(config, "val_unseen")
+    assert len(pool) == len(validation) and all(np.array_equal(a, b) for a, b in zip(pool, validation, strict=True))
+    assert "val_unseen" not in with_split.test_splits
+    assert embedded.config_hash(tiny_config()) != embedded.config_hash(tiny_config(val_unseen_size=48))
+    with pytest.raises(ValueError, match="val_unseen_size must be an integer >= 0"):
+        tiny_config(val_unseen_size=-1)

@@ -279,3 +279,18 @@ def test_the_virtual_step_is_the_head_the_last_stage_or_the_whole_student(env, n
     assert make_tutor(name, env).params["virtual_step"] == measured[name]
     with pytest.raises(ValueError, match="virtual_step 'head' .*, 'last_stage' .* or 'student' .*, got 'backbone'"):
         make_tutor(name, env, virtual_step="backbone")
+
+
+def test_the_trusted_batches_come_from_the_named_split_which_must_exist_and_not_be_a_test():
+    options = {**TINY_SETTINGS["dataset_options"], "val_unseen_size": 32, "tiles": "fixed"}
+    env = DeepfakeCurriculumEnv(**{**TINY_SETTINGS, "dataset_options": options, "warmup_epochs": 0})
+    tutor = make_tutor("l2rw", env, seed=3, trusted_split="val_unseen", trusted_batch=8)
+    env.reset(seed=0)
+    images, labels = tutor._next_trusted_batch()
+    expected = torch.randperm(32, generator=torch.Generator().manual_seed(3))[:8]
+    assert torch.equal(labels, env.splits["val_unseen"].labels[expected])
+    assert torch.equal(images, env.trainer.images_of("val_unseen", expected))
+    with pytest.raises(ValueError, match="val_unseen_size"):
+        make_tutor("l2rw", DeepfakeCurriculumEnv(**TINY_SETTINGS), trusted_split="val_unseen")
+    with pytest.raises(ValueError, match="no test uses"):
+        make_tutor("l2rw", env, trusted_split="test_unseen")

@@ -14,10 +14,10 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 
 from agents import NextVisitReplayBuffer, TutorPPO, make_tutor, single_episode_view
-from experiments.checkpoint import CHECKPOINT_NAME
 from experiments.config import RunConfig
-from experiments.record import StudentRun
-from experiments.train import train_student
+from experiments.records.student_run import StudentRun
+from experiments.training.checkpoint import CHECKPOINT_NAME
+from experiments.training.student import train_student
 from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv, EnvConfig, LateCredit
 
 # 240 training samples in batches of 32 leave a ragged last batch of 16 out of every epoch: some rows of the second

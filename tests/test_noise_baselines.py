@@ -344,7 +344,8 @@ def test_a_frozen_backbone_trains_the_classifier_alone():
 
 
 def test_the_recorder_counts_the_datas_own_training_samples_only():
-    from experiments.record import CurriculumRecorder, StudentRun
+    from experiments.records.recorder import CurriculumRecorder
+    from experiments.records.student_run import StudentRun
 
     env = tiny_env("aum_filter", train_on_trusted=True)
     own = env.trainer.own_training_size

@@ -5,8 +5,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from experiments.config import RunConfig
-from experiments.record import noise_detection_auroc
-from experiments.train import train_student
+from experiments.records.recorder import noise_detection_auroc
+from experiments.training.student import train_student
 from tsrl_env import TINY_SETTINGS, EnvConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

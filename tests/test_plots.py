@@ -13,22 +13,18 @@ import pytest
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
-from experiments.diagram import draw_loop
-from experiments.diagram import main as diagram_main
-from experiments.plots import (
-    main as plots_main,
-)
-from experiments.plots import (
+from experiments.analysis.figure_style import robust_limits, tutor_colour, variant_title
+from experiments.analysis.plots import main as plots_main
+from experiments.analysis.plots import (
     plot_paired_differences,
     plot_validation_curves,
     plot_weight_distributions,
     plot_weighting,
-    robust_limits,
-    tutor_colour,
-    variant_title,
 )
-from experiments.record import WEIGHT_BINS, EpochRecord, GroupTally, StudentRun
-from experiments.summary import paired_summary, result_rows, write_csv
+from experiments.analysis.summary import paired_summary, result_rows, write_csv
+from experiments.records.student_run import WEIGHT_BINS, EpochRecord, GroupTally, StudentRun
+from experiments.studies.diagram import draw_loop
+from experiments.studies.diagram import main as diagram_main
 
 TUTORS = ("uniform", "oracle", "self_paced", "focal", "noise_mentor", "hard_mining")
 

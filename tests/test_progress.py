@@ -9,8 +9,9 @@ import warnings
 import numpy as np
 
 from agents import make_tutor
-from experiments.progress import StudentProgress
-from experiments.record import CurriculumRecorder, StudentRun
+from experiments.records.recorder import CurriculumRecorder
+from experiments.records.student_run import StudentRun
+from experiments.training.progress import StudentProgress
 from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv
 
 

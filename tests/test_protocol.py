@@ -6,11 +6,13 @@ import json
 import pytest
 import yaml
 
-from experiments.benchmark import cell_dir, load_benchmark_config, run_benchmark
 from experiments.config import RunConfig, fingerprint, fingerprint_differences
-from experiments.grid_plan import GridExtended, check_plan, plan_report, read_plan
+from experiments.grid.cells import cell_dir
+from experiments.grid.plan import GridExtended, check_plan, plan_report, read_plan
+from experiments.grid.runner import run_benchmark
+from experiments.grid.spec import load_benchmark_config
 from experiments.protocol import ProtocolViolation
-from experiments.provenance import code_version
+from experiments.records.provenance import code_version
 from tsrl_env import TINY_SETTINGS
 from tsrl_env.config import EnvConfig
 
@@ -164,7 +166,7 @@ def test_records_name_the_code_they_were_computed_with():
 
 
 def teach_config(**changes):
-    from experiments.teach import load_teach_config_dict
+    from experiments.teaching.config import load_teach_config_dict
 
     settings = {
         "protocol": "v1",

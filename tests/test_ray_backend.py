@@ -6,8 +6,10 @@ import pytest
 import yaml
 from test_benchmark import TINY_ENV
 
-from experiments.benchmark import cell_dir, load_benchmark_config, run_benchmark
 from experiments.cli import main
+from experiments.grid.cells import cell_dir
+from experiments.grid.runner import run_benchmark
+from experiments.grid.spec import load_benchmark_config
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +49,7 @@ def test_ray_grid_writes_every_record_and_resubmits_nothing(two_cell_benchmark, 
 
 def test_a_cell_on_a_numbered_gpu_is_refused():
     pytest.importorskip("ray", reason="the Ray backend needs Ray: pip install '.[ray]'")
-    from experiments.ray_backend import gpus_per_cell
+    from experiments.grid.ray_backend import gpus_per_cell
 
     assert gpus_per_cell("cpu") == 0
     with pytest.raises(ValueError, match=r"'cuda:1' names a GPU.*set the env device to 'cuda'"):
@@ -59,7 +61,7 @@ def test_missing_ray_and_misplaced_address_are_refused_before_any_work(two_cell_
     with pytest.raises(ValueError, match=r"add --backend ray or drop --address"):
         run_benchmark(config, tmp_path / "local", address="ray://head:10001")
     monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without Ray imports
-    monkeypatch.delitem(sys.modules, "experiments.ray_backend", raising=False)
+    monkeypatch.delitem(sys.modules, "experiments.grid.ray_backend", raising=False)
     with pytest.raises(ImportError, match=r"pip install '\.\[ray\]'"):
         run_benchmark(config, tmp_path / "ray", backend="ray")
     assert not (tmp_path / "local").exists() and not (tmp_path / "ray").exists()

@@ -21,9 +21,10 @@ import torch
 import yaml
 from PIL import Image
 
+from experiments.analysis.summary import benchmark_splits, paired_summary, result_rows
+from experiments.analysis.tables import markdown_tables
 from experiments.cli import main
-from experiments.record import GroupTally, StudentRun
-from experiments.summary import benchmark_splits, markdown_tables, paired_summary, result_rows
+from experiments.records.student_run import GroupTally, StudentRun
 from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv
 from tsrl_env.augment import DEEPFAKEBENCH
 from tsrl_env.config import MAX_AUTO_WORKERS, EnvConfig, worker_count
@@ -562,9 +563,9 @@ def test_a_run_on_frame_files_resumes_exactly(bench, tmp_path, monkeypatch, writ
     # checkpointed RNG states must be set after that, or the tutor's actions after a resume would differ.
     from test_resume import _comparable, _students_equal
 
-    from experiments.checkpoint import CHECKPOINT_NAME
     from experiments.config import load_run_config
-    from experiments.train import train_student
+    from experiments.training.checkpoint import CHECKPOINT_NAME
+    from experiments.training.student import train_student
 
     root, _ = bench
     env_settings = {"dataset": "deepfakebench", "dataset_options": options(root), "batch_size": 16, "num_workers": 0}

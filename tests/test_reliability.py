@@ -21,11 +21,14 @@ import yaml
 from PIL import Image
 
 import tsrl_env.files
-from experiments.benchmark import cell_dir, load_benchmark_config, load_records, run_benchmark, write_summary
-from experiments.checkpoint import CHECKPOINT_NAME, write_checkpoint
 from experiments.cli import main
 from experiments.config import SettingsChanged, load_run_config, read_yaml_config
-from experiments.train import train_student
+from experiments.grid.cells import cell_dir, load_records
+from experiments.grid.runner import run_benchmark
+from experiments.grid.spec import load_benchmark_config
+from experiments.grid.summary import write_summary
+from experiments.training.checkpoint import CHECKPOINT_NAME, write_checkpoint
+from experiments.training.student import train_student
 from tsrl_env import TINY_SETTINGS
 from tsrl_env.config import EnvConfig
 from tsrl_env.data import make_dataset
@@ -57,7 +60,7 @@ def record_of(out: Path, tutor: str) -> Path:
 def test_a_grid_rerun_under_changed_settings_refuses_its_stale_cells_and_recomputes_them_on_request(tmp_path):
     out = tmp_path / "out"
     config_path = grid(tmp_path / "grid.yaml", ["uniform"], epochs=1)
-    run_benchmark(load_benchmark_config(config_path), out, progress=False)
+    run_benchmark(load_benchmark_config(config_path), out, progress=False, cpus_per_cell=1)
     uniform = record_of(out, "uniform")
     assert json.loads(uniform.read_text())["fingerprint"]["env"]["epochs"] == 1
 
@@ -67,12 +70,13 @@ def test_a_grid_rerun_under_changed_settings_refuses_its_stale_cells_and_recompu
             attempt()
     assert json.loads(uniform.read_text())["fingerprint"]["env"]["epochs"] == 1, "refused before any work"
 
-    (record,) = run_benchmark(changed, out, progress=False, rerun_changed=True)
+    (record,) = run_benchmark(changed, out, progress=False, cpus_per_cell=1, rerun_changed=True)
     assert len(record["run"].epochs) == 3 and json.loads(uniform.read_text())["fingerprint"]["env"]["epochs"] == 2
 
     # A tutor added to the grid changes no finished cell: only its own is computed.
     kept = uniform.stat().st_mtime_ns
-    records = run_benchmark(load_benchmark_config(grid(config_path, ["uniform", "random"], epochs=2)), out, progress=False)
+    grown = load_benchmark_config(grid(config_path, ["uniform", "random"], epochs=2))
+    records = run_benchmark(grown, out, progress=False, cpus_per_cell=1)
     assert [r["tutor"] for r in records] == ["uniform", "random"] and uniform.stat().st_mtime_ns == kept
 
     # A record written before fingerprints existed is taken as matching; the others are still checked.
@@ -99,14 +103,14 @@ def test_an_unfinished_cell_begun_under_other_settings_is_refused_before_any_wor
 def test_a_corrupt_record_names_its_file_and_is_rebuilt_from_its_students_run_without_training(tmp_path):
     out = tmp_path / "out"
     config = load_benchmark_config(grid(tmp_path / "grid.yaml", ["uniform"], epochs=1))
-    (before,) = run_benchmark(config, out, progress=False)
+    (before,) = run_benchmark(config, out, progress=False, cpus_per_cell=1)
     record = record_of(out, "uniform")
     for damage in (record.read_bytes()[:100], b"\xff\xfe", json.dumps({"tutor": "uniform"}).encode()):
         record.write_bytes(damage)
         with pytest.raises(ValueError, match=rf"record '{record}' cannot be read .*delete it: .*rebuilds it from .*run.json"):
             load_records(config, out)
     record.unlink()
-    (after,) = run_benchmark(config, out, progress=False)
+    (after,) = run_benchmark(config, out, progress=False, cpus_per_cell=1)
     assert after["run"] == before["run"], "read back from run.json, wall time included: nothing was trained"
 
 
@@ -235,7 +239,7 @@ def test_pool_workers_exit_when_their_parent_is_killed(tmp_path):
     script = tmp_path / "parent.py"
     script.write_text(
         "import os, time\n"
-        "from experiments.benchmark import worker_pool\n"
+        "from experiments.grid.runner import worker_pool\n"
         "if __name__ == '__main__':\n"
         "    pool = worker_pool(1)\n"
         "    print(pool.submit(os.getpid).result(), flush=True)\n"
@@ -346,7 +350,7 @@ def test_tensorboard_logs_that_cannot_be_written_are_reported_with_their_folder_
     def disk_full(folder: str, formats: list[str]) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("experiments.train.configure", disk_full)
+    monkeypatch.setattr("experiments.training.student.configure", disk_full)
     message = r"cannot write the TensorBoard logs in '.*tensorboard/ppo' \(No space left on device\); .*tsrl train --resume"
     with pytest.raises(OSError, match=message):
         train_student(load_run_config("tiny"), tmp_path, progress=False)

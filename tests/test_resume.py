@@ -18,9 +18,11 @@ import torch
 import yaml
 
 import tsrl_env.files
-from experiments.checkpoint import CHECKPOINT_NAME, CheckpointError, read_checkpoint, write_checkpoint
+from experiments.cli import main
 from experiments.config import load_run_config
-from experiments.train import RunStopped, train_student
+from experiments.training.checkpoint import CHECKPOINT_NAME, CheckpointError, read_checkpoint, write_checkpoint
+from experiments.training.signals import RunStopped
+from experiments.training.student import train_student
 from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv, StudentTrainer, TrainingBatch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,7 +128,8 @@ def test_a_tutor_that_does_not_learn_skips_its_rewards_unless_they_are_recorded(
     assert tutored and all(np.isnan(a.mean_reward) and np.isfinite(b.mean_reward) for a, b in tutored)
     assert skipped.test == recorded.test
     assert [e.val_auc for e in skipped.epochs] == [e.val_auc for e in recorded.epochs]
-    assert _students_equal(tmp_path / "skipped" / "self_paced" / "student.pt", tmp_path / "recorded" / "self_paced" / "student.pt")
+    skipped_student, recorded_student = (tmp_path / run / "self_paced" / "student.pt" for run in ("skipped", "recorded"))
+    assert _students_equal(skipped_student, recorded_student)
 
 
 @pytest.mark.parametrize("tutor", ["ppo", "sac", "attention", "random"])
@@ -151,23 +154,28 @@ def test_a_run_resumed_from_any_epoch_checkpoint_ends_as_the_uninterrupted_run(
         assert resumed.test == uninterrupted.test
 
 
+def _train_arguments(config_path: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "--config", str(config_path), "--out", str(out), "--no-progress", *extra]
+
+
 def _train_command(config_path: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "experiments.cli",
-        "train",
-        "--config",
-        str(config_path),
-        "--out",
-        str(out),
-        "--no-progress",
-        *extra,
-    ]
+    return [sys.executable, "-m", "experiments.cli", *_train_arguments(config_path, out, *extra)]
 
 
 def _subprocess_env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def _tsrl_in_this_process(*arguments: str) -> None:
+    """``tsrl ARGUMENTS`` in this process at one torch thread, as the commands run in processes of their own
+    (``OMP_NUM_THREADS=1``) compute, this process's thread count and deterministic-algorithms setting restored after:
+    for the runs whose process boundary is not what a test checks."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        main([*arguments, "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
 
 
 def _kill_after_checkpoint(command: list[str], run_parent: Path, signal_number: int, epoch: int) -> tuple[Path, subprocess.Popen]:
@@ -197,7 +205,7 @@ def kill_test_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     config["env"].update(KILL_SETTINGS)
     config_path = root / "kill.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    subprocess.run(_train_command(config_path, root / "whole", "--deterministic"), cwd=ROOT, env=_subprocess_env(), check=True)
+    _tsrl_in_this_process(*_train_arguments(config_path, root / "whole", "--deterministic"))
     (whole,) = (root / "whole").iterdir()
     return config_path, whole
 
@@ -213,14 +221,7 @@ def test_a_run_killed_mid_epoch_by_sigkill_resumes_to_the_uninterrupted_result(k
     assert (
         read_checkpoint(run_dir / "ppo" / CHECKPOINT_NAME, load_run_config(run_dir / "config.yaml"), "ppo")["env"]["epoch"] == 2
     )
-    resumed = subprocess.run(
-        [sys.executable, "-m", "experiments.cli", "train", "--resume", str(run_dir), "--no-progress", "--deterministic"],
-        cwd=ROOT,
-        env=_subprocess_env(),
-        capture_output=True,
-        text=True,
-    )
-    assert resumed.returncode == 0, resumed.stderr
+    _tsrl_in_this_process("train", "--resume", str(run_dir), "--no-progress", "--deterministic")  # raises if it fails
     assert _results(run_dir) == _results(whole)
     for label in ("uniform", "ppo"):
         assert _students_equal(run_dir / label / "student.pt", whole / label / "student.pt")
@@ -235,13 +236,7 @@ def test_sigterm_stops_the_run_keeps_the_checkpoint_and_says_how_to_resume(kill_
     assert "ppo: stopped by SIGTERM during tutored epoch 1" in stderr
     assert f"start of tutored epoch 1 is kept ({run_dir / 'ppo' / CHECKPOINT_NAME})" in stderr
     assert f"tsrl train --resume {run_dir}" in stderr
-    subprocess.run(
-        [sys.executable, "-m", "experiments.cli", "train", "--resume", str(run_dir), "--no-progress"],
-        cwd=ROOT,
-        env=_subprocess_env(),
-        check=True,
-        capture_output=True,
-    )
+    _tsrl_in_this_process("train", "--resume", str(run_dir), "--no-progress")
     assert _results(run_dir) == _results(whole)
 
 
@@ -317,7 +312,6 @@ def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp
 
 
 def test_resume_refuses_options_that_change_the_run(tmp_path, capsys):
-    from experiments.cli import main
 
     main(["train", "--config", "tiny", "--out", str(tmp_path), "--no-progress"])
     (run_dir,) = tmp_path.iterdir()
@@ -331,7 +325,7 @@ def test_resume_refuses_options_that_change_the_run(tmp_path, capsys):
 
 
 def test_a_stop_signal_during_a_checkpoint_write_waits_for_it(tmp_path):
-    from experiments.checkpoint import RunInterrupted, interrupt_on_stop_signals, stop_signals_deferred
+    from experiments.training.signals import RunInterrupted, interrupt_on_stop_signals, stop_signals_deferred
 
     path = tmp_path / CHECKPOINT_NAME
     with interrupt_on_stop_signals(), pytest.raises(RunInterrupted, match="SIGTERM"):

@@ -9,19 +9,11 @@ from typing import Any
 import pytest
 from scipy import stats
 
-from experiments.record import GroupTally, StudentRun
-from experiments.summary import (
-    POOLED_SENTENCE,
-    PairedDifference,
-    holm,
-    markdown_tables,
-    paired_between,
-    paired_summary,
-    result_rows,
-    stratified_mean,
-    wilcoxon_p,
-    write_csv,
-)
+from experiments.analysis.compare import paired_between
+from experiments.analysis.statistics import PairedDifference, holm, stratified_mean, wilcoxon_p
+from experiments.analysis.summary import paired_summary, result_rows, write_csv
+from experiments.analysis.tables import POOLED_SENTENCE, markdown_tables
+from experiments.records.student_run import GroupTally, StudentRun
 
 
 def record(tutor: str, seed: int, seen: float, unseen: float, dataset: str | None = None) -> dict[str, Any]:

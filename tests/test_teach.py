@@ -10,10 +10,11 @@ import pytest
 
 from agents import TUTORS, load_tutor, register_saved_tutor, shipped_tutors_directory, tutor_spec
 from experiments.config import RunConfig
-from experiments.record import noise_detection_auroc
-from experiments.teach import FIRST_TEACHING_SEED, TeachConfig, load_teach_config_dict, teach
-from experiments.teach_report import write_teaching_report
-from experiments.train import train_student
+from experiments.records.recorder import noise_detection_auroc
+from experiments.teaching.config import FIRST_TEACHING_SEED, TeachConfig, load_teach_config_dict
+from experiments.teaching.report import write_teaching_report
+from experiments.teaching.teach import teach
+from experiments.training.student import train_student
 from tsrl_env import TINY_SETTINGS
 from tsrl_env.config import EnvConfig
 

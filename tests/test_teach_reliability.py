@@ -19,14 +19,15 @@ import pytest
 import torch
 import yaml
 
-import experiments.teach
-import experiments.teach_files
-import experiments.train
+import experiments.teaching.files
+import experiments.teaching.teach
+import experiments.training.student
 from agents import load_tutor
 from experiments.cli import main
-from experiments.teach import load_teach_config, teach
-from experiments.teach_files import FAULT_POINTS, FAULT_VARIABLE
-from experiments.train import RunStopped
+from experiments.teaching.config import load_teach_config
+from experiments.teaching.files import FAULT_POINTS, FAULT_VARIABLE
+from experiments.teaching.teach import teach
+from experiments.training.signals import RunStopped
 from tsrl_env import TINY_SETTINGS
 from tsrl_env.files import LOCK_NAME, DirectoryInUse
 
@@ -120,7 +121,7 @@ def test_a_run_killed_between_its_writes_continues_to_the_uninterrupted_result(p
 def test_a_full_disk_stops_the_run_with_the_record_consistent_and_a_rerun_continues(failing, reference, tmp_path, monkeypatch):
     config, expected = reference
     out = tmp_path / "out"
-    written, write = [], experiments.teach_files.write_atomically
+    written, write = [], experiments.teaching.files.write_atomically
 
     def disk_full_at_the_second_student(path: Path, data: bytes | str) -> None:
         written.append(path.name)
@@ -128,7 +129,7 @@ def test_a_full_disk_stops_the_run_with_the_record_consistent_and_a_rerun_contin
             raise OSError(errno.ENOSPC, "No space left on device")
         write(path, data)
 
-    monkeypatch.setattr(experiments.teach_files, "write_atomically", disk_full_at_the_second_student)
+    monkeypatch.setattr(experiments.teaching.files, "write_atomically", disk_full_at_the_second_student)
     command = f"tsrl teach --config {config} --students 2 --out {out}"
     kept = "records Student 2, whose tutor is tutor.next.zip" if failing == "tutor.zip" else "keeps the 1 Student"
     message = rf"cannot write '{out / failing}' \(No space left on device\); teaching.json {kept}.*continue with: {command}"
@@ -250,7 +251,7 @@ def test_tutor_keywords_that_do_not_make_a_tutor_are_refused_before_any_student_
     def no_student(*args: object, **kwargs: object) -> None:
         raise AssertionError("a Student trained")
 
-    monkeypatch.setattr(experiments.teach, "_teach_one_student", no_student)
+    monkeypatch.setattr(experiments.teaching.teach, "_teach_one_student", no_student)
     config = load_teach_config(write_config(tmp_path / "teach.yaml", tutor_kwargs={"n_steps": -4}))
     message = r"tutor_kwargs \{'n_steps': -4\} does not make a 'ppo' tutor \(AssertionError: `batch_size` must be greater"
     with pytest.raises(ValueError, match=message):
@@ -277,13 +278,13 @@ def test_the_report_is_refused_where_nothing_was_taught(tmp_path):
 
 
 def test_a_stop_in_a_paired_uniform_student_names_the_teach_command(tmp_path, monkeypatch):
-    act = experiments.train._act
+    act = experiments.training.student._act
 
     def stopped_while_acting(*args: object, **kwargs: object) -> None:
         os.kill(os.getpid(), signal.SIGTERM)  # handled as the run's stop signal, in this thread
         act(*args, **kwargs)
 
-    monkeypatch.setattr(experiments.train, "_act", stopped_while_acting)
+    monkeypatch.setattr(experiments.training.student, "_act", stopped_while_acting)
     config = load_teach_config(write_config(tmp_path / "teach.yaml", paired=True))
     command = f"tsrl teach --config {tmp_path / 'teach.yaml'} --students 1 --out {tmp_path / 'out'}"
     with pytest.raises(RunStopped, match=rf"^uniform: stopped by SIGTERM during .*Continue with: {command}$") as stopped:

@@ -7,8 +7,7 @@ import pytest
 from stable_baselines3 import A2C, DDPG, TD3
 from test_agents import SignBandit
 
-from agents import HEURISTICS, TUTORS, HeuristicTutor, PerSampleVecEnv, load_tutor, make_tutor, tutor_spec
-from agents.meta_reweight import META_REWEIGHT_TUTORS
+from agents import RULES, TUTORS, HeuristicTutor, PerSampleSB3VecEnv, load_tutor, make_tutor, tutor_spec
 from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv, EnvConfig
 from tsrl_env.state import DEFAULT_STATE_COLUMNS, StateBuilder
 
@@ -111,7 +110,7 @@ def test_predict_reads_progress_from_the_env_and_its_vec_view():
     states = rows(ema_loss=np.array([0.5, 1.0, 1.5, 2.0, 2.5, 3.0]))
     for epoch, expected in [(0, [1, 0, 0, 0, 0, 0]), (2, [1, 1, 0, 0, 0, 0]), (3, [1, 1, 1, 0, 0, 0])]:
         env = LayoutEnv(epoch=epoch, epochs=4)  # thresholds ln 2 * 4 ** (epoch / 4): 0.69, 1.39, 1.96
-        for view in (env, PerSampleVecEnv(env)):
+        for view in (env, PerSampleSB3VecEnv(env)):
             weights, state = make_tutor("self_paced", view).predict(states, state="kept")
             assert weights.dtype == np.float32 and weights.shape == (6, 1) and state == "kept"
             assert weights.reshape(-1).tolist() == expected
@@ -139,7 +138,7 @@ def test_heuristic_parameter_errors_say_what_to_do():
 
 
 def test_every_tutor_acts_on_the_tiny_env_and_survives_save_and_load(tiny_env, tmp_path):
-    assert set(HEURISTICS) <= set(TUTORS) and {"ppo", "sac", "td3", "ddpg", "a2c", "attention"} <= set(TUTORS)
+    assert set(RULES) <= set(TUTORS) and {"ppo", "sac", "td3", "ddpg", "a2c", "attention"} <= set(TUTORS)
     tiny_env.reset(seed=0)  # the oracle weights the batch the env has waiting
     states = np.random.default_rng(0).uniform(0, 1, tiny_env.observation_space.shape).astype(np.float32)
     for name, spec in TUTORS.items():
@@ -151,7 +150,7 @@ def test_every_tutor_acts_on_the_tiny_env_and_survives_save_and_load(tiny_env, t
         assert weights.size == tiny_env.batch_size, name
         assert (weights >= 0).all() and (weights <= 1).all(), name
         loaded = load_tutor(name, tmp_path / name, env=tiny_env)
-        assert type(loaded) is type(tutor) and spec.learns == (name not in {**HEURISTICS, **META_REWEIGHT_TUTORS})
+        assert type(loaded) is type(tutor) and spec.learns == (name not in RULES)
         np.testing.assert_array_equal(loaded.predict(states, deterministic=True)[0], weights, err_msg=name)
         if spec.learns:
             assert loaded.get_env() is not None, f"a loaded {name} tutor can learn further"

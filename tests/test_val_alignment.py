@@ -209,7 +209,7 @@ def test_val_alignment_draws_its_trusted_batch_from_frame_files(tmp_path: Path):
 
 
 def test_reward_breakdown_groups_every_paid_reward_by_epoch_label_and_noise(one_torch_thread):
-    from experiments.reward_breakdown import reward_breakdown
+    from experiments.studies.reward_breakdown import reward_breakdown
 
     options = {**TINY_SETTINGS["dataset_options"], "label_noise": 0.3}
     env = DeepfakeCurriculumEnv(**{**TINY_SETTINGS, "dataset_options": options, "reward": "val_alignment"})

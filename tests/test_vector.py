@@ -2,8 +2,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from agents import PerSampleVecEnv
-from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv, PerSampleVectorEnv
+from agents import PerSampleSB3VecEnv
+from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv, PerSampleGymnasiumVectorEnv
 
 
 @pytest.fixture(scope="module")
@@ -12,7 +12,7 @@ def env():
 
 
 def test_gymnasium_vector_view_has_one_sub_env_per_sample(env):
-    view = PerSampleVectorEnv(env)
+    view = PerSampleGymnasiumVectorEnv(env)
     batch, state_dim = env.observation_space.shape
     assert view.num_envs == batch
     assert view.single_observation_space.shape == (state_dim,)
@@ -28,7 +28,7 @@ def test_gymnasium_vector_view_has_one_sub_env_per_sample(env):
 
 
 def test_vector_view_starts_a_new_student_when_the_episode_ends(env):
-    view = PerSampleVectorEnv(env)
+    view = PerSampleGymnasiumVectorEnv(env)
     view.reset(seed=0)
     total = env.config.epochs * env.steps_per_epoch
     for _ in range(total - 1):
@@ -41,7 +41,7 @@ def test_vector_view_starts_a_new_student_when_the_episode_ends(env):
 
 
 def test_sb3_adapter_follows_the_vecenv_contract(env):
-    venv = PerSampleVecEnv(env)
+    venv = PerSampleSB3VecEnv(env)
     venv.seed(2)
     states = venv.reset()
     assert states.shape == (venv.num_envs, venv.observation_space.shape[0])
@@ -56,7 +56,7 @@ def test_sb3_adapter_follows_the_vecenv_contract(env):
 
 
 def test_without_autoreset_the_episode_end_keeps_the_student(env):
-    view = PerSampleVectorEnv(env, autoreset=False)
+    view = PerSampleGymnasiumVectorEnv(env, autoreset=False)
     states, _ = view.reset(seed=0)
     for _ in range(env.config.epochs * env.steps_per_epoch):
         acted = states

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from experiments.config import load_run_config
-from experiments.train import train_student
-from experiments.warmups import SharedWarmups
+from experiments.training.student import train_student
+from experiments.training.warmups import SharedWarmups
 from tsrl_env import StudentTrainer
 
 

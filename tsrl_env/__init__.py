@@ -17,7 +17,7 @@ from tsrl_env.noise_columns import AreaUnderMargin, KnnLabelDisagreement, Truste
 from tsrl_env.rewards import LateCredit, Reward, register_reward
 from tsrl_env.state import DEFAULT_STATE_COLUMNS, StateColumn, register_state_column
 from tsrl_env.trainer import StudentTrainer, TrainingBatch
-from tsrl_env.vector import PerSampleVectorEnv
+from tsrl_env.vector import PerSampleGymnasiumVectorEnv
 
 TINY_SETTINGS = {
     "backbone": "test_resnet",
@@ -46,7 +46,7 @@ __all__ = [
     "DeepfakeCurriculumEnv",
     "EnvConfig",
     "LateCredit",
-    "PerSampleVectorEnv",
+    "PerSampleGymnasiumVectorEnv",
     "Reward",
     "StateColumn",
     "StudentTrainer",

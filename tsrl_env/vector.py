@@ -1,4 +1,6 @@
-"""Per-sample view of the curriculum environment as a Gymnasium ``VectorEnv`` (docs/design.md, "The environment contract")."""
+"""Per-sample view of the curriculum environment for Gymnasium agents, as a Gymnasium ``VectorEnv`` (docs/design.md, "The
+environment contract"). Stable-Baselines3 tutors step :class:`agents.PerSampleSB3VecEnv` instead: the same per-sample
+view through SB3's ``VecEnv`` API."""
 
 from __future__ import annotations
 
@@ -10,9 +12,11 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 
-class PerSampleVectorEnv(VectorEnv):
-    """One sub-environment per batch slot: sub-env ``i`` observes sample ``i``'s state, acts with its weight
-    and receives its own reward, and every transition is terminal (a one-step contextual bandit per sample).
+class PerSampleGymnasiumVectorEnv(VectorEnv):
+    """The per-sample view for Gymnasium agents (Gymnasium's ``VectorEnv`` API; SB3 tutors use
+    :class:`agents.PerSampleSB3VecEnv`). One sub-environment per batch slot: sub-env ``i`` observes sample ``i``'s
+    state, acts with its weight and receives its own reward, and every transition is terminal (a one-step contextual
+    bandit per sample).
 
     All sub-environments share one Student, so they step together. The next observation is already the
     next batch (autoreset mode ``SAME_STEP``); ``infos["final_obs"]`` holds the states that were acted on and

@@ -36,12 +36,18 @@ GENERATOR_VERSION = 2
 DATASET_NAME = "embedded"
 FAMILY_NAMES: tuple[str, ...] = tuple(MANIPULATIONS)
 SPLIT_NAMES = ("train", "val", "test_seen", "test_unseen")
-_TILE_SPLIT = {"train": "train", "val": "val", "test_seen": "test", "test_unseen": "test"}
+UNSEEN_VALIDATION = "val_unseen"
+"""A split of reals and unseen-family fakes from the validation tiles, made only when ``val_unseen_size`` asks for it:
+a held-out objective for measuring how far any weighting can raise unseen-family AUC, apart from ``test_unseen``."""
+_TILE_SPLIT = {"train": "train", "val": "val", "test_seen": "test", "test_unseen": "test", UNSEEN_VALIDATION: "val"}
+# The index of each split in its videos' seeds; len(SPLIT_NAMES) is the family figure's stream, so the optional split
+# takes the next one.
+_SPLIT_STREAM = {**{split: index for index, split in enumerate(SPLIT_NAMES)}, UNSEEN_VALIDATION: len(SPLIT_NAMES) + 1}
 CONTENTS = ("benchmark", "pretraining")
 
 # Settings added after results were recorded under hashes without them: left out of ``config_hash`` while at their
 # default (the legacy behaviour), so every older config keeps its hash, its cache file and its fingerprints.
-_ADDED_SETTINGS = ("tiles", "content", "noise_model", "noise_seed")
+_ADDED_SETTINGS = ("tiles", "content", "noise_model", "noise_seed", "val_unseen_size")
 
 # Tags the seed of a pair of videos, keeping it apart from the per-video seeds.
 _PAIR_STREAM = 0x9A1
@@ -58,6 +64,9 @@ class EmbeddedConfig:
     videos come in real/fake pairs made from the same source frames (see ``_render_video``).
     ``strength_range`` bounds the manipulation strength drawn per fake video (1 = most visible trace).
     ``final_jpeg_quality`` bounds the quality of the JPEG every image gets last (drawn per video).
+    ``val_unseen_size`` (default 0: none) adds a split ``val_unseen`` of reals and unseen-family fakes drawn from the
+    validation tiles: what a weighting may be tuned against to measure the most a curriculum could raise unseen-family
+    AUC, with ``test_unseen`` (test tiles) left to measure it. No other split changes with it.
     ``label_noise`` is the rate at which training labels are flipped, as ``noise_model`` spends it (``frame``, the
     default: each image independently; ``video``, ``class_conditional`` and ``instance``: see ``label_noise.py``);
     other splits stay clean. ``noise_seed`` None draws the flips from the dataset seed (the frame model from each
@@ -97,6 +106,7 @@ class EmbeddedConfig:
     content: str = "benchmark"
     noise_model: str = "frame"
     noise_seed: int | None = None
+    val_unseen_size: int = 0
 
     def __post_init__(self) -> None:
         # Accept lists (e.g. from JSON or the command line) but store tuples so the config stays hashable.
@@ -111,6 +121,8 @@ class EmbeddedConfig:
                 raise TypeError(f"{name} must be an integer >= 1, got {shown(value)}")
             if value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.val_unseen_size, bool) or not isinstance(self.val_unseen_size, int) or self.val_unseen_size < 0:
+            raise ValueError(f"val_unseen_size must be an integer >= 0 (0: no such split), got {shown(self.val_unseen_size)}")
         image_size_setting(self.image_size)
         for name in ("train_families", "unseen_families"):
             families = getattr(self, name)
@@ -162,7 +174,12 @@ class EmbeddedConfig:
 
     def split_families(self, split: str) -> tuple[str, ...]:
         """The manipulation families whose fakes appear in ``split``."""
-        return self.unseen_families if split == "test_unseen" else self.train_families
+        return self.unseen_families if split in ("test_unseen", UNSEEN_VALIDATION) else self.train_families
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        """The splits this config generates: the four of every benchmark, and ``val_unseen`` where it has a size."""
+        return SPLIT_NAMES + ((UNSEEN_VALIDATION,) if self.val_unseen_size else ())
 
 
 def hashed_settings(config: EmbeddedConfig) -> dict[str, Any]:
@@ -187,7 +204,7 @@ class _Video:
 
 def _video_streams(config: EmbeddedConfig, split: str, video_index: int) -> list[np.random.SeedSequence]:
     """A video's own streams: its content, its manipulation and its legacy label noise."""
-    return np.random.SeedSequence([config.seed, SPLIT_NAMES.index(split), video_index]).spawn(3)
+    return np.random.SeedSequence([config.seed, _SPLIT_STREAM[split], video_index]).spawn(3)
 
 
 def _render_video(config: EmbeddedConfig, split: str, video_index: int, pool: list[np.ndarray]) -> _Video:
@@ -198,7 +215,7 @@ def _render_video(config: EmbeddedConfig, split: str, video_index: int, pool: li
     uniform u; the first video is fake if u < fake_fraction, the second if 1 - u < fake_fraction, so each is fake
     with probability fake_fraction and, at 0.5, every pair is one real and one fake video.
     """
-    split_index = SPLIT_NAMES.index(split)
+    split_index = _SPLIT_STREAM[split]
     pair_rng = np.random.default_rng(np.random.SeedSequence([config.seed, split_index, video_index // 2, _PAIR_STREAM]))
     draw = pair_rng.random()
     is_fake = bool((draw if video_index % 2 == 0 else 1.0 - draw) < config.fake_fraction)
@@ -289,9 +306,11 @@ def generate_embedded(config: EmbeddedConfig | None = None, workers: int | None 
     does not depend on it, because every video draws from its own seed.
     """
     config = config or EmbeddedConfig()
-    counts = {split: -(-config.split_size(split) // config.frames_per_video) for split in SPLIT_NAMES}
+    counts = {split: -(-config.split_size(split) // config.frames_per_video) for split in config.split_names}
     jobs = [
-        (split, range(start, min(start + 64, counts[split]))) for split in SPLIT_NAMES for start in range(0, counts[split], 64)
+        (split, range(start, min(start + 64, counts[split])))
+        for split in config.split_names
+        for start in range(0, counts[split], 64)
     ]
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     if workers > 1 and sum(counts.values()) >= _MIN_VIDEOS_FOR_POOL:
@@ -300,12 +319,12 @@ def generate_embedded(config: EmbeddedConfig | None = None, workers: int | None 
             chunks = list(pool.map(_render_videos, [config] * len(jobs), *zip(*jobs, strict=True)))
     else:
         chunks = [_render_videos(config, split, indices) for split, indices in jobs]
-    videos: dict[str, list[_Video]] = {split: [] for split in SPLIT_NAMES}
+    videos: dict[str, list[_Video]] = {split: [] for split in config.split_names}
     for (split, _), chunk in zip(jobs, chunks, strict=True):
         videos[split].extend(chunk)
     splits: dict[str, Split] = {}
     group_offset = 0
-    for split in SPLIT_NAMES:
+    for split in config.split_names:
         splits[split] = _assemble_split(config, split, videos[split], group_offset)
         group_offset += counts[split]
     return Dataset(name=DATASET_NAME, splits=splits, family_names=FAMILY_NAMES, knows_label_noise=True)
@@ -334,18 +353,37 @@ def cache_key(config: EmbeddedConfig | None = None, cache_dir: str | os.PathLike
 
 
 def _to_payload(dataset: Dataset, config: EmbeddedConfig) -> dict[str, Any]:
+    splits = {
+        name: {field.name: getattr(split, field.name) for field in dataclasses.fields(Split)}
+        for name, split in dataset.splits.items()
+    }
     return {
         "generator_version": GENERATOR_VERSION,
         "config": json.dumps(hashed_settings(config), sort_keys=True),
         "family_names": list(dataset.family_names),
-        "splits": {
-            name: {field.name: getattr(split, field.name) for field in dataclasses.fields(Split)}
-            for name, split in dataset.splits.items()
-        },
+        "splits": splits,
+        "content_sha256": _content_digest(splits, list(dataset.family_names)),
     }
 
 
-def _from_payload(payload: dict[str, Any]) -> Dataset:
+def _content_digest(splits: dict[str, dict[str, torch.Tensor]], family_names: list[str]) -> str:
+    """SHA-256 of a cached dataset's content: every split's tensors (name, dtype, shape, bytes) and the family names."""
+    digest = hashlib.sha256(json.dumps(family_names).encode())
+    for split in sorted(splits):
+        for name, tensor in sorted(splits[split].items()):
+            digest.update(f"{split}.{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _from_payload(payload: dict[str, Any], config: EmbeddedConfig) -> Dataset:
+    """The dataset a cache file holds, once it is this config's, of this generator version, and its content hashes to
+    the digest written with it; anything else raises a ValueError (the caller regenerates)."""
+    settings = json.dumps(hashed_settings(config), sort_keys=True)
+    if payload["generator_version"] != GENERATOR_VERSION or payload["config"] != settings:
+        raise ValueError("the cache file holds another config's data, or another generator version's")
+    if payload["content_sha256"] != _content_digest(payload["splits"], payload["family_names"]):
+        raise ValueError("the cache file's content does not hash to the digest written with it")
     splits = {name: Split(**tensors) for name, tensors in payload["splits"].items()}
     return Dataset(name=DATASET_NAME, splits=splits, family_names=tuple(payload["family_names"]), knows_label_noise=True)
 
@@ -356,16 +394,18 @@ def load_embedded(
     """The benchmark for ``config`` with ``overrides`` applied, read from the cache or generated and cached.
 
     The cache file lives under ``cache_dir`` (default ``$TSRL_CACHE_DIR`` or ``~/.cache/tsrl``) and is named by a
-    hash of the settings and ``GENERATOR_VERSION``, so any change regenerates. An unknown override raises
-    TypeError naming the accepted settings.
+    hash of the settings and ``GENERATOR_VERSION``, so any change regenerates. It carries its settings, its generator
+    version and the SHA-256 of its content, checked at every read: a file truncated or damaged on disk, or holding other
+    data under this name, is regenerated and overwritten, never used. An unknown override raises TypeError naming the
+    accepted settings.
     """
     config = _build_config(config, overrides)
     path = cache_path(config, cache_dir)
     if path.exists():
         try:
-            return _from_payload(torch.load(path, weights_only=True))
+            return _from_payload(torch.load(path, weights_only=True), config)
         except (OSError, RuntimeError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError):
-            pass  # A truncated or foreign file: regenerate and overwrite it below.
+            pass  # A truncated, damaged or foreign file: regenerate and overwrite it below.
     dataset = generate_embedded(config)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = io.BytesIO()

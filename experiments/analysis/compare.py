@@ -1,0 +1,81 @@
+"""One tutor against another on a finished grid, paired by seed as every difference to ``uniform`` is:
+
+    python -m experiments.analysis.compare OUT TUTOR AGAINST
+
+prints, per variant (and evaluation dataset) and headline metric, ``TUTOR`` − ``AGAINST`` with its 95% interval, the
+t-test's p, its Holm-adjusted p over the rows printed and the Wilcoxon p, from the grid's ``runs.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+from experiments.analysis.statistics import PairedDifference, holm
+from experiments.analysis.summary import POOLED
+from experiments.analysis.tables import interval_text, p_text
+
+
+def paired_between(out: Path, tutor: str, against: str) -> str:
+    """Markdown: ``tutor`` − ``against`` on each headline metric of a finished grid in ``out`` (its ``runs.csv``),
+    paired by variant, dataset and seed like every difference to uniform (both were trained on the same Students),
+    with the t-test, its Holm-adjusted and the Wilcoxon p. The family, declared above the table, is every row it
+    prints; over several datasets, every pooled row (:meth:`PairedDifference.stratified`), the per-dataset rows beside
+    them unadjusted."""
+    with (out / "runs.csv").open() as handle:
+        runs = list(csv.DictReader(handle))
+    metrics = [name.removeprefix("diff_") for name in runs[0] if name.startswith("diff_")]
+    values = {(row["variant"], row.get("dataset") or "", row["tutor"], int(row["seed"])): row for row in runs}
+    entries = []  # (variant, dataset, metric, difference, in the family)
+    for variant in dict.fromkeys(row["variant"] for row in runs):
+        datasets = list(dict.fromkeys(dataset for v, dataset, _, _ in values if v == variant))
+        seeds = {
+            dataset: [s for v, d, t, s in values if (v, d, t) == (variant, dataset, tutor) and (v, d, against, s) in values]
+            for dataset in datasets
+        }
+        for metric in metrics:
+            by_dataset = {
+                dataset: {
+                    s: float(values[variant, dataset, tutor, s][metric]) - float(values[variant, dataset, against, s][metric])
+                    for s in seeds[dataset]
+                }
+                for dataset in datasets
+            }
+            entries += [(variant, d, metric, PairedDifference.of(by_dataset[d]), len(datasets) == 1) for d in datasets]
+            if len(datasets) > 1:
+                entries.append((variant, POOLED, metric, PairedDifference.stratified(by_dataset), True))
+    family = [index for index, entry in enumerate(entries) if entry[4]]
+    adjusted = dict(zip(family, holm([entries[index][3].p for index in family]), strict=True))
+    several = any(entry[1] == POOLED for entry in entries)
+    by_dataset_column = ["dataset"] if several else []
+    header = ["variant", *by_dataset_column, "metric", "pairs", f"{tutor} − {against} [95% interval]", "p", "Holm p"]
+    lines = [
+        f"Family: every {'pooled ' if several else ''}row below ({len(family)}); Holm-adjusted p"
+        + ("; pooled: datasets as strata, seeds within; the per-dataset rows unadjusted." if several else "."),
+        "",
+        "| " + " | ".join([*header, "Wilcoxon p", "per seed"]) + " |",
+        "|" + " --- |" * (len(header) + 2),
+    ]
+    for index, (variant, dataset, metric, difference, _) in enumerate(entries):
+        cells = [variant, *(dataset for _ in by_dataset_column), metric, str(difference.pairs)]
+        cells += [interval_text(difference.mean, *difference.interval), p_text(difference.p)]
+        cells += [p_text(adjusted.get(index, float("nan"))), p_text(difference.p_wilcoxon)]
+        cells.append(", ".join(f"{value:+.3f}" for value in difference.per_seed.values()))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.analysis.compare", description="one tutor against another, paired by seed, on a finished grid"
+    )
+    parser.add_argument("out", type=Path, help="the grid's output folder (holding runs.csv)")
+    parser.add_argument("tutor")
+    parser.add_argument("against")
+    arguments = parser.parse_args(argv)
+    print(paired_between(arguments.out, arguments.tutor, arguments.against))
+
+
+if __name__ == "__main__":
+    main()

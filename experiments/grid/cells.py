@@ -1,0 +1,102 @@
+"""A grid's cells on disk: each cell's folder and ``record.json``, the records of every finished cell, and the cells
+whose Student was computed (or begun) under other settings than the grid gives it now.
+
+Each record carries its Student's fingerprint (:func:`~experiments.config.fingerprint`): a grid whose settings changed
+since refuses to mix the cells they change with new ones, unless told to recompute them.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from experiments.config import RESULT_NEUTRAL, RunConfig, SettingsChanged, fingerprint_differences
+from experiments.grid.spec import BenchmarkConfig, split_cell_variant
+from experiments.records.student_run import FINISHED_STUDENT, StudentRun, read_record
+from experiments.training.checkpoint import CHECKPOINT_NAME, checkpoint_settings
+from tsrl_env.validation import setting_differences
+
+
+def cell_dir(out: Path, variant: str, tutor: str, seed: int) -> Path:
+    return out / "cells" / variant / tutor / f"seed{seed}"
+
+
+def read_cell_record(path: Path) -> tuple[StudentRun, dict[str, Any] | None]:
+    """A cell's ``record.json``: its Student's run and fingerprint (see :func:`~experiments.records.student_run.read_record`);
+    one that cannot be read is refused, saying whether the next run rebuilds it from its Student's ``run.json``."""
+    student = next(path.parent.glob("*/run.json"), None)
+    rebuilt = (
+        f"the next tsrl benchmark on this directory rebuilds it from its Student's {student} without retraining"
+        if student
+        else "the next tsrl benchmark on this directory trains this cell again"
+    )
+    return read_record(path, "the benchmark record", f"delete it: {rebuilt}")
+
+
+def changed_cells(config: BenchmarkConfig, out: Path) -> dict[tuple[str, str, int], list[str]]:
+    """The cells under ``out`` whose Student was computed or begun with other settings than ``config`` gives that
+    cell now, with the settings that differ: see :func:`_cell_differences`.
+
+    Each cell is compared on its own Student's settings only, so adding a tutor or a seed to a grid changes no
+    finished cell; records written before fingerprints existed are taken as matching.
+    """
+    changed = {}
+    for cell in config.cells():
+        differences = _cell_differences(cell_dir(out, *cell), config.run_config(*cell))
+        if differences:
+            changed[cell] = differences
+    return changed
+
+
+def _cell_differences(directory: Path, config: RunConfig) -> list[str]:
+    """How ``config`` differs from the settings of the cell's finished Student (its ``record.json``, or the
+    ``run.json`` a record is rebuilt from) or of its unfinished one (the checkpoint it would continue from)."""
+    record = directory / "record.json"
+    student = directory / config.tutor / "run.json"
+    checkpoint = directory / config.tutor / CHECKPOINT_NAME
+    if record.is_file():
+        return fingerprint_differences(read_cell_record(record)[1], config)
+    if student.is_file():
+        return fingerprint_differences(read_record(student, *FINISHED_STUDENT)[1], config)
+    saved = checkpoint_settings(checkpoint) if checkpoint.is_file() else None
+    return [] if saved is None else setting_differences(saved, config.to_dict(), ignore=RESULT_NEUTRAL)
+
+
+# How many changed cells a refusal lists.
+_LISTED_CELLS = 5
+
+
+def forget_changed_cells(config: BenchmarkConfig, out: Path, rerun_changed: bool) -> None:
+    """Delete the cells computed with other settings (``rerun_changed``), or refuse to go on while they exist."""
+    changed = changed_cells(config, out)
+    if changed and not rerun_changed:
+        raise SettingsChanged(
+            f"{changed_report(out, changed)}\nGive another --out to keep that grid apart, or add --rerun-changed to "
+            "delete these cells and compute them again under the settings given now"
+        )
+    for cell in changed:
+        shutil.rmtree(cell_dir(out, *cell))
+
+
+def changed_report(out: Path, changed: dict[tuple[str, str, int], list[str]]) -> str:
+    listed = [f"  {variant}/{tutor}/seed{seed}: {'; '.join(diffs)}" for (variant, tutor, seed), diffs in changed.items()]
+    more = [f"  ... and {len(listed) - _LISTED_CELLS} more"] if len(listed) > _LISTED_CELLS else []
+    return "\n".join(
+        [f"{len(changed)} cell(s) under {out} were computed (or begun) with other settings than now:"]
+        + listed[:_LISTED_CELLS]
+        + more
+    )
+
+
+def load_records(config: BenchmarkConfig, out: Path) -> list[dict[str, Any]]:
+    """The records of every finished cell of ``config``, each with its variant, tutor and seed (and its dataset
+    where the grid has datasets)."""
+    records = []
+    for cell_variant, tutor, seed in config.cells():
+        path = cell_dir(out, cell_variant, tutor, seed) / "record.json"
+        if path.exists():
+            variant, dataset = split_cell_variant(cell_variant)
+            record = {"variant": variant, "tutor": tutor, "seed": seed, "run": read_cell_record(path)[0]}
+            records.append(record | ({"dataset": dataset} if dataset else {}))
+    return records
