@@ -2,7 +2,7 @@
 at label noise 0.30 the oracle's paired gain over uniform weights, with the library's figures.
 
 The default run executes it on a tiny grid (its parameters cell given another config); the scientific check, at the
-notebook's own size, is marked slow."""
+notebook's own size, is marked science (and slow): left out of the default run, run by ``pytest -m science`` and CI."""
 
 import re
 from pathlib import Path
@@ -45,6 +45,7 @@ def test_quickstart_notebook_runs_top_to_bottom_on_a_tiny_grid(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.science
 def test_quickstart_notebook_shows_a_learning_student_and_the_oracles_paired_gain(tmp_path):
     outputs, text = run_notebook(tmp_path)
     assert not [output for output in outputs if output.output_type == "error"]
