@@ -56,17 +56,20 @@ class FamilyBalance(_BatchRule):
     def __init__(self, env: gym.Env | VecEnv, seed: int | None = None, **params: float | str) -> None:
         super().__init__(env, seed, **params)
         own = self.families[: self.trainer.own_training_size]
-        groups, counts = torch.unique(own, return_counts=True)
-        fakes = groups != REAL_FAMILY
-        # The reals as one group beside the families: their total weight equals one family's.
-        self.group_weight: dict[int, float] = {
-            int(group): float(counts.min()) / float(count) for group, count in zip(groups, counts, strict=True)
-        }
-        if not fakes.any() or fakes.all():
+        # The reals as one group beside the families: their total weight equals one family's. Sorted groups, so a
+        # batch's samples find theirs with one searchsorted.
+        self.groups, counts = torch.unique(own, return_counts=True)
+        if not (self.groups == REAL_FAMILY).any() or (self.groups == REAL_FAMILY).all():
             raise ValueError("family_balance needs both real and fake training samples")
+        self.weights_by_group = counts.min() / counts.float()
+
+    @property
+    def group_weight(self) -> dict[int, float]:
+        """Each group's weight: a family's index, or ``REAL_FAMILY`` for the reals."""
+        return dict(zip(self.groups.tolist(), self.weights_by_group.tolist(), strict=True))
 
     def batch_weights(self, families: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
-        return torch.tensor([self.group_weight[int(family)] for family in families.tolist()], dtype=torch.float32)
+        return self.weights_by_group[torch.searchsorted(self.groups, families)]
 
 
 @register_rule

@@ -35,6 +35,20 @@ def _trusted(env, size=16):
     return env.trainer.images_of("val", torch.arange(size)), env.splits["val"].labels[:size]
 
 
+def _brute_force_alignment(student, parameters, batch, trusted_images, trusted_labels) -> torch.Tensor:
+    """Each sample's loss gradient with respect to ``parameters`` alone, dotted with the mean trusted loss's, by
+    autograd through the Student's own forward, one sample at a time."""
+    with student.frozen_batch_statistics():
+        trusted = torch.autograd.grad(F.cross_entropy(student(trusted_images)[0], trusted_labels), parameters)
+        losses = F.cross_entropy(student(batch.images)[0], batch.labels, reduction="none")
+        return torch.stack(
+            [
+                sum((a * b).sum() for a, b in zip(torch.autograd.grad(loss, parameters, retain_graph=True), trusted, strict=True))
+                for loss in losses
+            ]
+        )
+
+
 def _pending_batch(env, head_bias):
     """The batch awaiting weights of a new Student; without ``head_bias``, of that Student with its head's bias removed
     (the batch's forward done again, so that its probabilities and head inputs are those of the bias-free head)."""
@@ -77,16 +91,7 @@ def test_head_alignment_is_each_samples_head_gradient_dotted_with_the_trusted_he
     trusted_images, trusted_labels = _trusted(env)
     alignment = head_step_alignment(env.trainer, batch, (trusted_images, trusted_labels))
     # Brute force: autograd through the whole Student's forward, each sample's gradient of the head's parameters alone.
-    head = _head_parameters(student)
-    with student.frozen_batch_statistics():
-        trusted = torch.autograd.grad(F.cross_entropy(student(trusted_images)[0], trusted_labels), head)
-        losses = F.cross_entropy(student(batch.images)[0], batch.labels, reduction="none")
-        expected = torch.stack(
-            [
-                sum((a * b).sum() for a, b in zip(torch.autograd.grad(loss, head, retain_graph=True), trusted, strict=True))
-                for loss in losses
-            ]
-        )
+    expected = _brute_force_alignment(student, _head_parameters(student), batch, trusted_images, trusted_labels)
     assert alignment.shape == (env.batch_size,) and (alignment > 0).any() and (alignment < 0).any()
     torch.testing.assert_close(alignment, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
 
@@ -107,15 +112,7 @@ def test_last_stage_alignment_is_each_samples_last_stage_gradient_dotted_with_th
     alignment = last_stage_step_alignment(env.trainer, batch, (trusted_images, trusted_labels))
     # Brute force: autograd through the Student's own forward, each sample's gradient of the last stage's parameters.
     moved = [p for name, p in student.named_parameters() if name in last_stage_parameters(student)]
-    with student.frozen_batch_statistics():
-        trusted = torch.autograd.grad(F.cross_entropy(student(trusted_images)[0], trusted_labels), moved)
-        losses = F.cross_entropy(student(batch.images)[0], batch.labels, reduction="none")
-        expected = torch.stack(
-            [
-                sum((a * b).sum() for a, b in zip(torch.autograd.grad(loss, moved, retain_graph=True), trusted, strict=True))
-                for loss in losses
-            ]
-        )
+    expected = _brute_force_alignment(student, moved, batch, trusted_images, trusted_labels)
     whole = trusted_alignment(student, batch.images, batch.labels, trusted_images, trusted_labels)
     assert not torch.allclose(alignment, whole, rtol=1e-3), "the backbone before the last stage is left out"
     torch.testing.assert_close(alignment, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))

@@ -64,3 +64,14 @@ def test_warmups_are_shared_only_between_students_that_start_alike(tmp_path):
     assert key != shared.key(env, seed=1)
     assert key != shared.key(DeepfakeCurriculumEnv(config.env.replace(lr=config.env.lr / 2)), seed=0)
     assert key != shared.key(DeepfakeCurriculumEnv(config.env, state_columns=["ema_loss"]), seed=0)
+
+
+def test_a_damaged_warmup_is_trained_again_and_replaced(tmp_path, warmup_updates, one_torch_thread):
+    shared = tmp_path / "warmups"
+    train_student(load_run_config("tiny", tutor="uniform"), tmp_path / "first", progress=False, warmups=shared)
+    (saved,) = shared.glob("*.pt")
+    saved.write_bytes(saved.read_bytes()[:100])  # a file cut short
+    warmup_updates.clear()
+    train_student(load_run_config("tiny", tutor="random"), tmp_path / "second", progress=False, warmups=shared)
+    assert "warm-up" in warmup_updates, "the damaged warm-up is trained again"
+    assert SharedWarmups(shared).load(saved.stem) is not None, "and saved whole in its place"

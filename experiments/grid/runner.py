@@ -177,7 +177,7 @@ def _run_missing_cells(
     run_on_ray: Callable[..., Iterator[str]] | None,
     address: str | None,
 ) -> None:
-    (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    write_atomically(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     todo = [cell for cell in config.cells() if not (cell_dir(out, *cell) / "record.json").exists()]
     # Build (and cache) each variant's dataset here, once, so no cell's wall time includes generating it.
     for variant in {variant for variant, _, _ in todo}:

@@ -48,6 +48,7 @@ import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
+import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 
@@ -183,7 +184,7 @@ def plain_loop(config: RunConfig, clock: PhaseClock) -> None:
     device = resolve_device(env.device)
     with clock.phase("setup"):
         dataset = make_dataset(env.dataset, **env.dataset_options)
-        splits = {name: split for name, split in dataset.splits.items()}
+        splits = dataset.splits
         train_images, train_labels = splits["train"].images.to(device), splits["train"].labels.to(device)
         torch.manual_seed(config.seed)
         model = timm.create_model(env.backbone, num_classes=NUM_CLASSES).to(device, memory_format=torch.channels_last)
@@ -233,13 +234,14 @@ def measure(configs: dict[str, RunConfig], repeats: int, device: torch.device) -
     """Phase times of ``repeats`` runs of the floor and of each tutor's Student, taking turns round by round."""
     names = [FLOOR, *configs]
     rounds: dict[str, list[dict[str, float]]] = {name: [] for name in names}
-    make_dataset(next(iter(configs.values())).env.dataset, **next(iter(configs.values())).env.dataset_options)  # cache
+    first = next(iter(configs.values()))  # the floor trains on its data: every tutor's, the same cell
+    make_dataset(first.env.dataset, **first.env.dataset_options)  # built and cached before any round
     for round_index in range(repeats):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             clock = PhaseClock(device)
             if name == FLOOR:
-                plain_loop(next(iter(configs.values())), clock)
+                plain_loop(first, clock)
             else:
                 with tempfile.TemporaryDirectory(prefix="student_cost-") as directory:
                     tutored_student(configs[name], Path(directory), clock)
@@ -304,8 +306,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _parsed_overrides(pairs: list[str]) -> dict[str, Any]:
-    import yaml
-
     overrides = {}
     for pair in pairs:
         key, separator, value = pair.partition("=")

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from tsrl_env.files import write_atomically
+
 WEIGHT_BINS = 20
 TALLY_PREFIXES = ("weight_by_", "reward_by_")
 PROVENANCE_KEYS = ("fingerprint", "code", "environment")
@@ -102,4 +104,4 @@ def read_record(path: Path, what: str, remedy: str) -> tuple[StudentRun, dict[st
 
 def save_results(runs: list[StudentRun], run_dir: Path) -> None:
     """``results.json`` of a run directory: every Student's run, in order (what ``tsrl evaluate`` orders them by)."""
-    (run_dir / "results.json").write_text(json.dumps([asdict(run) for run in runs], indent=2))
+    write_atomically(run_dir / "results.json", json.dumps([asdict(run) for run in runs], indent=2))

@@ -12,6 +12,7 @@ with rank 0's, whose reset arguments and weights it receives.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from collections.abc import Callable
@@ -176,7 +177,9 @@ def train_student(
     if learns:
         agent.save(out / "tutor.zip")
     if save_student:
-        torch.save(env.finished_student.state_dict(), out / "student.pt")
+        weights = io.BytesIO()
+        torch.save(env.finished_student.state_dict(), weights)
+        write_atomically(out / "student.pt", weights.getvalue())  # a stopped write leaves no half-written weights
     provenance = {"fingerprint": fingerprint(student_config), "code": code_version(), "environment": numeric_environment()}
     record = {**asdict(run), **provenance}
     write_atomically(record_path, json.dumps(record, indent=2))

@@ -55,11 +55,15 @@ class SharedWarmups:
 
     def load(self, key: str) -> dict[str, Any] | None:
         """The warm-up saved under ``key``: ``{"env": epoch-start state, "epochs": [val metrics...], "samples": int,
-        "wall_time_s": float}``, or None."""
+        "wall_time_s": float}``, or None when there is none, or none readable: a damaged file is trained again and
+        overwritten, so that a rerun always continues."""
         path = self.path(key)
         if not path.is_file():
             return None
-        return torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception:  # a truncated or corrupted file raises many kinds (pickle, zip, EOF): each means retrain it
+            return None
 
     def save(self, key: str, warmup: dict[str, Any]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
