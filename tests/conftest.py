@@ -1,5 +1,5 @@
 """Shared fixtures: a dataset cache that persists across test runs, so that a second run generates no embedded dataset,
-and a one-thread switch for tests of small networks."""
+and a one-thread switch for tests of small networks; one torch thread in each of pytest-xdist's worker processes."""
 
 from __future__ import annotations
 
@@ -26,6 +26,14 @@ def generator_digest() -> str:
     for library in GENERATOR_LIBRARIES:
         digest.update(f"{library}=={version(library)}".encode())
     return digest.hexdigest()[:16]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In a pytest-xdist worker (setup.cfg's ``-n``), one torch thread for it and for the processes it starts: workers
+    share the cores, and two threads each on them mostly wait on one another."""
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True, scope="session")
