@@ -178,6 +178,22 @@ def test_the_command_line_works_beside_a_broken_saved_tutor_and_refuses_it_in_tw
     assert not (tmp_path / "runs").exists()
 
 
+CARD_SECTIONS = ("## What it is", "## How it was taught", "## Held-out results", "## Licence")
+
+
+@pytest.mark.parametrize("model", sorted(SHIPPED.glob("*.zip")), ids=lambda path: path.stem)
+def test_every_shipped_tutor_has_a_card_naming_what_it_reads_how_it_was_taught_and_its_results(model):
+    card = model.with_suffix(".md")
+    assert card.is_file(), f"{model.name} has no card {card.name}"
+    text = card.read_text()
+    assert text.startswith(f"# Tutor card: `{model.stem}`")
+    assert [section for section in CARD_SECTIONS if section not in text] == []
+    settings = json.loads(model.with_suffix(".json").read_text())["env"]
+    assert [column for column in settings["state_columns"] if f"`{column}`" not in text] == []
+    taught = text.split("## How it was taught")[1].split("## Held-out results")[0]
+    assert "protocol" in taught.lower(), "the card names the protocol its teaching data followed"
+
+
 def test_a_wheel_ships_the_saved_tutors(tmp_path):
     source = tmp_path / "source"
     source.mkdir()
@@ -191,6 +207,6 @@ def test_a_wheel_ships_the_saved_tutors(tmp_path):
     (wheel,) = tmp_path.glob("tsrl-*.whl")
     listed = set(zipfile.ZipFile(wheel).namelist())
     for name in ("noise_mentor", "noise_mentor_pretrained"):
-        assert {f"experiments/tutors/{name}.zip", f"experiments/tutors/{name}.json"} <= listed
+        assert {f"experiments/tutors/{name}.{suffix}" for suffix in ("zip", "json", "md")} <= listed
     shipped = zipfile.ZipFile(wheel).read("experiments/tutors/noise_mentor.zip")
     assert shipped == (SHIPPED / "noise_mentor.zip").read_bytes()
