@@ -319,14 +319,17 @@ class LearningToReweight(_MetaReweightTutor):
 @register_rule
 class MetaWeightNet(_MetaReweightTutor):
     """Meta-Weight-Net (Shu et al., NeurIPS 2019): a small network (1-100-1, ReLU, sigmoid output) maps a sample's
-    loss to its weight and learns online, one meta step per Student step: weights from the network, a virtual SGD step
-    with them (of the whole Student by default, or of its head or last stage: ``virtual_step``), the trusted loss after
-    that step, and its gradient with respect to the network's parameters (Adam, ``meta_lr``); the Student is then
-    weighted by the updated network. The network's parameters and optimiser are kept in run checkpoints.
+    loss to its weight and learns online. A meta step: weights from the network, a virtual SGD step with them (of the
+    whole Student by default, or of its head or last stage: ``virtual_step``), the trusted loss after that step, and its
+    gradient with respect to the network's parameters (Adam, ``meta_lr``); the Student is then weighted by the updated
+    network. The paper takes one meta step per Student step (``meta_interval: 1``); ``meta_interval: k`` takes one at
+    the first of every ``k`` Student steps, the network weighing the batches between as it stands, so that the exact
+    step's cost is paid once in ``k`` steps. The network's parameters, optimiser and step count are kept in run
+    checkpoints.
     """
 
     name = "meta_weight_net"
-    defaults = {"meta_lr": 1e-3, "hidden": 100.0, **_MetaReweightTutor.defaults}
+    defaults = {"meta_lr": 1e-3, "hidden": 100.0, "meta_interval": 1.0, **_MetaReweightTutor.defaults}
 
     def __init__(self, env: gym.Env | VecEnv, seed: int | None = None, **params: float | str) -> None:
         super().__init__(env, seed, **params)
@@ -337,15 +340,26 @@ class MetaWeightNet(_MetaReweightTutor):
                 self.trainer.device
             )
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.params["meta_lr"])
+        self.steps_weighed = 0
 
     def _check_params(self) -> None:
         super()._check_params()
-        if self.params["meta_lr"] <= 0 or self.params["hidden"] < 1:
-            raise ValueError(f"meta_weight_net needs meta_lr > 0 and hidden >= 1, got {self.params}")
+        interval = self.params["meta_interval"]
+        if self.params["meta_lr"] <= 0 or self.params["hidden"] < 1 or interval < 1 or interval != int(interval):
+            raise ValueError(
+                f"meta_weight_net needs meta_lr > 0, hidden >= 1 and meta_interval a whole number >= 1, got {self.params}"
+            )
 
     def batch_weights(self, batch: TrainingBatch, trusted: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        step_size = self.trainer.config.lr
         inputs = batch.losses.detach().float().unsqueeze(1)
+        if self.steps_weighed % int(self.params["meta_interval"]) == 0:
+            self._meta_step(batch, trusted, inputs)
+        self.steps_weighed += 1
+        with torch.no_grad():
+            return self.network(inputs).squeeze(1)
+
+    def _meta_step(self, batch: TrainingBatch, trusted: tuple[torch.Tensor, torch.Tensor], inputs: torch.Tensor) -> None:
+        step_size = self.trainer.config.lr
         with torch.no_grad():
             before = self.network(inputs).squeeze(1)
         alignment = self.step_alignment(self.trainer, batch, trusted, before)
@@ -355,17 +369,19 @@ class MetaWeightNet(_MetaReweightTutor):
             self.optimizer.zero_grad(set_to_none=True)
             surrogate.backward()
             self.optimizer.step()
-        with torch.no_grad():
-            return self.network(inputs).squeeze(1)
 
     def rng_state(self) -> dict[str, Any]:
         network = {name: value.clone() for name, value in self.network.state_dict().items()}
-        return {**super().rng_state(), "network": network, "optimizer": copy.deepcopy(self.optimizer.state_dict())}
+        optimizer = copy.deepcopy(self.optimizer.state_dict())
+        return {**super().rng_state(), "network": network, "optimizer": optimizer, "steps_weighed": self.steps_weighed}
 
     def set_rng_state(self, state: dict[str, Any]) -> None:
         super().set_rng_state(state)
         self.network.load_state_dict(state["network"])
         self.optimizer.load_state_dict(state["optimizer"])
+        # Checkpoints written before meta_interval existed carry no count; they were taken at meta_interval 1, where
+        # the count changes nothing.
+        self.steps_weighed = state.get("steps_weighed", 0)
 
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 import pytest
 
-from experiments.performance import memory, step_cost, throughput
+from experiments.performance import memory, meta_step, step_cost, throughput
 
 TINY = ["--backbone", "test_resnet", "--image-size", "32", "--train-size", "128", "--batch-size", "32", "--repeats", "1"]
 
@@ -45,6 +45,19 @@ def test_memory_child_reports_its_run(one_torch_thread):
     assert result["train_size"] == 128 and result["state_dim"] == 8 + 5
     assert result["dataset_bytes"] > 0 and result["peak_bytes"] > 0 and result["tracemalloc_peak_bytes"] >= 0
     assert memory.expected_bytes_per_sample(13, "ppo", "next_visit")["rollout"] == 4 * (13 + 7)
+
+
+def test_meta_step_compares_every_approximation_with_the_exact_step_and_times_each(capsys, one_torch_thread):
+    tiny = ["--train-size", "128", "--val-size", "64", "--image-size", "32", "--epochs", "1", "--every", "1"]
+    meta_step.main([*tiny, "--repeats", "1", "--meta-interval", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    columns = ["l2rw: head", "l2rw: last_stage", "meta_weight_net: head", "meta_weight_net: last_stage"]
+    assert all(column in lines[1] for column in [*columns, "meta_weight_net: student every 2"])
+    rows = {line[: lines[2].index("  ")].strip(): line for line in lines[3:]}
+    interval = lines[1].index("meta_weight_net: student every 2")
+    gradients = rows["Spearman of meta-gradients, median [min, max]"]
+    assert gradients[interval:].strip() == "-", "an interval version has no meta-gradients of its own"
+    assert rows["compared steps"].split()[-1] == "2" and float(rows["mean absolute difference of weights"].split()[-1]) >= 0
 
 
 @pytest.mark.parametrize("module", [step_cost, throughput, memory])

@@ -258,6 +258,31 @@ def test_meta_weight_net_resumes_exactly_from_its_checkpointed_state(env):
     np.testing.assert_array_equal(resumed.predict(states)[0], tutor.predict(states)[0])
 
 
+def test_meta_weight_net_takes_its_exact_meta_step_once_every_meta_interval_steps(env):
+    env.reset(seed=0)
+    batch, trusted = env.pending_batch, _trusted(env, env.batch_size)
+    every_step = make_tutor("meta_weight_net", env, seed=0, meta_lr=1e-2)
+    every_third = make_tutor("meta_weight_net", env, seed=0, meta_lr=1e-2, meta_interval=3)
+
+    def network(tutor):
+        return torch.cat([p.detach().flatten().clone() for p in tutor.network.parameters()])
+
+    start = network(every_third)
+    weights = [every_third.batch_weights(batch, trusted) for _ in range(6)]
+    first = every_step.batch_weights(batch, trusted)
+    # Step 0 is a meta step, the paper's: the same network after it, the same weights.
+    torch.testing.assert_close(weights[0], first, rtol=0, atol=0)
+    moved = [not torch.equal(a, b) for a, b in zip(weights, weights[1:], strict=False)]
+    assert moved == [False, False, True, False, False], "the network moves at steps 0 and 3 only (0-based)"
+    assert not torch.equal(network(every_third), start)
+    resumed = make_tutor("meta_weight_net", env, seed=5, meta_lr=1e-2, meta_interval=3)
+    resumed.set_rng_state(every_third.rng_state())
+    torch.testing.assert_close(resumed.batch_weights(batch, trusted), every_third.batch_weights(batch, trusted), rtol=0, atol=0)
+    assert resumed.steps_weighed == every_third.steps_weighed == 7
+    with pytest.raises(ValueError, match="meta_interval a whole number >= 1"):
+        make_tutor("meta_weight_net", env, meta_interval=0)
+
+
 @pytest.mark.parametrize("name", ["l2rw", "meta_weight_net"])
 def test_the_trusted_batch_size_is_a_setting(env, name):
     env.reset(seed=0)

@@ -2,6 +2,7 @@
 whole-Student one.
 
     OMP_NUM_THREADS=1 python -m experiments.performance.meta_step [--train-size 3000] [--epochs 2] [--every 4] [--repeats 7]
+        [--meta-interval 4]
 
 Method. The data are protocol v1 teaching data (docs/protocol.md): the embedded benchmark's content on its fixed tiles,
 content seed ``--seed`` and flip seed ``--noise-seed`` (teaching seeds, 1000-1999, which no evaluation grid uses),
@@ -11,7 +12,8 @@ label noise ``--label-noise`` under the video model; the Student is protocol v1'
 trains under the exact tutor (``virtual_step: "student"``), as a protocol cell would. At every ``--every``-th tutored
 step, before the tutor acts, the exact version and each approximation (``"head"``, the final linear layer alone;
 ``"last_stage"``, the backbone's last stage and the head) weigh the batch awaiting weights against the same trusted
-batch, drawn from the validation split by a generator of this study's own: nothing is drawn from the tutor's or the
+batch (``meta_weight_net`` has a third approximation, the exact step taken once every ``--meta-interval`` steps,
+``meta_interval``), drawn from the validation split by a generator of this study's own: nothing is drawn from the tutor's or the
 Student's generators, so the Student trains exactly as without the comparison. Each version's meta-gradients are the
 per-sample alignments of :data:`agents.meta_reweight.VIRTUAL_STEPS` (``l2rw``: at the Student's parameters;
 ``meta_weight_net``: after the virtual step with the exact network's current weights). Compared, each approximation
@@ -21,19 +23,23 @@ with the exact version:
 - ``meta_weight_net``: the direction of the meta step each version's meta-gradients give the exact tutor's network
   (cosine of the two gradients with respect to its parameters); and the weights of the exact tutor's network against
   those of a network of the approximation from the same seed, meta-stepped at every tutored step of the same Student
-  (its trusted batches drawn by this study's generator).
+  (its trusted batches drawn by this study's generator); its step-interval version's network is meta-stepped at the
+  first of every ``--meta-interval`` steps only, with the exact step (its meta-gradients are the exact ones: only its
+  weights are compared).
 
 Reported per tutor and approximation, over the compared steps: the Spearman correlation of the two versions' weights
-and of their meta-gradients, and the cosine of the network's meta steps (median, and min-max); for ``l2rw`` the share
-of samples on which the two agree whether the weight is 0, and each version's share of zeros; for each version the
-noise AUROC, the area under the ROC curve of ``1 - weight`` (of minus the meta-gradient) for a flipped training label,
-per batch, averaged over the compared steps.
+and of their meta-gradients, and the cosine of the network's meta steps (median, and min-max); the mean absolute
+difference of their weights; for ``l2rw`` the share of samples on which the two agree whether the weight is 0, and
+each version's share of zeros; for each version the noise AUROC, the area under the ROC curve of ``1 - weight`` (of
+minus the meta-gradient) for a flipped training label, per batch, averaged over the compared steps.
 
 Timing: on the trained Student and one fixed training batch and trusted batch, a plain step (training forward,
 unweighted cross-entropy, backward, Adam step) and each tutor version's step (the same forward, the tutor's weights,
 the weighted backward, the Adam step) take turns for ``--repeats`` rounds, the order rotating every round, after one
 untimed warm-up round. Reported: the median time of a step and the median over rounds of its ratio to that round's
-plain step. Run it on one thread (``OMP_NUM_THREADS=1``, as a protocol cell runs with ``--cpus-per-cell 1``).
+plain step; a step-interval version takes ``--meta-interval`` steps a round, and its time is their mean, so that
+one meta step is counted per interval. Run it on one thread (``OMP_NUM_THREADS=1``, as a protocol cell runs with
+``--cpus-per-cell 1``).
 """
 
 from __future__ import annotations
@@ -63,6 +69,11 @@ APPROXIMATIONS = ("head", "last_stage")
 VERSIONS = (EXACT, *APPROXIMATIONS)
 
 
+def interval_version(interval: int) -> str:
+    """The name of ``meta_weight_net``'s version that takes the exact meta step once every ``interval`` steps."""
+    return f"{EXACT} every {interval}"
+
+
 @dataclass
 class Comparison:
     """The per-step figures of one tutor's exact version and one approximation, ``version``, on one Student; the
@@ -70,6 +81,7 @@ class Comparison:
 
     version: str
     weight_spearman: list[float] = field(default_factory=list)
+    weight_difference: list[float] = field(default_factory=list)
     gradient_spearman: list[float] = field(default_factory=list)
     network_cosine: list[float] = field(default_factory=list)
     zero_agreement: list[float] = field(default_factory=list)
@@ -80,7 +92,9 @@ class Comparison:
     def add(self, flipped: np.ndarray, weights: dict[str, np.ndarray], gradients: dict[str, np.ndarray], zeros: bool) -> None:
         approximate = self.version
         self.weight_spearman.append(_spearman(weights[EXACT], weights[approximate]))
-        self.gradient_spearman.append(_spearman(gradients[EXACT], gradients[approximate]))
+        self.weight_difference.append(float(np.mean(np.abs(weights[EXACT] - weights[approximate]))))
+        if approximate in gradients:
+            self.gradient_spearman.append(_spearman(gradients[EXACT], gradients[approximate]))
         if zeros:
             self.zero_agreement.append(float(np.mean((weights[EXACT] == 0) == (weights[approximate] == 0))))
         for version in (EXACT, approximate):
@@ -88,7 +102,8 @@ class Comparison:
                 self.zeros.setdefault(version, []).append(float(np.mean(weights[version] == 0)))
             if 0 < flipped.sum() < len(flipped):
                 self.weight_auroc.setdefault(version, []).append(roc_auc_score(flipped, 1.0 - weights[version]))
-                self.gradient_auroc.setdefault(version, []).append(roc_auc_score(flipped, -gradients[version]))
+                if version in gradients:
+                    self.gradient_auroc.setdefault(version, []).append(roc_auc_score(flipped, -gradients[version]))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -125,10 +140,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--label-noise", type=float, default=0.30, help="video label noise (default: 0.30)")
     parser.add_argument("--student-seed", type=int, default=1000, help="Student and tutor seed, 1000 up (default: 1000)")
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds of every step kind (default: 7)")
+    parser.add_argument(
+        "--meta-interval", type=int, default=4, help="meta_weight_net's interval version: an exact meta step in k (default: 4)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default: 1, as a protocol cell)")
     args = parser.parse_args(argv)
-    if args.every < 1 or args.repeats < 1 or args.epochs < 1:
-        parser.error("--every, --repeats and --epochs must be at least 1")
+    if args.every < 1 or args.repeats < 1 or args.epochs < 1 or args.meta_interval < 2:
+        parser.error("--every, --repeats and --epochs must be at least 1, --meta-interval at least 2")
     return args
 
 
@@ -169,13 +187,18 @@ def compare(env: DeepfakeCurriculumEnv, name: str, args: argparse.Namespace) -> 
     states, _ = env.reset(seed=args.student_seed)
     tutor = make_tutor(name, env, seed=args.student_seed, virtual_step=EXACT)
     shadows = (
-        {version: make_tutor(name, env, seed=args.student_seed, virtual_step=version) for version in APPROXIMATIONS}
+        {
+            **{version: make_tutor(name, env, seed=args.student_seed, virtual_step=version) for version in APPROXIMATIONS},
+            interval_version(args.meta_interval): make_tutor(
+                name, env, seed=args.student_seed, virtual_step=EXACT, meta_interval=args.meta_interval
+            ),
+        }
         if name == MetaWeightNet.name
         else {}
     )
     generator = torch.Generator().manual_seed(args.student_seed)
     flipped = env.dataset.splits["train"].flipped.numpy()
-    comparisons = {version: Comparison(version) for version in APPROXIMATIONS}
+    comparisons = {version: Comparison(version) for version in (shadows or APPROXIMATIONS)}
     step, done = 0, False
     while not done:
         batch = env.pending_batch
@@ -232,31 +255,39 @@ def step_times(env: DeepfakeCurriculumEnv, args: argparse.Namespace) -> dict[str
         for name in args.tutors
         for version in VERSIONS
     }
+    if MetaWeightNet.name in args.tutors:
+        tutors[f"{MetaWeightNet.name} {interval_version(args.meta_interval)}"] = make_tutor(
+            MetaWeightNet.name, env, seed=args.student_seed, virtual_step=EXACT, meta_interval=args.meta_interval
+        )
 
-    def step(tutor: LearningToReweight | MetaWeightNet | None) -> Callable[[], None]:
+    def step(tutor: LearningToReweight | MetaWeightNet | None) -> tuple[Callable[[], None], int]:
+        steps = int(tutor.params.get("meta_interval", 1)) if tutor is not None else 1
+
         def run() -> None:
-            student.train()
-            logits, features = student(images)
-            losses = F.cross_entropy(logits, labels, reduction="none")
-            loss = losses.mean()
-            if tutor is not None:
-                batch = _batch_of(images, labels, losses, logits, features)
-                loss = (tutor.batch_weights(batch, trusted) * losses).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            for _ in range(steps):
+                student.train()
+                logits, features = student(images)
+                losses = F.cross_entropy(logits, labels, reduction="none")
+                loss = losses.mean()
+                if tutor is not None:
+                    batch = _batch_of(images, labels, losses, logits, features)
+                    loss = (tutor.batch_weights(batch, trusted) * losses).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
 
-        return run
+        return run, steps
 
     steps = {"plain": step(None)} | {label: step(tutor) for label, tutor in tutors.items()}
     times: dict[str, list[float]] = {label: [] for label in steps}
     order = list(steps)
     for round_ in range(args.repeats + 1):
         for label in order[round_ % len(order) :] + order[: round_ % len(order)]:
+            run, count = steps[label]
             start = time.perf_counter()
-            steps[label]()
+            run()
             if round_:
-                times[label].append(time.perf_counter() - start)
+                times[label].append((time.perf_counter() - start) / count)
     ratios = {label: statistics.median(t / p for t, p in zip(times[label], times["plain"], strict=True)) for label in times}
     return {label: (statistics.median(times[label]), ratios[label]) for label in times}
 
@@ -266,7 +297,8 @@ def results_table(comparisons: dict[tuple[str, str], Comparison], timings: dict[
     step) / approximation where a figure has both."""
 
     def pair(c: Comparison, values: dict[str, list[float]], digits: int = 3) -> str:
-        return f"{_mean(values[EXACT]):.{digits}f} / {_mean(values[c.version]):.{digits}f}" if values else "-"
+        shown = [f"{_mean(values[version]):.{digits}f}" if version in values else "-" for version in (EXACT, c.version)]
+        return " / ".join(shown) if values else "-"
 
     def ratio(name: str, c: Comparison) -> str:
         return f"{timings[f'{name} {EXACT}'][1]:.2f} / {timings[f'{name} {c.version}'][1]:.2f}"
@@ -274,6 +306,7 @@ def results_table(comparisons: dict[tuple[str, str], Comparison], timings: dict[
     figures: dict[str, Callable[[str, Comparison], str]] = {
         "compared steps": lambda _, c: str(len(c.weight_spearman)),
         "Spearman of weights, median [min, max]": lambda _, c: _median_range(c.weight_spearman),
+        "mean absolute difference of weights": lambda _, c: f"{_mean(c.weight_difference):.3f}",
         "Spearman of meta-gradients, median [min, max]": lambda _, c: _median_range(c.gradient_spearman),
         "cosine of network meta-steps, median [min, max]": lambda _, c: _median_range(c.network_cosine),
         "agreement on weight 0 (share of samples)": lambda _, c: f"{_mean(c.zero_agreement):.2f}" if c.zero_agreement else "-",
