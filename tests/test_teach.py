@@ -2,6 +2,7 @@
 deployed frozen under its own name."""
 
 import json
+import math
 import shutil
 from dataclasses import asdict
 
@@ -51,6 +52,14 @@ def test_teaching_records_a_curve_and_saves_a_tutor_with_the_state_it_observes(t
     assert (out / "plots" / "teaching_curve.png").is_file() and (out / "plots" / "tutor_weights.png").is_file()
 
 
+def test_each_student_records_the_noise_level_and_model_it_trained_under(tmp_path):
+    # Every model at one level before the next: (0.3, video), (0.3, frame), then (0.0, video) ...
+    curve = teach(_config(noise_models=("video", "frame")), 2, tmp_path, progress=False)
+    assert [(student.label_noise, student.noise_model) for student in curve] == [(0.3, "video"), (0.3, "frame")]
+    assert all(0.0 < student.tutor_weight_clean for student in curve) and not math.isnan(curve[1].tutor_weight_flipped)
+    assert "| 1 | 1001 | 0.300 | frame |" in (tmp_path / "teaching.md").read_text()
+
+
 def test_teaching_continues_after_the_last_student_and_refuses_another_config(taught, tmp_path):
     out, curve = taught
     copy = tmp_path / "run"
@@ -95,13 +104,17 @@ def test_the_report_is_rebuilt_from_the_files_alone(taught):
     assert write_teaching_report(out) == written == (out / "teaching.md").read_text()
 
 
-SHIPPED_TUTORS = [("noise_mentor", "teach_noise"), ("noise_mentor_pretrained", "teach_pretrained")]
+SHIPPED_TUTORS = [
+    ("noise_mentor", "teaching/teach_noise"),
+    ("noise_mentor_pretrained", "teaching/teach_pretrained"),
+    ("noise_mentor_v1_pretrained", "protocol_v1/teach_pretrained"),
+]
 SAVED_TUTORS_DIR = shipped_tutors_directory()
 
 
 @pytest.mark.parametrize(("name", "teaching_run"), SHIPPED_TUTORS)
 def test_each_shipped_tutor_is_the_one_its_teaching_run_saved_and_weighs_its_rows_as_taught(name, teaching_run):
-    run = SAVED_TUTORS_DIR.parent / "results" / "teaching" / teaching_run
+    run = SAVED_TUTORS_DIR.parent / "results" / teaching_run
     assert (SAVED_TUTORS_DIR / f"{name}.zip").read_bytes() == (run / "tutor.zip").read_bytes()
     assert json.loads((SAVED_TUTORS_DIR / f"{name}.json").read_text()) == json.loads((run / "tutor.json").read_text())
     examples = np.load(run / "examples.npz")

@@ -54,7 +54,8 @@ class TaughtStudent:
     labels of a Student it had not yet learned from (under a protocol, on a dataset of its own; without one, a
     Student shares its images and flips with the earlier Students of its label noise); ``acting_noise_auroc`` that
     of the weights the Student was trained with (the teacher's share ``teacher_share`` blended with the tutor's).
-    ``gain_*`` are paired: test AUC minus that of a uniform-weight Student at the same seed.
+    ``gain_*`` are paired: test AUC minus that of a uniform-weight Student at the same seed. ``noise_model`` is the
+    label-noise model of its dataset (None: the data source's default; records written before it was kept have none).
     """
 
     index: int
@@ -74,6 +75,7 @@ class TaughtStudent:
     examples: int
     imitation_loss: float
     wall_time_s: float
+    noise_model: str | None = None
 
 
 def commit_student(

@@ -29,6 +29,7 @@ def write_teaching_report(out: Path) -> str:
         "index",
         "seed",
         "label_noise",
+        "noise_model",
         "teacher_share",
         "tutor_noise_auroc",
         "tutor_weight_flipped",
@@ -82,7 +83,9 @@ def write_teaching_report(out: Path) -> str:
 
 
 def _cell(value: Any) -> str:
-    """A value as a cell of the teaching table: floats to three decimals, NaN as a dash."""
+    """A value as a cell of the teaching table: floats to three decimals, NaN and None as a dash."""
+    if value is None:
+        return "-"
     if isinstance(value, float):
         return "-" if math.isnan(value) else f"{value:.3f}"
     return str(value)

@@ -86,7 +86,8 @@ def _teach_from(
     tutor = None
     for index in range(len(curve), students):
         start = time.perf_counter()
-        env = DeepfakeCurriculumEnv(config.student_env(index))
+        student_env = config.student_env(index)
+        env = DeepfakeCurriculumEnv(student_env)
         try:
             if tutor is None:
                 tutor = _first_tutor(config, env, out / TUTOR if curve else None)
@@ -107,7 +108,8 @@ def _teach_from(
         taught = TaughtStudent(
             index=index,
             seed=config.first_seed + index,
-            label_noise=config.label_noise[index % len(config.label_noise)],
+            label_noise=student_env.dataset_options["label_noise"],
+            noise_model=student_env.dataset_options.get("noise_model"),
             teacher_share=teacher_share,
             tutor_noise_auroc=noise_detection_auroc(-episode["tutor_weights"], flipped) if index else math.nan,
             acting_noise_auroc=noise_detection_auroc(-episode["acting_weights"], flipped),
