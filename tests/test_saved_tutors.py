@@ -41,10 +41,10 @@ def test_import_agents_alone_lists_the_shipped_tutors_without_importing_experime
     script = (
         "import sys, agents\n"
         "names = list(agents.TUTORS)\n"
-        "print(names[-2:], 'experiments' in sys.modules, agents.tutor_spec('noise_mentor').kind)"
+        "print(names[-3:], 'experiments' in sys.modules, agents.tutor_spec('noise_mentor').kind)"
     )
     shown = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert shown.stdout.strip() == "['noise_mentor', 'noise_mentor_pretrained'] False taught"
+    assert shown.stdout.strip() == "['noise_mentor', 'noise_mentor_pretrained', 'noise_mentor_v1_pretrained'] False taught"
 
 
 def test_a_saved_tutors_files_are_named_for_fingerprints():
@@ -53,7 +53,9 @@ def test_a_saved_tutors_files_are_named_for_fingerprints():
     assert saved_tutor_paths("noise_mentor") == expected
     assert tutor_spec("noise_mentor").files == expected and tutor_spec("uniform").files == ()
     with pytest.raises(
-        ValueError, match=r"'uniform' is not a saved tutor; the saved tutors: noise_mentor, noise_mentor_pretrained"
+        ValueError,
+        match=r"'uniform' is not a saved tutor; the saved tutors: noise_mentor, noise_mentor_pretrained, "
+        r"noise_mentor_v1_pretrained",
     ):
         saved_tutor_paths("uniform")
 
@@ -206,7 +208,7 @@ def test_a_wheel_ships_the_saved_tutors(tmp_path):
     subprocess.run([*build, str(source)], capture_output=True, check=True)
     (wheel,) = tmp_path.glob("tsrl-*.whl")
     listed = set(zipfile.ZipFile(wheel).namelist())
-    for name in ("noise_mentor", "noise_mentor_pretrained"):
+    for name in ("noise_mentor", "noise_mentor_pretrained", "noise_mentor_v1_pretrained"):
         assert {f"experiments/tutors/{name}.{suffix}" for suffix in ("zip", "json", "md")} <= listed
     shipped = zipfile.ZipFile(wheel).read("experiments/tutors/noise_mentor.zip")
     assert shipped == (SHIPPED / "noise_mentor.zip").read_bytes()
