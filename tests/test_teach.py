@@ -97,11 +97,18 @@ def test_a_saved_tutor_teaches_frozen_on_the_state_columns_it_was_taught_on(taug
     assert "trusted_probe" in run.epochs[-1].state_column_auroc
 
 
-def test_the_report_is_rebuilt_from_the_files_alone(taught):
+def test_the_report_is_rebuilt_from_the_files_alone(taught, tmp_path):
     out, _ = taught
     written = (out / "teaching.md").read_text()
     (out / "teaching.md").unlink()
     assert write_teaching_report(out) == written == (out / "teaching.md").read_text()
+    # Without the weights file its Students started from, too (the state layout does not depend on it).
+    moved = tmp_path / "run"
+    shutil.copytree(out, moved)
+    record = json.loads((moved / "teaching.json").read_text())
+    record["config"]["env"]["pretrained_file"] = str(tmp_path / "gone.pt")
+    (moved / "teaching.json").write_text(json.dumps(record))
+    assert write_teaching_report(moved) == written
 
 
 SHIPPED_TUTORS = [

@@ -70,7 +70,8 @@ def write_teaching_report(out: Path) -> str:
     states = examples["states"][rows]
     tutor = load_tutor(saved["config"]["tutor"], out / TUTOR)
     weights = np.asarray(tutor.predict(states, deterministic=True)[0], np.float32).ravel()
-    env = DeepfakeCurriculumEnv(EnvConfig.from_dict(saved["config"]["env"]))  # every teaching Student's state layout
+    # Every teaching Student's state layout, which the starting weights do not change: no weights file is needed.
+    env = DeepfakeCurriculumEnv(EnvConfig.from_dict({**saved["config"]["env"], "pretrained_file": None}))
     layout = env.state_layout
     env.close()
     title = (
