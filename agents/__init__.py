@@ -51,10 +51,7 @@ class TutorSpec:
     says what it is in tables: ``learned``, ``learned, whole batch``, ``heuristic``, ``meta-gradient``, ``trusted data``
     or ``taught``.
     ``files`` are the files a saved tutor is read from (its ``.zip`` and ``.json``; none for a tutor defined in code):
-    what a fingerprint hashes, so that a swapped file is a changed setting. ``relative_cost`` is the wall time of a
-    benchmark-size Student under the tutor with its default settings over one under ``uniform``, as measured
-    (docs/performance.md): a grid starts its costliest cells first, so that no long cell is left running alone at the
-    end.
+    what a fingerprint hashes, so that a swapped file is a changed setting.
     """
 
     make: Callable[..., Any]
@@ -64,20 +61,14 @@ class TutorSpec:
     env_settings: Mapping[str, Any] = field(default_factory=dict)
     kind: str = "learned"
     files: tuple[Path, ...] = ()
-    relative_cost: float = 1.0
 
 
 def _load_sb3(algorithm: type[BaseAlgorithm], path: str | Path, env: gym.Env | VecEnv | None = None) -> BaseAlgorithm:
     return algorithm.load(path, env=as_per_sample_vec_env(env))
 
 
-LEARNING_COST = 1.2
-"""A learning tutor's Student over a uniform one's: the reward's forward after every update and the tutor's own update
-(ppo 41.6 s against 34.4 s, docs/performance.md)."""
-
-
 def _sb3(make: Callable[..., BaseAlgorithm], algorithm: type[BaseAlgorithm]) -> TutorSpec:
-    return TutorSpec(make=make, load=partial(_load_sb3, algorithm), learns=True, relative_cost=LEARNING_COST)
+    return TutorSpec(make=make, load=partial(_load_sb3, algorithm), learns=True)
 
 
 _BUILT_IN: dict[str, TutorSpec] = {
@@ -87,17 +78,10 @@ _BUILT_IN: dict[str, TutorSpec] = {
     "ddpg": _sb3(make_ddpg, DDPG),
     "a2c": _sb3(make_a2c, A2C),
     "attention": TutorSpec(
-        make=make_attention_tutor,
-        load=load_attention_tutor,
-        learns=True,
-        acts_on_batch=True,
-        kind="learned, whole batch",
-        relative_cost=LEARNING_COST,
+        make=make_attention_tutor, load=load_attention_tutor, learns=True, acts_on_batch=True, kind="learned, whole batch"
     ),
     **{
-        name: TutorSpec(
-            make=cls, load=cls.load, learns=False, env_settings=cls.env_settings, kind=cls.kind, relative_cost=cls.relative_cost
-        )
+        name: TutorSpec(make=cls, load=cls.load, learns=False, env_settings=cls.env_settings, kind=cls.kind)
         for name, cls in RULES.items()
     },
 }

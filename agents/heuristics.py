@@ -41,7 +41,6 @@ class HeuristicTutor:
 
     name: ClassVar[str]
     kind: ClassVar[str] = "heuristic"
-    relative_cost: ClassVar[float] = 1.0
     env_settings: ClassVar[dict[str, Any]] = {}
     defaults: ClassVar[dict[str, float | str]] = {}
 

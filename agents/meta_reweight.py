@@ -330,7 +330,6 @@ class MetaWeightNet(_MetaReweightTutor):
     """
 
     name = "meta_weight_net"
-    relative_cost = 4.0  # its exact meta step: 4.3-5.0 plain steps a step (docs/tutors.md); warm-up and evaluation not
     defaults = {"meta_lr": 1e-3, "hidden": 100.0, "meta_interval": 1.0, **_MetaReweightTutor.defaults}
 
     def __init__(self, env: gym.Env | VecEnv, seed: int | None = None, **params: float | str) -> None:

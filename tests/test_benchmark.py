@@ -58,8 +58,6 @@ def test_grid_runs_every_cell_once_summarises_and_recomputes_a_lost_cell_to_the_
     config, out, records = tiny_grid
     assert config.tutors == ("oracle", "uniform", "random", "ppo"), "a grid with label noise gets the oracle row first"
     assert len(records) == 16
-    started = sorted(config.cells(), key=lambda cell: (cell_dir(out, *cell) / "config.yaml").stat().st_mtime_ns)
-    assert [tutor for _, tutor, _ in started[:4]] == ["ppo"] * 4, "the costliest cells (a learning tutor's) start first"
     assert {(r["variant"], r["tutor"], r["seed"]) for r in records} == set(config.cells())
     markdown = write_summary(config, out)
     for tutor in ("uniform", "random", "ppo"):

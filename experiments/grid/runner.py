@@ -38,8 +38,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from agents import tutor_spec
-from experiments.config import fingerprint, run_config_from_dict, split_tutor_entry
+from experiments.config import fingerprint, run_config_from_dict
 from experiments.grid.cells import cell_dir, forget_changed_cells, load_records
 from experiments.grid.plan import check_plan
 from experiments.grid.spec import BenchmarkConfig
@@ -180,8 +179,6 @@ def _run_missing_cells(
 ) -> None:
     write_atomically(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     todo = [cell for cell in config.cells() if not (cell_dir(out, *cell) / "record.json").exists()]
-    # Costliest first (a stable sort: the config's order otherwise), so that the last cells to start are short ones.
-    todo.sort(key=lambda cell: -tutor_spec(split_tutor_entry(cell[1])[0]).relative_cost)
     # Build (and cache) each variant's dataset here, once, so no cell's wall time includes generating it.
     for variant in {variant for variant, _, _ in todo}:
         env = config.run_config(variant, config.tutors[0], config.seeds[0]).env
