@@ -60,6 +60,27 @@ def test_each_student_records_the_noise_level_and_model_it_trained_under(tmp_pat
     assert "| 1 | 1001 | 0.300 | frame |" in (tmp_path / "teaching.md").read_text()
 
 
+def test_the_teacher_can_be_another_fixed_rule_whose_weights_are_imitated(tmp_path):
+    # The generalisation oracle of the clean-label study: l2rw against unseen manipulation families.
+    env = EnvConfig.from_dict(
+        {
+            **TINY_SETTINGS,
+            "epochs": 1,
+            "state_columns": COLUMNS,
+            "dataset_options": {**TINY_SETTINGS["dataset_options"], "tiles": "fixed", "val_unseen_size": 32},
+        }
+    )
+    config = _config(env=env, label_noise=(0.0,), teacher="l2rw", teacher_kwargs={"trusted_split": "val_unseen"})
+    teach(config, 1, tmp_path, progress=False)
+    targets = np.load(tmp_path / "examples.npz")["targets"].reshape(-1, env.batch_size)
+    # Learning to Reweight's weights: clipped at 0 and scaled so each batch's largest is 1, not the oracle's all-ones.
+    assert np.allclose(targets.max(axis=1), 1.0) and (targets < 1.0).mean() > 0.5
+    assert json.loads((tmp_path / "teaching.json").read_text())["config"]["teacher_kwargs"] == {"trusted_split": "val_unseen"}
+    assert "teacher" not in _config().to_dict(), "left out at its default: earlier records still match"
+    with pytest.raises(ValueError, match="the teacher must name a tutor that does not learn"):
+        _config(teacher="ppo")
+
+
 def test_teaching_continues_after_the_last_student_and_refuses_another_config(taught, tmp_path):
     out, curve = taught
     copy = tmp_path / "run"

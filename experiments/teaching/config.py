@@ -31,8 +31,10 @@ class TeachConfig:
     teaching seed too, for the paired gain of the curve. ``noise_models`` (empty: the env's own) are cycled with the
     label noise, every model at one noise level before the next level. ``protocol`` names the evaluation protocol
     the teaching keeps (:mod:`experiments.protocol`): under ``v1`` each Student trains on a dataset of its own, its
-    content seed and flip seed both its Student seed, all teaching seeds. Every setting is checked here: a wrong
-    type raises a TypeError, a value out of range a ValueError, each naming the setting."""
+    content seed and flip seed both its Student seed, all teaching seeds. ``teacher`` names the tutor whose weights are
+    imitated, one that does not learn (default ``oracle``: weight 0 on flipped labels), built with ``teacher_kwargs``
+    (e.g. ``l2rw`` with ``{trusted_split: val_unseen}``, the generalisation oracle). Every setting is checked here: a
+    wrong type raises a TypeError, a value out of range a ValueError, each naming the setting."""
 
     env: EnvConfig = field(default_factory=EnvConfig)
     label_noise: tuple[float, ...] = (0.30, 0.15, 0.45, 0.0)
@@ -43,6 +45,8 @@ class TeachConfig:
     paired: bool = True
     noise_models: tuple[str, ...] = ()
     protocol: str | None = None
+    teacher: str = "oracle"
+    teacher_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.env, EnvConfig):
@@ -72,6 +76,14 @@ class TeachConfig:
             noise_model(model)  # an unknown name is refused with a did-you-mean
         object.__setattr__(self, "noise_models", tuple(self.noise_models))
         protocol_named(self.protocol)
+        if not isinstance(self.teacher, str) or tutor_spec(self.teacher).learns:
+            raise ValueError(
+                f"the teacher must name a tutor that does not learn (its weights are the targets), got {shown(self.teacher)}"
+            )
+        if not isinstance(self.teacher_kwargs, dict):
+            raise TypeError(
+                f"teacher_kwargs must be a mapping of the teacher's keyword arguments, got {shown(self.teacher_kwargs)}"
+            )
 
     def student_env(self, index: int) -> EnvConfig:
         """The env of the ``index``-th teaching Student (0-based): its seed, label noise and noise model, and under a
@@ -100,7 +112,7 @@ class TeachConfig:
     def to_dict(self) -> dict[str, Any]:
         settings = plain({**asdict(self), "env": self.env.to_dict()})
         # Left out at their defaults, so that the records of teaching runs from before they existed still match.
-        for key, default in (("noise_models", []), ("protocol", None)):
+        for key, default in (("noise_models", []), ("protocol", None), ("teacher", "oracle"), ("teacher_kwargs", {})):
             if settings[key] == default:
                 del settings[key]
         return settings
@@ -149,7 +161,19 @@ def load_teach_config(path: str | Path) -> TeachConfig:
 def load_teach_config_dict(settings: dict[str, Any], source: str = "the teaching config") -> TeachConfig:
     """A :class:`TeachConfig` from its settings (as in a YAML file or ``teaching.json``)."""
     settings = dict(settings)
-    keys = ["env", "label_noise", "first_seed", "tutor", "tutor_kwargs", "imitation", "paired", "noise_models", "protocol"]
+    keys = [
+        "env",
+        "label_noise",
+        "first_seed",
+        "tutor",
+        "tutor_kwargs",
+        "imitation",
+        "paired",
+        "noise_models",
+        "protocol",
+        "teacher",
+        "teacher_kwargs",
+    ]
     reject_unknown_keys(settings, keys, f"teaching setting in {source}")
     env = settings.pop("env", None) or {}
     if not isinstance(env, dict):

@@ -1,7 +1,8 @@
 """Teaching one tutor across many Students: imitation of a teacher's weights with dataset aggregation.
 
 The recipe is that of MentorNet's data-driven mentor (Jiang et al., ICML 2018): learn on Students whose wrong labels
-are known, deploy where they are not. The teacher is the ``oracle`` (weight 0 on flipped training labels); the tutor's
+are known, deploy where they are not. The teacher is the ``oracle`` (weight 0 on flipped training labels) unless the
+config names another tutor that does not learn (``teacher``: e.g. ``l2rw`` on ``val_unseen``); the tutor's
 actor learns to give each state row the teacher's weight by behavioural cloning, over every row of every Student
 taught so far (DAgger, Ross, Gordon & Bagnell, AISTATS 2011): the first Student is weighted by the teacher, each later
 one by a blend that hands over to the tutor (the teacher's share halves with each Student), so the tutor learns on the
@@ -93,7 +94,7 @@ def _teach_from(
                 tutor = _first_tutor(config, env, out / TUTOR if curve else None)
             teacher_share = 0.5**index
             episode = _teach_one_student(
-                env, tutor, make_tutor("oracle", env), teacher_share, f"Student {index + 1}/{students}", progress
+                env, tutor, _teacher(config, env), teacher_share, f"Student {index + 1}/{students}", progress
             )
         finally:
             env.close()
@@ -146,6 +147,17 @@ def _first_tutor(config: TeachConfig, env: DeepfakeCurriculumEnv, saved: Path | 
         raise ValueError(
             f"the teaching setting tutor_kwargs {config.tutor_kwargs} does not make a {config.tutor!r} tutor "
             f"({type(error).__name__}: {reason}); give keywords of its constructor with values it accepts"
+        ) from error
+
+
+def _teacher(config: TeachConfig, env: DeepfakeCurriculumEnv) -> Any:
+    """The teacher of one Student, built on its env with the config's keywords (refused, naming them, where they do
+    not make one)."""
+    try:
+        return make_tutor(config.teacher, env, seed=env.config.seed, **config.teacher_kwargs)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"the teaching setting teacher_kwargs {config.teacher_kwargs} does not make a {config.teacher!r} teacher: {error}"
         ) from error
 
 
