@@ -325,8 +325,7 @@ class MetaWeightNet(_MetaReweightTutor):
     network. The paper takes one meta step per Student step (``meta_interval: 1``); ``meta_interval: k`` takes one at
     the first of every ``k`` Student steps, the network weighing the batches between as it stands, so that the exact
     step's cost is paid once in ``k`` steps (at ``k = 4`` measured not to stand in for the paper's: docs/tutors.md). The
-    network's parameters, optimiser and step count are kept in run
-    checkpoints.
+    network's parameters, optimiser and step count are kept in run checkpoints.
     """
 
     name = "meta_weight_net"

@@ -3,7 +3,7 @@ before any Student trains (see :mod:`experiments.teaching.teach` for the recipe)
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -161,20 +161,7 @@ def load_teach_config(path: str | Path) -> TeachConfig:
 def load_teach_config_dict(settings: dict[str, Any], source: str = "the teaching config") -> TeachConfig:
     """A :class:`TeachConfig` from its settings (as in a YAML file or ``teaching.json``)."""
     settings = dict(settings)
-    keys = [
-        "env",
-        "label_noise",
-        "first_seed",
-        "tutor",
-        "tutor_kwargs",
-        "imitation",
-        "paired",
-        "noise_models",
-        "protocol",
-        "teacher",
-        "teacher_kwargs",
-    ]
-    reject_unknown_keys(settings, keys, f"teaching setting in {source}")
+    reject_unknown_keys(settings, [setting.name for setting in fields(TeachConfig)], f"teaching setting in {source}")
     env = settings.pop("env", None) or {}
     if not isinstance(env, dict):
         raise TypeError(f"the env section of {source} must be a mapping of environment settings, got {shown(env)}")
