@@ -54,8 +54,8 @@ def test_a_saved_tutors_files_are_named_for_fingerprints():
     assert tutor_spec("noise_mentor").files == expected and tutor_spec("uniform").files == ()
     with pytest.raises(
         ValueError,
-        match=r"'uniform' is not a saved tutor; the saved tutors: noise_mentor, noise_mentor_pretrained, "
-        r"noise_mentor_v1_pretrained",
+        match=r"'uniform' is not a saved tutor; the saved tutors: generalisation_mentor_v1_pretrained, noise_mentor, "
+        r"noise_mentor_pretrained, noise_mentor_v1_pretrained",
     ):
         saved_tutor_paths("uniform")
 
@@ -208,7 +208,7 @@ def test_a_wheel_ships_the_saved_tutors(tmp_path):
     subprocess.run([*build, str(source)], capture_output=True, check=True)
     (wheel,) = tmp_path.glob("tsrl-*.whl")
     listed = set(zipfile.ZipFile(wheel).namelist())
-    for name in ("noise_mentor", "noise_mentor_pretrained", "noise_mentor_v1_pretrained"):
+    for name in ("noise_mentor", "noise_mentor_pretrained", "noise_mentor_v1_pretrained", "generalisation_mentor_v1_pretrained"):
         assert {f"experiments/tutors/{name}.{suffix}" for suffix in ("zip", "json", "md")} <= listed
     shipped = zipfile.ZipFile(wheel).read("experiments/tutors/noise_mentor.zip")
     assert shipped == (SHIPPED / "noise_mentor.zip").read_bytes()
