@@ -24,6 +24,7 @@ from PIL import Image
 from experiments.analysis.summary import benchmark_splits, paired_summary, result_rows
 from experiments.analysis.tables import markdown_tables
 from experiments.cli import main
+from experiments.config import CONFIG_DIR
 from experiments.records.student_run import GroupTally, StudentRun
 from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv
 from tsrl_env.augment import DEEPFAKEBENCH
@@ -419,6 +420,36 @@ def test_tsrl_evaluate_refuses_a_student_of_another_backbone_or_size(trained_run
     with pytest.raises(ValueError, match="do not fit a Student of backbone 'resnet10t'"):
         main(["evaluate", str(bare), "--config", str(config), "--backbone", "resnet10t", "--out", str(tmp_path)])
     assert not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_the_reference_preset_trains_with_a_taught_tutor_and_its_student_is_scored_on_celeb_df_alone(bench, tmp_path, capsys):
+    """The paper's regime as docs/data.md gives it: deepfakebench_reference (here on the fixture, at a tiny size) with
+    the tutor taught from the generalisation oracle, frozen, then ``tsrl evaluate`` on Celeb-DF-v2 only."""
+    root, _ = bench
+    reference = yaml.safe_load((CONFIG_DIR / "deepfakebench_reference.yaml").read_text())
+    folders = {key: options(root)[key] for key in ("dataset_json_folder", "rgb_dir")}
+    reference["env"]["dataset_options"] |= folders | {"frame_num": 4, "image_size": 32}
+    reference["env"] |= {"backbone": "test_resnet", "pretrained": False, "batch_size": 16, "epochs": 1, "warmup_epochs": 1}
+    reference["env"] |= {"num_workers": 0}
+    config = tmp_path / "reference.yaml"
+    config.write_text(yaml.safe_dump(reference))
+    tutor = "generalisation_mentor_v1_pretrained"
+    main(["train", "--config", str(config), "--tutor", tutor, "--no-baseline", "--out", str(tmp_path / "runs"), "--no-progress"])
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    trained = json.loads((run_dir / "results.json").read_text())
+    assert [run["label"] for run in trained] == [tutor]
+    assert set(trained[0]["test"]) == {"test_FaceForensics++", "test_Celeb-DF-v2"}
+
+    unseen = dict(reference, env=dict(reference["env"], dataset_options=dict(reference["env"]["dataset_options"])))
+    unseen["env"]["dataset_options"]["test_dataset"] = ["Celeb-DF-v2"]
+    celeb = tmp_path / "celeb.yaml"
+    celeb.write_text(yaml.safe_dump(unseen))
+    capsys.readouterr()
+    main(["evaluate", str(run_dir / tutor / "student.pt"), "--config", str(celeb), "--out", str(tmp_path / "evaluated")])
+    assert_numbers(capsys.readouterr().out, "Celeb-DF-v2 AUC", columns=1)
+    (evaluated,) = json.loads((tmp_path / "evaluated" / "results.json").read_text())
+    assert evaluated["test"] == {"test_Celeb-DF-v2": trained[0]["test"]["test_Celeb-DF-v2"]}
 
 
 def assert_numbers(printed: str, row: str, columns: int) -> None:
