@@ -145,6 +145,26 @@ class Uniform(HeuristicTutor):
 
 
 @register_rule
+class Constant(HeuristicTutor):
+    """The same weight, ``weight``, for every sample: the control for a tutor's mean weight.
+
+    The Student trains with Adam, which divides each step by a running average of squared gradients (beta2 = 0.999:
+    a memory of about a thousand steps). After a warm-up at weight 1 that average still holds the warm-up's gradients,
+    so a weight below 1 shrinks the steps of the tutored epochs more and more, a smaller learning rate in effect. A
+    tutor whose weights average ``weight`` earns credit for the samples it picks only where it beats this row.
+    """
+
+    name = "constant"
+    defaults = {"weight": 0.5}
+
+    def _check_params(self) -> None:
+        _check_fraction("constant weight", self.params["weight"])
+
+    def weights(self, states: np.ndarray, progress: float) -> np.ndarray:
+        return np.full(len(states), self.params["weight"], np.float32)
+
+
+@register_rule
 class RandomWeights(HeuristicTutor):
     """Weights drawn uniformly from [0, 1] with the tutor's seed: the control any learned tutor must beat.
 
