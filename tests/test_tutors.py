@@ -75,7 +75,8 @@ def test_constant_weight_is_the_same_for_every_sample_and_after_a_warm_up_shrink
         for _ in range(env.steps_per_epoch):
             before = [parameter.detach().clone() for parameter in env.student.parameters()]
             env.step(np.full(env.batch_size, weight, np.float32))
-            moved = [(parameter.detach() - old).flatten() for parameter, old in zip(env.student.parameters(), before)]
+            after = env.student.parameters()
+            moved = [(parameter.detach() - old).flatten() for parameter, old in zip(after, before, strict=True)]
             steps[weight].append(torch.cat(moved).norm().item())
         env.close()
     # Adam's average of squared gradients still holds the warm-up's: a tenth of the loss takes shorter and shorter
@@ -148,7 +149,8 @@ def test_heuristic_parameter_errors_say_what_to_do():
         heuristic("uniform", gamma=1.0)
     with pytest.raises(ValueError, match=r"focal gamma must be >= 0"):
         heuristic("focal", gamma=-1.0)
-    for name, param in [("hard_mining", "fraction"), ("anti_noise", "forget_rate"), ("anti_noise", "ramp"), ("constant", "weight")]:
+    fractions = [("hard_mining", "fraction"), ("anti_noise", "forget_rate"), ("anti_noise", "ramp"), ("constant", "weight")]
+    for name, param in fractions:
         for value in (0.0, 1.5):
             with pytest.raises(ValueError, match=rf"{param} must be a fraction in \(0, 1\], got {value}"):
                 heuristic(name, **{param: value})
