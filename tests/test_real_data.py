@@ -6,6 +6,7 @@ absolute paths), as image folders, and a small video drawn with OpenCV around a 
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import logging
@@ -430,8 +431,8 @@ def test_the_reference_preset_trains_with_a_taught_tutor_and_its_student_is_scor
     reference = yaml.safe_load((CONFIG_DIR / "deepfakebench_reference.yaml").read_text())
     folders = {key: options(root)[key] for key in ("dataset_json_folder", "rgb_dir")}
     reference["env"]["dataset_options"] |= folders | {"frame_num": 4, "image_size": 32}
-    reference["env"] |= {"backbone": "test_resnet", "pretrained": False, "batch_size": 16, "epochs": 1, "warmup_epochs": 1}
-    reference["env"] |= {"num_workers": 0}
+    tiny = {"backbone": "test_resnet", "pretrained": False, "batch_size": 16, "epochs": 1, "warmup_epochs": 1, "num_workers": 0}
+    reference["env"] |= tiny
     config = tmp_path / "reference.yaml"
     config.write_text(yaml.safe_dump(reference))
     tutor = "generalisation_mentor_v1_pretrained"
@@ -441,7 +442,7 @@ def test_the_reference_preset_trains_with_a_taught_tutor_and_its_student_is_scor
     assert [run["label"] for run in trained] == [tutor]
     assert set(trained[0]["test"]) == {"test_FaceForensics++", "test_Celeb-DF-v2"}
 
-    unseen = dict(reference, env=dict(reference["env"], dataset_options=dict(reference["env"]["dataset_options"])))
+    unseen = copy.deepcopy(reference)
     unseen["env"]["dataset_options"]["test_dataset"] = ["Celeb-DF-v2"]
     celeb = tmp_path / "celeb.yaml"
     celeb.write_text(yaml.safe_dump(unseen))

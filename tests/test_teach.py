@@ -150,7 +150,7 @@ def test_each_shipped_tutor_is_the_one_its_teaching_run_saved_and_weighs_its_row
     tutor = load_tutor(name, SAVED_TUTORS_DIR / f"{name}.zip")
     weights = np.asarray(tutor.predict(examples["states"], deterministic=True)[0]).ravel()
     assert ((weights >= 0.0) & (weights <= 1.0)).all()
-    teacher = json.loads((run / "teaching.json").read_text())["config"].get("teacher", "oracle")
+    teacher = load_teach_config_dict(json.loads((run / "teaching.json").read_text())["config"]).teacher
     if teacher == "oracle":  # on the rows it was taught on, a low weight marks those whose oracle weight was 0
         assert noise_detection_auroc(-weights, examples["targets"] < 0.5) > 0.75
     else:  # a teacher's graded weights: the tutor's follow them (0.52 measured)
