@@ -171,3 +171,18 @@ def test_several_datasets_give_each_datasets_rows_and_a_pooled_row_tested_in_the
     assert "| v | pooled | test_seen_auc | 6 | +0.035 [" in table and "| v | A | test_seen_auc | 3 | +0.020 [" in table
     a_row = next(line for line in table.splitlines() if line.startswith("| v | A | test_seen_auc"))
     assert a_row.split(" | ")[6] == "-", "per-dataset rows are outside the family: no Holm p"
+
+
+def test_compare_pairs_a_tutor_across_two_variants_by_dataset_and_seed(tmp_path):
+    """``--variants A B``: the same tutor under two settings, each seed's difference taken within its dataset."""
+    exact = grid({"meta_weight_net": ([0.01, 0.02, 0.03], [0.0] * 3)}, "A")
+    head = grid({"meta_weight_net": ([0.03, 0.05, 0.07], [0.0] * 3)}, "A")
+    records = [entry | {"variant": "exact"} for entry in exact] + [entry | {"variant": "head"} for entry in head]
+    write_csv(result_rows(records), tmp_path / "runs.csv")
+    table = paired_between(tmp_path, "meta_weight_net", "meta_weight_net", ("head", "exact"))
+    assert table.startswith("Family: every row below (")
+    seen = next(line for line in table.splitlines() if "test_seen_auc" in line)
+    assert seen.startswith("| head − exact | test_seen_auc | 3 | +0.030 [") and seen.endswith("+0.020, +0.030, +0.040 |")
+    assert "| head | " not in table, "only the pair of variants asked for"
+    with pytest.raises(ValueError, match=r"no variant \['fast'\]"):
+        paired_between(tmp_path, "meta_weight_net", "meta_weight_net", ("fast", "exact"))

@@ -1,9 +1,12 @@
 """One tutor against another on a finished grid, paired by seed as every difference to ``uniform`` is:
 
     python -m experiments.analysis.compare OUT TUTOR AGAINST
+    python -m experiments.analysis.compare OUT TUTOR AGAINST --variants A B
 
 prints, per variant (and evaluation dataset) and headline metric, ``TUTOR`` − ``AGAINST`` with its 95% interval, the
-t-test's p, its Holm-adjusted p over the rows printed and the Wilcoxon p, from the grid's ``runs.csv``.
+t-test's p, its Holm-adjusted p over the rows printed and the Wilcoxon p, from the grid's ``runs.csv``. With
+``--variants A B``, ``TUTOR`` of variant A against ``AGAINST`` of variant B (the same tutor under two settings, say),
+paired by dataset and seed: variants of one grid share their seeds' data, initialisation and warm-up.
 """
 
 from __future__ import annotations
@@ -17,34 +20,41 @@ from experiments.analysis.summary import POOLED
 from experiments.analysis.tables import interval_text, p_text
 
 
-def paired_between(out: Path, tutor: str, against: str) -> str:
+def paired_between(out: Path, tutor: str, against: str, variants: tuple[str, str] | None = None) -> str:
     """Markdown: ``tutor`` − ``against`` on each headline metric of a finished grid in ``out`` (its ``runs.csv``),
     paired by variant, dataset and seed like every difference to uniform (both were trained on the same Students),
-    with the t-test, its Holm-adjusted and the Wilcoxon p. The family, declared above the table, is every row it
-    prints; over several datasets, every pooled row (:meth:`PairedDifference.stratified`), the per-dataset rows beside
-    them unadjusted."""
+    with the t-test, its Holm-adjusted and the Wilcoxon p; with ``variants=(a, b)``, ``tutor`` of variant ``a``
+    against ``against`` of variant ``b``, paired by dataset and seed. The family, declared above the table, is every
+    row it prints; over several datasets, every pooled row (:meth:`PairedDifference.stratified`), the per-dataset rows
+    beside them unadjusted."""
     with (out / "runs.csv").open() as handle:
         runs = list(csv.DictReader(handle))
     metrics = [name.removeprefix("diff_") for name in runs[0] if name.startswith("diff_")]
     values = {(row["variant"], row.get("dataset") or "", row["tutor"], int(row["seed"])): row for row in runs}
+    known = list(dict.fromkeys(row["variant"] for row in runs))
+    if variants is not None and not set(variants) <= set(known):
+        raise ValueError(f"{out}: no variant {sorted(set(variants) - set(known))} in runs.csv; its variants are {known}")
+    sides = [variants] if variants is not None else [(variant, variant) for variant in known]
     entries = []  # (variant, dataset, metric, difference, in the family)
-    for variant in dict.fromkeys(row["variant"] for row in runs):
-        datasets = list(dict.fromkeys(dataset for v, dataset, _, _ in values if v == variant))
+    for first, second in sides:
+        label = first if first == second else f"{first} − {second}"
+        datasets = list(dict.fromkeys(dataset for v, dataset, _, _ in values if v == first))
         seeds = {
-            dataset: [s for v, d, t, s in values if (v, d, t) == (variant, dataset, tutor) and (v, d, against, s) in values]
+            dataset: [s for v, d, t, s in values if (v, d, t) == (first, dataset, tutor) and (second, d, against, s) in values]
             for dataset in datasets
         }
+        datasets = [dataset for dataset in datasets if seeds[dataset]]
         for metric in metrics:
             by_dataset = {
                 dataset: {
-                    s: float(values[variant, dataset, tutor, s][metric]) - float(values[variant, dataset, against, s][metric])
+                    s: float(values[first, dataset, tutor, s][metric]) - float(values[second, dataset, against, s][metric])
                     for s in seeds[dataset]
                 }
                 for dataset in datasets
             }
-            entries += [(variant, d, metric, PairedDifference.of(by_dataset[d]), len(datasets) == 1) for d in datasets]
+            entries += [(label, d, metric, PairedDifference.of(by_dataset[d]), len(datasets) == 1) for d in datasets]
             if len(datasets) > 1:
-                entries.append((variant, POOLED, metric, PairedDifference.stratified(by_dataset), True))
+                entries.append((label, POOLED, metric, PairedDifference.stratified(by_dataset), True))
     family = [index for index, entry in enumerate(entries) if entry[4]]
     adjusted = dict(zip(family, holm([entries[index][3].p for index in family]), strict=True))
     several = any(entry[1] == POOLED for entry in entries)
@@ -73,8 +83,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out", type=Path, help="the grid's output folder (holding runs.csv)")
     parser.add_argument("tutor")
     parser.add_argument("against")
+    parser.add_argument(
+        "--variants", nargs=2, metavar=("A", "B"), help="TUTOR of variant A against AGAINST of variant B, by dataset and seed"
+    )
     arguments = parser.parse_args(argv)
-    print(paired_between(arguments.out, arguments.tutor, arguments.against))
+    variants = tuple(arguments.variants) if arguments.variants else None
+    print(paired_between(arguments.out, arguments.tutor, arguments.against, variants))
 
 
 if __name__ == "__main__":
