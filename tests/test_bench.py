@@ -2,7 +2,7 @@
 
 import pytest
 
-from experiments.performance import memory, meta_step, step_cost, throughput
+from experiments.performance import memory, meta_step, step_cost, student_cost, throughput
 
 TINY = ["--backbone", "test_resnet", "--image-size", "32", "--train-size", "128", "--batch-size", "32", "--repeats", "1"]
 
@@ -59,6 +59,23 @@ def test_meta_step_compares_every_approximation_with_the_exact_step_and_times_ea
     assert gradients[interval:].strip() == "-", "an interval version has no meta-gradients of its own"
     assert rows["compared steps"].split()[-1] == "2" and float(rows["mean absolute difference of weights"].split()[-1]) >= 0
 
+
+
+def test_student_cost_charges_each_part_of_a_whole_student_beside_the_plain_loop(capsys, one_torch_thread):
+    student_cost.main(["--config", "smoke", "--cell", "noise_0.30", "--tutors", "uniform", "meta_weight_net"])
+    lines = capsys.readouterr().out.splitlines()
+    header = next(index for index, line in enumerate(lines) if line.startswith("tutor "))
+    columns = lines[header].split("  ")
+    columns = [name.strip() for name in columns if name.strip()]
+    rows = {line.split("  ")[0].strip(): line.split() for line in lines[header + 2 :]}
+    assert list(rows) == ["plain loop", "uniform", "meta_weight_net"]
+    parts = {name: dict(zip(columns, values[-len(columns) :], strict=True)) for name, values in rows.items()}
+    for name, row in parts.items():
+        phases = sum(float(row[phase]) for phase in student_cost.PHASES)
+        assert abs(phases - float(row["wall s"])) <= 0.1 + 0.05 * float(row["wall s"]), f"{name}'s parts add up to its wall time"
+    assert parts["plain loop"]["x plain loop"] == "1.00" and float(parts["plain loop"]["tutor acts"]) == 0.0
+    assert float(parts["uniform"]["reward"]) == 0.0, "a tutor that does not learn reads no reward"
+    assert float(parts["meta_weight_net"]["tutor acts"]) > 0.0, "the meta step is the tutor's act"
 
 @pytest.mark.parametrize("module", [step_cost, throughput, memory])
 def test_each_benchmark_documents_its_method(module):

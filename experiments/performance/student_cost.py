@@ -1,6 +1,6 @@
 """Student cost: where the time of one whole benchmark Student goes, per tutor, beside a plain timm training loop.
 
-    python -m experiments.performance.student_cost [--tutors uniform self_paced noise_mentor ppo l2rw] [--repeats 1]
+    python -m experiments.performance.student_cost [--tutors uniform ... meta_weight_net] [--repeats 1]
     python -m experiments.performance.student_cost --config protocol_v1_scratch --cell video_0.30/e0 --seed 0
 
 Each tutor trains one Student of a grid's cell exactly as ``tsrl benchmark`` trains it
@@ -277,8 +277,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--tutors",
         nargs="+",
-        default=["uniform", "self_paced", "noise_mentor", "ppo", "l2rw"],
-        help="tutors to time (default: uniform, a heuristic, a frozen taught tutor, learning ppo, l2rw)",
+        default=["uniform", "self_paced", "noise_mentor", "ppo", "l2rw", "meta_weight_net"],
+        help="tutors to time (default: uniform, a heuristic, a frozen taught tutor, learning ppo, l2rw, meta_weight_net)",
     )
     parser.add_argument("--repeats", type=int, default=1, help="rounds (default: 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
