@@ -60,7 +60,6 @@ def test_meta_step_compares_every_approximation_with_the_exact_step_and_times_ea
     assert rows["compared steps"].split()[-1] == "2" and float(rows["mean absolute difference of weights"].split()[-1]) >= 0
 
 
-
 def test_student_cost_charges_each_part_of_a_whole_student_beside_the_plain_loop(capsys, one_torch_thread):
     student_cost.main(["--config", "smoke", "--cell", "noise_0.30", "--tutors", "uniform", "meta_weight_net"])
     lines = capsys.readouterr().out.splitlines()
@@ -76,6 +75,7 @@ def test_student_cost_charges_each_part_of_a_whole_student_beside_the_plain_loop
     assert parts["plain loop"]["x plain loop"] == "1.00" and float(parts["plain loop"]["tutor acts"]) == 0.0
     assert float(parts["uniform"]["reward"]) == 0.0, "a tutor that does not learn reads no reward"
     assert float(parts["meta_weight_net"]["tutor acts"]) > 0.0, "the meta step is the tutor's act"
+
 
 @pytest.mark.parametrize("module", [step_cost, throughput, memory])
 def test_each_benchmark_documents_its_method(module):
