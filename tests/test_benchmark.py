@@ -252,3 +252,34 @@ def test_benchmark_without_a_config_lists_the_configs_and_runs_nothing(capsys, t
 def test_a_grid_that_names_rewards_records_them_for_every_tutor():
     assert load_benchmark_config("reward_signal").records_rewards, "uniform@tsrl, ... : a study of the rewards"
     assert not load_benchmark_config("protocol_v1_scratch").records_rewards, "only its learning tutors read rewards"
+
+
+def test_cells_of_one_student_train_it_once_and_share_its_record(tmp_path):
+    """Variants that differ only in one tutor's keywords give every other tutor the same Student: it trains once."""
+    path = tmp_path / "one_student_twice.yaml"
+    settings = {
+        "env": {**TINY_ENV, "epochs": 1, "dataset_options": {**TINY_ENV["dataset_options"], "label_noise": 0.0}},
+        "tutors": ["uniform", "constant"],
+        "seeds": [0],
+        "variants": {
+            "low": {"tutor_kwargs": {"constant": {"weight": 0.2}}},
+            "high": {"tutor_kwargs": {"constant": {"weight": 0.8}}},
+        },
+    }
+    path.write_text(yaml.safe_dump(settings))
+    config = load_benchmark_config(path)
+    out = tmp_path / "out"
+    records = run_benchmark(config, out, workers=1, cpus_per_cell=1, progress=False)
+    tests = {(r["variant"], r["tutor"]): r["run"].test for r in records}
+    assert len(records) == 4 and tests["low", "uniform"] == tests["high", "uniform"]
+    assert tests["low", "constant"] != tests["high", "constant"]
+    trained = [cell_dir(out, variant, "uniform", 0) for variant in ("low", "high")]
+    assert sum((directory / "uniform").is_dir() for directory in trained) == 1, "one of the two cells trained the Student"
+    twin = next(directory for directory in trained if not (directory / "uniform").is_dir())
+    source = next(directory for directory in trained if directory != twin)
+    assert yaml.safe_load((twin / "record.json").read_text())["same_student_as"] == source.relative_to(out).as_posix()
+
+    # A lost twin takes the finished cell's record again instead of training.
+    (twin / "record.json").unlink()
+    run_benchmark(config, out, workers=1, cpus_per_cell=1, progress=False)
+    assert not (twin / "uniform").is_dir() and (twin / "record.json").is_file()

@@ -1,7 +1,8 @@
 """Running a benchmark grid: every cell of a :class:`~experiments.grid.spec.BenchmarkConfig`, in parallel, resumable.
 
 Each cell (one Student taught by one tutor) writes its own ``record.json`` atomically when it finishes; a cell
-whose record exists is never rerun, so an interrupted grid continues where it stopped. Each record carries its
+whose record exists is never rerun, so an interrupted grid continues where it stopped. Cells whose Student is the same
+(same fingerprint and threads) train it once and share its record. Each record carries its
 Student's fingerprint (:func:`~experiments.config.fingerprint`): a grid whose settings changed since refuses to mix
 the cells they change with new ones, unless told to recompute them. A running grid locks its output directory, and
 its worker processes exit when it dies. The summary files (``results.csv``, ``results.md``, plots) are rebuilt from
@@ -179,12 +180,15 @@ def _run_missing_cells(
 ) -> None:
     write_atomically(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     todo = [cell for cell in config.cells() if not (cell_dir(out, *cell) / "record.json").exists()]
+    total = len(list(config.cells()))
+    bar = tqdm(total=total, initial=total - len(todo), desc="benchmark", disable=not progress)
+    todo, twins = _one_cell_per_student(config, out, todo, threads)
+    for source in [source for source in twins if (source / "record.json").exists()]:
+        bar.update(_copy_to_twins(source, twins.pop(source), out))
     # Build (and cache) each variant's dataset here, once, so no cell's wall time includes generating it.
     for variant in {variant for variant, _, _ in todo}:
         env = config.run_config(variant, config.tutors[0], config.seeds[0]).env
         make_dataset(env.dataset, **env.dataset_options)
-    total = len(list(config.cells()))
-    bar = tqdm(total=total, initial=total - len(todo), desc="benchmark", disable=not progress)
     cells = [(config.run_config(*cell).to_dict(), cell_dir(out, *cell)) for cell in todo]
     run_cell = partial(_run_cell, record_rewards=config.records_rewards, warmups=str((out / WARMUPS).resolve()))
     with ExitStack() as stack:
@@ -198,8 +202,51 @@ def _run_missing_cells(
             finished = (future.result() for future in as_completed(futures))
         for record in finished:
             bar.set_postfix_str(Path(record).parent.relative_to(out / "cells").as_posix())
-            bar.update()
+            bar.update(1 + _copy_to_twins(Path(record).parent, twins.pop(Path(record).parent, []), out))
     bar.close()
+
+
+Cell = tuple[str, str, int]
+
+
+def _one_cell_per_student(
+    config: BenchmarkConfig, out: Path, todo: list[Cell], threads: int
+) -> tuple[list[Cell], dict[Path, list[Path]]]:
+    """The cells to train, one per distinct Student, and the cells that take another's record instead.
+
+    Two cells with the same fingerprint and torch threads train the same Student bit for bit (variants that differ
+    only in one tutor's keywords give every other tutor identical cells): the first is trained, or a finished one
+    reused, and its record copied to the others (:func:`_copy_to_twins`). Returns the cells to train and, per cell
+    directory that trains (or has) a record, the directories that take a copy of it.
+    """
+    owners: dict[str, Path] = {}
+    for cell in config.cells():
+        path = cell_dir(out, *cell) / "record.json"
+        if path.exists():
+            record = json.loads(path.read_text())
+            if record.get("torch_threads") == threads and record.get("fingerprint"):
+                owners.setdefault(json.dumps(record["fingerprint"], sort_keys=True), path.parent)
+    to_train: list[Cell] = []
+    twins: dict[Path, list[Path]] = {}
+    for cell in todo:
+        key = json.dumps(fingerprint(config.run_config(*cell)), sort_keys=True)
+        if key in owners:
+            twins.setdefault(owners[key], []).append(cell_dir(out, *cell))
+        else:
+            owners[key] = cell_dir(out, *cell)
+            to_train.append(cell)
+    return to_train, twins
+
+
+def _copy_to_twins(source: Path, twins: list[Path], out: Path) -> int:
+    """Write ``source``'s record into each twin cell, saying whose Student it is (``same_student_as``); returns how
+    many."""
+    record = json.loads((source / "record.json").read_text())
+    record.setdefault("same_student_as", source.relative_to(out).as_posix())
+    for twin in twins:
+        twin.mkdir(parents=True, exist_ok=True)
+        write_atomically(twin / "record.json", json.dumps(record))
+    return len(twins)
 
 
 def _in_this_process(run_cell: Callable[..., str], cells: list[tuple[dict[str, Any], Path]], threads: int) -> Iterator[str]:
