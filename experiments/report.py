@@ -1,4 +1,4 @@
-"""Plain-text tables of Student runs, for the terminal and the README."""
+"""Tables of Student runs: plain text for the terminal, Markdown for results files."""
 
 from __future__ import annotations
 
@@ -29,6 +29,11 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip() for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """The same table as Markdown (a ``.md`` results file)."""
+    return "\n".join("| " + " | ".join(row) + " |" for row in [header, ["---"] * len(header), *rows])
 
 
 def epoch_table(runs: list[StudentRun]) -> str:

@@ -24,6 +24,7 @@ import torch
 
 from agents.meta_reweight import TRUSTED_SPLIT, trusted_alignment
 from experiments.records.recorder import noise_detection_auroc
+from experiments.report import markdown_table
 from experiments.teaching.config import FIRST_TEACHING_SEED, load_teach_config
 from tsrl_env import DeepfakeCurriculumEnv
 
@@ -93,9 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         "`python -m experiments.studies.trusted_signal " + " ".join(sys.argv[1:] if argv is None else argv) + "`",
         "",
-        "| " + " | ".join(columns) + " |",
-        "| " + " | ".join("---" for _ in columns) + " |",
-        *("| " + " | ".join(f"{row[name]:.4g}" for name in columns) + " |" for row in rows),
+        markdown_table(columns, [[f"{row[name]:.4g}" for name in columns] for row in rows]),
     ]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from agents import load_tutor
+from experiments.report import markdown_table
 from experiments.teaching.files import EXAMPLES, RECORD, TUTOR, TaughtStudent, read_teaching_record, settle_tutor
 from experiments.teaching.plots import plot_teaching_curve, plot_weights_against_columns
 from tsrl_env import DeepfakeCurriculumEnv
@@ -52,9 +53,7 @@ def write_teaching_report(out: Path) -> str:
         "trained with (the teacher's share blended with the tutor's); `gain_*`: paired, test AUC minus a uniform-weight "
         "Student's at the same seed. Teaching seeds; nothing here is an evaluation seed.",
         "",
-        "| " + " | ".join(columns) + " |",
-        "| " + " | ".join("---" for _ in columns) + " |",
-        *("| " + " | ".join(row) + " |" for row in rows),
+        markdown_table(columns, rows),
         "",
         f"Compute: {sum(student.wall_time_s for student in curve) / 60:.0f} min of one process for {len(curve)} Students "
         "(each trained taught and, for the paired gain, with uniform weights).",
