@@ -673,3 +673,78 @@ def test_deepfakebench_augmentations_are_the_same_whatever_decodes_them(bench):
     assert torch.equal(ids, ids_2) and torch.equal(images, images_2)
     frames = torch.stack([trainer.splits["train"].images[int(i)] for i in ids])
     assert not torch.equal(images.abs(), normalise_images(frames).abs()), "blur, jitter or JPEG changed some image"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory, embedded: Dataset) -> dict[str, Any]:
+    from tsrl_env.data.export import export_deepfakebench
+
+    return export_deepfakebench(embedded, tmp_path_factory.mktemp("exported"))
+
+
+def test_an_exported_dataset_reads_back_with_the_same_splits_images_and_labels(exported, embedded):
+    back = make_dataset("deepfakebench", **exported)
+    assert set(back.splits) == set(embedded.splits) and not back.knows_label_noise
+    for name, split in embedded.splits.items():
+        images = sorted(image.tobytes() for image in decoded(split))
+        assert sorted(image.tobytes() for image in decoded(back.splits[name])) == images
+        assert int(back.splits[name].labels.sum()) == int(split.clean_labels.sum())
+        assert len(set(back.splits[name].groups.tolist())) == len(set(split.groups.tolist()))
+    written = yaml.safe_load((Path(exported["rgb_dir"]).parent / "dataset_options.yaml").read_text())
+    assert written == {"dataset": "deepfakebench", "dataset_options": exported}
+
+
+def test_label_noise_on_files_flips_whole_videos_by_its_own_seed_and_keeps_the_truth(exported):
+    def train(**noise):
+        return make_dataset("deepfakebench", **exported, **noise).splits["train"]
+
+    clean = train()
+    noisy = train(label_noise=0.5, noise_seed=3)
+    flipped, groups = noisy.flipped.numpy(), noisy.groups.numpy()
+    assert 0 < flipped.mean() < 1 and all(len(set(flipped[groups == group])) == 1 for group in set(groups.tolist()))
+    assert torch.equal(noisy.clean_labels, clean.labels) and torch.equal(
+        train(label_noise=0.5, noise_seed=3).labels, noisy.labels
+    )
+    assert not torch.equal(train(label_noise=0.5, noise_seed=4).labels, noisy.labels)
+    one_way = train(label_noise=0.5, noise_model="class_conditional", noise_seed=3)
+    assert one_way.flipped.any() and not (one_way.flipped & (one_way.clean_labels == 0)).any()
+    dataset = make_dataset("deepfakebench", **exported, label_noise=0.5)
+    assert dataset.knows_label_noise and not any(dataset.splits[name].flipped.any() for name in dataset.splits if name != "train")
+    with pytest.raises(ValueError, match="manipulation strengths"):
+        make_dataset("deepfakebench", **exported, label_noise=0.3, noise_model="instance")
+    with pytest.raises(ValueError, match="label_noise must lie in"):
+        make_dataset("deepfakebench", **exported, label_noise=1.0)
+
+
+def test_a_grid_on_files_with_label_noise_gets_the_oracle_and_random_rows(exported, tmp_path):
+    from experiments.grid.spec import load_benchmark_config
+
+    path = tmp_path / "files.yaml"
+    env = {**TINY_SETTINGS, "dataset": "deepfakebench", "dataset_options": exported}
+    variants = {"noisy": {"dataset_options": {"label_noise": 0.3}}, "clean": {}}
+    path.write_text(yaml.safe_dump({"env": env, "tutors": ["uniform"], "seeds": [0], "variants": variants}))
+    assert load_benchmark_config(path).tutors == ("oracle", "random", "uniform")
+    path.write_text(yaml.safe_dump({"env": env, "tutors": ["uniform"], "seeds": [0]}))
+    assert load_benchmark_config(path).tutors == ("uniform",)
+
+
+def test_tsrl_export_writes_a_grids_dataset_that_the_files_source_reads(tmp_path, capsys):
+    path = tmp_path / "grid.yaml"
+    options = {key: value for key, value in TINY.items() if key != "label_noise"}
+    settings = {
+        "env": {**TINY_SETTINGS, "dataset_options": options},
+        "tutors": ["uniform"],
+        "seeds": [0],
+        "datasets": {"d0": {"seed": 5, "label_noise": 0.3}, "d1": {"seed": 6}},
+    }
+    path.write_text(yaml.safe_dump(settings))
+    main(["export", "--config", str(path), "--dataset", "d1", "--out", str(tmp_path / "d1")])
+    assert "read them back with" in capsys.readouterr().out
+    written = yaml.safe_load((tmp_path / "d1" / "dataset_options.yaml").read_text())["dataset_options"]
+    back = make_dataset("deepfakebench", **written)
+    source = make_dataset("embedded", **{**options, "seed": 6, "label_noise": 0.0})
+    assert sorted(image.tobytes() for image in decoded(back.splits["train"])) == sorted(
+        image.tobytes() for image in decoded(source.splits["train"])
+    )
+    with pytest.raises(SystemExit, match="no dataset 'd9'"):
+        main(["export", "--config", str(path), "--dataset", "d9", "--out", str(tmp_path / "d9")])

@@ -61,6 +61,11 @@ COMMANDS = (
         "sample frames of videos, crop the largest face, write them with a DeepfakeBench dataset JSON",
     ),
     Command(
+        "export",
+        "experiments.commands.export",
+        "write a grid's embedded evaluation dataset in DeepfakeBench's layout (PNG frames and dataset JSON)",
+    ),
+    Command(
         "teach",
         "experiments.commands.teach",
         "teach one tutor over many Students (imitation of the oracle with dataset aggregation) and save it",

@@ -26,7 +26,7 @@ from experiments.config import (
 from experiments.grid.plan import planned
 from experiments.protocol import check_grid, protocol_named
 from tsrl_env.config import EnvConfig, reject_unknown_keys
-from tsrl_env.data import EmbeddedConfig
+from tsrl_env.data import data_source
 from tsrl_env.rewards import REWARD_NAMES
 from tsrl_env.validation import did_you_mean
 
@@ -230,5 +230,4 @@ def with_reference_tutors(config: BenchmarkConfig) -> BenchmarkConfig:
 
 
 def _flips_labels(env: EnvConfig) -> bool:
-    # Only the embedded source flips labels itself (and so knows which are wrong); files carry one label each.
-    return env.dataset == "embedded" and {**dataclasses.asdict(EmbeddedConfig()), **env.dataset_options}["label_noise"] > 0
+    return data_source(env.dataset).flips_labels(env.dataset_options)

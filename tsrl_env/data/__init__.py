@@ -1,7 +1,8 @@
 """Data sources. Each returns a :class:`~tsrl_env.data.base.Dataset` with ``train``, ``val`` and ``test_*`` splits.
 
 ``embedded`` generates the offline benchmark in memory; ``deepfakebench`` reads datasets preprocessed by
-DeepfakeBench and ``folder`` plain image folders, both leaving the images on disk (a :class:`FrameStore`). Each source
+DeepfakeBench and ``folder`` plain image folders, both leaving the images on disk (a :class:`FrameStore`). The
+embedded benchmark and DeepfakeBench data can flip training labels (``label_noise``), keeping the true ones. Each source
 is registered once, as its loader and the dataclass of its options (:func:`register_dataset`), so that the env config
 checks a source's options before any data is loaded.
 """
@@ -49,6 +50,14 @@ class DataSource:
             self.options(**given)
         else:
             dataclasses.replace(base, **given)
+
+    def flips_labels(self, options: dict[str, Any]) -> bool:
+        """Whether this source flips training labels itself under ``options``, and so knows which are wrong: its
+        ``label_noise`` option, given or by default, is above 0."""
+        fields = {field.name: field for field in dataclasses.fields(self.options)} if self.options else {}
+        if "label_noise" not in fields:
+            return False
+        return options.get("label_noise", fields["label_noise"].default) > 0
 
 
 DATASETS: dict[str, DataSource] = {}

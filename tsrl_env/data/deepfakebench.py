@@ -25,7 +25,8 @@ import numpy as np
 
 from tsrl_env.data.base import Dataset
 from tsrl_env.data.frames import SplitFrames, build_frame_dataset, carve_videos
-from tsrl_env.validation import image_size_setting, on_bad_frames_setting, reject_unknown_keys
+from tsrl_env.data.label_noise import noise_model, with_label_noise
+from tsrl_env.validation import image_size_setting, integer_setting, on_bad_frames_setting, reject_unknown_keys
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,12 @@ class DeepfakeBenchConfig:
         on_bad_frames: ``"error"`` stops before training when a frame is missing or unreadable; ``"skip"`` drops
             such frames and counts them.
         seed: seed of the ``val_fraction`` carving.
+        label_noise: rate at which training labels are flipped on top of the files' (0: none), as ``noise_model``
+            spends it (``video``, the default: every frame of a flipped video, as a labelling error in the JSON would
+            be; ``class_conditional``, ``frame``: see ``label_noise.py``), with the draws of ``noise_seed``. The true
+            labels are kept, so the flipped ones are known (the ``oracle`` tutor, noise-detection AUROC).
+        noise_model: the label-noise model ``label_noise`` follows.
+        noise_seed: seed of the flips' draws, apart from every other seed.
     """
 
     dataset_json_folder: str = "./preprocessing/dataset_json"
@@ -109,6 +116,9 @@ class DeepfakeBenchConfig:
     val_fraction: float | None = None
     on_bad_frames: str = "error"
     seed: int = 0
+    label_noise: float = 0.0
+    noise_model: str = "video"
+    noise_seed: int = 0
 
     def __post_init__(self) -> None:
         # Accept lists and single names (YAML, command line) but store tuples so the config stays hashable.
@@ -136,6 +146,10 @@ class DeepfakeBenchConfig:
         if self.val_fraction is not None and not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must lie in (0, 1) or be None, got {self.val_fraction}")
         on_bad_frames_setting(self.on_bad_frames)
+        if not 0.0 <= self.label_noise < 1.0:
+            raise ValueError(f"label_noise must lie in [0, 1), got {self.label_noise}")
+        noise_model(self.noise_model)
+        object.__setattr__(self, "noise_seed", integer_setting("noise_seed", self.noise_seed, 0))
 
     @property
     def labels(self) -> dict[str, int]:
@@ -284,7 +298,10 @@ def load_deepfakebench(config: DeepfakeBenchConfig | None = None, **options: Any
         if not len(splits[f"test_{name}"]):
             raise ValueError(f"{files[name].path}: the 'test' split of dataset {name!r} holds no video")
     _warn_about_leaks(splits)
-    return build_frame_dataset(DATASET_NAME, splits, config.image_size, config.on_bad_frames)
+    dataset = build_frame_dataset(DATASET_NAME, splits, config.image_size, config.on_bad_frames)
+    if config.label_noise == 0.0:
+        return dataset
+    return with_label_noise(dataset, config.label_noise, config.noise_model, config.noise_seed)
 
 
 def _warn_about_leaks(splits: dict[str, SplitFrames]) -> None:

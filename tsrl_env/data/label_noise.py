@@ -1,4 +1,4 @@
-"""Label-noise models of the embedded benchmark: which training labels are flipped, and after which real process.
+"""Label-noise models: which training labels are flipped, and after which real process.
 
 A model turns the training split's videos (clean class, manipulation strength) and one uniform draw per frame into a
 flip mask. The draws are made by the generator (``tsrl_env.data.embedded``), from the dataset seed or from a
@@ -18,6 +18,10 @@ flip mask. The draws are made by the generator (``tsrl_env.data.embedded``), fro
   probability ``min(1, 2 * label_noise * (1 - r))``: the mean over the fakes is ``label_noise`` up to 0.5, and
   ``1 - 1 / (4 * label_noise)`` above it (the weakest fakes are then always flipped).
 
+The embedded benchmark flips its own labels (``tsrl_env.data.embedded``); :func:`with_label_noise` flips those of a
+dataset read from files (DeepfakeBench's ``label_noise`` option), so a tutor can be measured on a user's own frames
+against a known truth. Files carry no manipulation strength, so ``instance`` needs the embedded benchmark.
+
 Share of all training labels flipped, at ``label_noise`` = a and ``fake_fraction`` = f: a for ``frame`` and ``video``;
 f * a for ``class_conditional``; f * a for ``instance`` up to a = 0.5 (f * (1 - 1/(4a)) above). At the default f = 0.5
 the two one-way models flip about half the share of the symmetric ones.
@@ -25,12 +29,15 @@ the two one-way models flip about half the share of the symmetric ones.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy.stats import rankdata
 
+from tsrl_env.data.base import Dataset
 from tsrl_env.validation import register, registered
 
 # Tags the stream of a noise seed, keeping it apart from every content stream of the same number.
@@ -113,3 +120,34 @@ def instance_noise(videos: TrainingVideos, rate: float) -> np.ndarray:
     probability = np.zeros(len(videos.fake))
     probability[videos.fake] = instance_flip_probability(videos.strengths[videos.fake], rate)
     return _whole_videos(videos, videos.uniforms[:, 0] < probability)
+
+
+def with_label_noise(dataset: Dataset, label_noise: float, model: str, noise_seed: int) -> Dataset:
+    """``dataset`` with its training labels flipped by the noise model ``model`` at rate ``label_noise``, the draws
+    those of ``noise_seed`` (one per frame, by video and frame position), the true labels kept (``knows_label_noise``).
+
+    A video is a training group (its frames contiguous or not); a video's class is its first frame's label. Frames
+    need no strength unless the model reads one: ``instance`` on a split whose fakes have none is refused.
+    """
+    train = dataset.splits["train"]
+    groups = train.groups.numpy()
+    videos, video_of = np.unique(groups, return_inverse=True)
+    first = np.full(len(videos), len(groups))
+    np.minimum.at(first, video_of, np.arange(len(groups)))
+    fake = train.clean_labels.numpy()[first] == 1
+    strengths = train.strengths.numpy()[first].astype(np.float64)
+    if model == "instance" and np.isnan(strengths[fake]).any():
+        raise ValueError(
+            f"the instance noise model flips the weakest manipulations, and dataset {dataset.name!r} does not know its "
+            "fakes' manipulation strengths (files carry none); use noise_model video, class_conditional or frame"
+        )
+    order = np.argsort(video_of, kind="stable")
+    position = np.empty(len(groups), dtype=np.int64)
+    starts = np.searchsorted(video_of[order], np.arange(len(videos)))
+    position[order] = np.arange(len(groups)) - starts[video_of[order]]
+    uniforms = seeded_uniforms(noise_seed, len(videos), int(position.max()) + 1)
+    flipped = noise_model(model)(TrainingVideos(fake=fake, strengths=strengths, uniforms=uniforms), label_noise)
+    flipped_frames = torch.from_numpy(flipped[video_of, position])
+    labels = torch.where(flipped_frames, 1 - train.clean_labels, train.clean_labels)
+    splits = {**dataset.splits, "train": dataclasses.replace(train, labels=labels)}
+    return dataclasses.replace(dataset, splits=splits, knows_label_noise=True)
