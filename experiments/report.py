@@ -32,8 +32,9 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    """The same table as Markdown (a ``.md`` results file)."""
-    return "\n".join("| " + " | ".join(row) + " |" for row in [header, ["---"] * len(header), *rows])
+    """The same table as Markdown (a ``.md`` results file); a ``|`` inside a cell is escaped."""
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in lines)
 
 
 def epoch_table(runs: list[StudentRun]) -> str:

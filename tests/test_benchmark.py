@@ -1,4 +1,5 @@
 import csv
+import json
 import math
 
 import pytest
@@ -283,3 +284,21 @@ def test_cells_of_one_student_train_it_once_and_share_its_record(tmp_path):
     (twin / "record.json").unlink()
     run_benchmark(config, out, workers=1, cpus_per_cell=1, progress=False)
     assert not (twin / "uniform").is_dir() and (twin / "record.json").is_file()
+
+
+def test_a_finished_cell_lends_its_record_only_at_the_same_thread_count(tmp_path):
+    from experiments.config import fingerprint
+    from experiments.grid.runner import _one_cell_per_student
+
+    path = tmp_path / "twins.yaml"
+    variants = {"a": {"tutor_kwargs": {"constant": {"weight": 0.2}}}, "b": {"tutor_kwargs": {"constant": {"weight": 0.8}}}}
+    path.write_text(yaml.safe_dump({"env": TINY_ENV, "tutors": ["uniform"], "seeds": [0], "variants": variants}))
+    config = load_benchmark_config(path)
+    out = tmp_path / "out"
+    finished = cell_dir(out, "a", "uniform", 0)
+    finished.mkdir(parents=True)
+    record = {"torch_threads": 2, "fingerprint": fingerprint(config.run_config("a", "uniform", 0))}
+    (finished / "record.json").write_text(json.dumps(record))
+    todo = [("b", "uniform", 0)]
+    assert _one_cell_per_student(config, out, todo, threads=1) == (todo, {})
+    assert _one_cell_per_student(config, out, todo, threads=2) == ([], {finished: [cell_dir(out, "b", "uniform", 0)]})

@@ -10,9 +10,15 @@ import pytest
 import torch
 
 from tsrl_env.data import NOISE_MODELS, register_noise_model
-from tsrl_env.data.base import Split
+from tsrl_env.data.base import REAL_FAMILY, Dataset, Split
 from tsrl_env.data.embedded import SPLIT_NAMES, EmbeddedConfig, config_hash, generate_embedded
-from tsrl_env.data.label_noise import TrainingVideos, instance_flip_probability, noise_model, seeded_uniforms
+from tsrl_env.data.label_noise import (
+    TrainingVideos,
+    instance_flip_probability,
+    noise_model,
+    seeded_uniforms,
+    with_label_noise,
+)
 
 FRAMES = 4
 TINY = {
@@ -170,3 +176,38 @@ def test_a_registered_model_is_accepted_by_the_config() -> None:
         assert torch.equal(split.flipped, split.clean_labels.bool())
     finally:
         del NOISE_MODELS["every_fake"]
+
+
+def _interleaved_dataset(videos: int, frames: int) -> Dataset:
+    """A training split whose videos' frames are interleaved (frame f of every video, then frame f + 1, ...),
+    half of its videos fake, with no manipulation strength (as files)."""
+    groups = torch.arange(videos).repeat(frames)
+    clean = (groups % 2).to(torch.int64)
+    split = Split(
+        images=torch.zeros(len(groups), 3, 8, 8, dtype=torch.uint8),
+        labels=clean.clone(),
+        clean_labels=clean,
+        groups=groups,
+        families=torch.where(clean == 1, 0, REAL_FAMILY),
+        strengths=torch.where(clean == 1, float("nan"), 0.0),
+    )
+    return Dataset(name="files", splits={"train": split, "val": split, "test_seen": split}, family_names=("fake",))
+
+
+def test_label_noise_on_files_follows_each_video_and_spends_the_rate() -> None:
+    dataset = _interleaved_dataset(videos=2000, frames=3)
+    groups = dataset.splits["train"].groups.numpy()
+    video = with_label_noise(dataset, 0.3, "video", noise_seed=5).splits["train"]
+    flipped = video.flipped.numpy().reshape(3, -1)
+    assert (flipped == flipped[0]).all(), "every frame of a video shares the video's flip"
+    assert flipped[0].mean() == pytest.approx(0.3, abs=0.03)
+    frame = with_label_noise(dataset, 0.3, "frame", noise_seed=5).splits["train"].flipped.numpy()
+    assert frame.mean() == pytest.approx(0.3, abs=0.02) and not (frame.reshape(3, -1) == frame.reshape(3, -1)[0]).all()
+    # Frame f of a video takes the draw of its f-th frame: the frame model flips the frames the draws say.
+    uniforms = seeded_uniforms(5, 2000, 3)
+    expected = uniforms[groups, np.repeat(np.arange(3), 2000)] < 0.3
+    assert np.array_equal(frame, expected)
+    one_way = with_label_noise(dataset, 0.3, "class_conditional", noise_seed=5)
+    assert one_way.knows_label_noise and not (one_way.splits["train"].flipped & (groups % 2 == 0)).any()
+    with pytest.raises(ValueError, match="manipulation strengths"):
+        with_label_noise(dataset, 0.3, "instance", noise_seed=5)

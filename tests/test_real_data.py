@@ -33,6 +33,7 @@ from tsrl_env.config import MAX_AUTO_WORKERS, EnvConfig, worker_count
 from tsrl_env.data import REAL_FAMILY, Dataset, FrameStore, Split, make_dataset
 from tsrl_env.data.deepfakebench import sample_frames
 from tsrl_env.data.embedded import EmbeddedConfig, generate_embedded
+from tsrl_env.data.export import export_deepfakebench
 from tsrl_env.metrics import detection_metrics, per_family_auc
 from tsrl_env.student import FAKE_CLASS
 from tsrl_env.trainer import StudentTrainer, normalise_images
@@ -677,8 +678,6 @@ def test_deepfakebench_augmentations_are_the_same_whatever_decodes_them(bench):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory, embedded: Dataset) -> dict[str, Any]:
-    from tsrl_env.data.export import export_deepfakebench
-
     return export_deepfakebench(embedded, tmp_path_factory.mktemp("exported"))
 
 
@@ -748,3 +747,13 @@ def test_tsrl_export_writes_a_grids_dataset_that_the_files_source_reads(tmp_path
     )
     with pytest.raises(SystemExit, match="no dataset 'd9'"):
         main(["export", "--config", str(path), "--dataset", "d9", "--out", str(tmp_path / "d9")])
+    # Variants that change the images need --variant; a split the layout has no place for is refused.
+    settings["variants"] = {"small": {"dataset_options": {"train_size": 32}}, "noisy": {"dataset_options": {"label_noise": 0.1}}}
+    path.write_text(yaml.safe_dump(settings))
+    with pytest.raises(SystemExit, match="name one with --variant"):
+        main(["export", "--config", str(path), "--out", str(tmp_path / "any")])
+    main(["export", "--config", str(path), "--variant", "small", "--out", str(tmp_path / "small")])
+    small = yaml.safe_load((tmp_path / "small" / "dataset_options.yaml").read_text())["dataset_options"]
+    assert len(make_dataset("deepfakebench", **small).splits["train"]) == 32
+    with pytest.raises(ValueError, match="val_unseen_size: 0"):
+        export_deepfakebench(make_dataset("embedded", **options, val_unseen_size=16), tmp_path / "unseen")

@@ -50,7 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _list_benchmarks(workers: int) -> None:
-    print(f"Benchmark configs (tsrl benchmark --config NAME); wall time estimated for --workers {workers} on a 2-core CPU:")
+    print(
+        f"Benchmark configs (tsrl benchmark --config NAME); wall time estimated for --workers {workers} on a 2-core CPU, "
+        "cells of one Student (the same settings) counted once:"
+    )
     benchmarks = available_benchmarks(workers)
     width = max(len(name) for name, _, _ in benchmarks)
     for name, config, seconds in benchmarks:

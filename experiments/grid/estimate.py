@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
-from experiments.config import CONFIG_DIR, read_yaml_config
+from experiments.config import CONFIG_DIR, read_yaml_config, run_config_from_dict
 from experiments.grid.spec import BenchmarkConfig, load_benchmark_config
 from tsrl_env.data import EmbeddedConfig
 
@@ -17,10 +18,12 @@ MEASURED_COST_PER_IMAGE_EPOCH = {"regnetx_002": (64, 61.6 / (3000 * 6)), "test_r
 
 
 def estimated_wall_time_s(config: BenchmarkConfig, workers: int) -> float:
-    """The grid's wall time on the 2-core build machine with ``workers`` cells at once; NaN where not measured."""
+    """The grid's wall time on the 2-core build machine with ``workers`` cells at once; NaN where not measured. Cells
+    of the same Student (the same settings) count once, as the grid trains them once."""
     total = 0.0
-    for variant, tutor, seed in config.cells():
-        env = config.run_config(variant, tutor, seed).env
+    students = {json.dumps(config.run_config(*cell).to_dict(), sort_keys=True) for cell in config.cells()}
+    for student in students:
+        env = run_config_from_dict(json.loads(student)).env
         if env.dataset != "embedded" or env.backbone not in MEASURED_COST_PER_IMAGE_EPOCH:
             return float("nan")
         measured_size, cost = MEASURED_COST_PER_IMAGE_EPOCH[env.backbone]

@@ -26,7 +26,7 @@ import numpy as np
 from tsrl_env.data.base import Dataset
 from tsrl_env.data.frames import SplitFrames, build_frame_dataset, carve_videos
 from tsrl_env.data.label_noise import noise_model, with_label_noise
-from tsrl_env.validation import image_size_setting, integer_setting, on_bad_frames_setting, reject_unknown_keys
+from tsrl_env.validation import image_size_setting, integer_setting, on_bad_frames_setting, real_setting, reject_unknown_keys
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,8 @@ class DeepfakeBenchConfig:
             be; ``class_conditional``, ``frame``: see ``label_noise.py``), with the draws of ``noise_seed``. The true
             labels are kept, so the flipped ones are known (the ``oracle`` tutor, noise-detection AUROC).
         noise_model: the label-noise model ``label_noise`` follows.
-        noise_seed: seed of the flips' draws, apart from every other seed.
+        noise_seed: seed of the flips' draws, apart from the images: the same files, reading options and
+            ``noise_seed`` give the same flips (``label_noise.with_label_noise``).
     """
 
     dataset_json_folder: str = "./preprocessing/dataset_json"
@@ -146,7 +147,7 @@ class DeepfakeBenchConfig:
         if self.val_fraction is not None and not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must lie in (0, 1) or be None, got {self.val_fraction}")
         on_bad_frames_setting(self.on_bad_frames)
-        if not 0.0 <= self.label_noise < 1.0:
+        if not 0.0 <= real_setting("label_noise", self.label_noise) < 1.0:
             raise ValueError(f"label_noise must lie in [0, 1), got {self.label_noise}")
         noise_model(self.noise_model)
         object.__setattr__(self, "noise_seed", integer_setting("noise_seed", self.noise_seed, 0))

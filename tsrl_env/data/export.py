@@ -34,6 +34,12 @@ DATASET_SPLITS = {"train": "train", "val": "val"}
 def export_deepfakebench(dataset: Dataset, out_dir: str | Path) -> dict[str, Any]:
     """Write ``dataset``'s images in DeepfakeBench's layout under ``out_dir`` (see the module's docstring); returns the
     ``deepfakebench`` dataset options that read them back, also written to ``out_dir/dataset_options.yaml``."""
+    unplaced = [split for split in dataset.splits if split not in DATASET_SPLITS and not split.startswith("test")]
+    if unplaced:
+        raise ValueError(
+            f"DeepfakeBench's layout has train, val and test videos only, and dataset {dataset.name!r} also has the "
+            f"split(s) {unplaced}: build it without them (for the embedded benchmark, val_unseen_size: 0)"
+        )
     out_dir = Path(out_dir)
     rgb_dir, json_dir = out_dir / "rgb", out_dir / "dataset_json"
     first_test, *other_tests = dataset.test_splits

@@ -1,8 +1,9 @@
 """Label-noise models: which training labels are flipped, and after which real process.
 
 A model turns the training split's videos (clean class, manipulation strength) and one uniform draw per frame into a
-flip mask. The draws are made by the generator (``tsrl_env.data.embedded``), from the dataset seed or from a
-``noise_seed`` of their own, so a model decides only how the rate ``label_noise`` is spent:
+flip mask. The draws are made by the data source (the embedded generator, or :func:`with_label_noise` for files),
+from the dataset seed or from a ``noise_seed`` of their own, so a model decides only how the rate ``label_noise`` is
+spent:
 
 - ``frame``: every training frame flipped independently, the symmetric "random classification noise" of Angluin and
   Laird (1988, *Learning from noisy examples*). The benchmark's first model. Frames of one video mostly keep their
@@ -58,7 +59,7 @@ NoiseModel = Callable[[TrainingVideos, float], np.ndarray]
 """``model(videos, label_noise)``: the bool flip mask of shape (videos, frames)."""
 
 NOISE_MODELS: dict[str, NoiseModel] = {}
-"""Every label-noise model the embedded benchmark's ``noise_model`` setting accepts, by name."""
+"""Every label-noise model the ``noise_model`` setting accepts (embedded benchmark, DeepfakeBench files), by name."""
 
 
 def register_noise_model(name: str) -> Callable[[NoiseModel], NoiseModel]:
@@ -127,13 +128,14 @@ def with_label_noise(dataset: Dataset, label_noise: float, model: str, noise_see
     those of ``noise_seed`` (one per frame, by video and frame position), the true labels kept (``knows_label_noise``).
 
     A video is a training group (its frames contiguous or not); a video's class is its first frame's label. Frames
-    need no strength unless the model reads one: ``instance`` on a split whose fakes have none is refused.
+    need no strength unless the model reads one: ``instance`` on a split whose fakes have none is refused. A video's
+    draws are those of its position among the training videos as read and of its frames' order: the same files, the
+    same reading options (``train_dataset``, ``frame_num``, ``val_fraction`` and its ``seed``, skipped frames) and the
+    same ``noise_seed`` give the same flips; changing a reading option may flip other videos.
     """
     train = dataset.splits["train"]
     groups = train.groups.numpy()
-    videos, video_of = np.unique(groups, return_inverse=True)
-    first = np.full(len(videos), len(groups))
-    np.minimum.at(first, video_of, np.arange(len(groups)))
+    videos, first, video_of = np.unique(groups, return_index=True, return_inverse=True)
     fake = train.clean_labels.numpy()[first] == 1
     strengths = train.strengths.numpy()[first].astype(np.float64)
     if model == "instance" and np.isnan(strengths[fake]).any():
