@@ -57,6 +57,7 @@ import torch
 
 import agents
 from agents.meta_reweight import TRUSTED_SPLIT, trusted_alignment
+from experiments.analysis.statistics import holm, t_test
 from experiments.report import markdown_table
 from experiments.teaching.config import load_teach_config
 from tsrl_env import DeepfakeCurriculumEnv
@@ -221,8 +222,11 @@ def measure_student(env: DeepfakeCurriculumEnv, tutor: Any, seed: int, sigma: fl
 
 
 def per_sample_rows(students: list[dict[str, Any]]) -> list[list[str]]:
-    """One row per per-sample reward and figure (sampled, exact): per visit pooled, per Student, across Students."""
-    rows = []
+    """One row per per-sample reward and figure (sampled, exact): per visit pooled, per Student, and across Students
+    (a t-test of the Students' gaps, Holm over the rows)."""
+    rows: list[list[str]] = []
+    p_values: list[float] = []
+    nan = float("nan")
     for kind, names in FIGURES:
         for name in names:
             pooled = Moments()
@@ -232,7 +236,8 @@ def per_sample_rows(students: list[dict[str, Any]]) -> list[list[str]]:
             within = [Moments(**student["per_sample"][kind][name]).signal() for student in students]
             gaps = np.array([signal["gap"] for signal in within])
             spread = gaps.std(ddof=1) / np.sqrt(len(gaps)) if len(gaps) > 1 else 0.0
-            across = gaps.mean() / spread if spread > 0 else float("nan")
+            across, p = (gaps.mean() / spread, t_test(gaps.mean(), spread, len(gaps) - 1)[1]) if spread > 0 else (nan, nan)
+            p_values.append(p)
             rows.append(
                 [
                     name,
@@ -243,8 +248,11 @@ def per_sample_rows(students: list[dict[str, Any]]) -> list[list[str]]:
                     ", ".join(f"{signal['gap_over_standard_error']:+.1f}" for signal in within),
                     f"{gaps.mean():+.4g}",
                     f"{across:+.1f}",
+                    f"{p:.3f}",
                 ]
             )
+    for row, adjusted in zip(rows, holm(p_values), strict=True):
+        row.append(f"{adjusted:.3f}")
     return rows
 
 
@@ -278,7 +286,7 @@ def report(students: list[dict[str, Any]], command: str) -> str:
         "",
         "Per visit: the gap, its pooled sd and their ratio over every visit. Per Student: the gap over its standard error,",
         "a sample's visits averaged first. Across Students: the mean of the Students' gaps (sample means) over its",
-        "standard error across Students.",
+        "standard error across Students, its t-test's p and Holm's over the rows.",
         "",
         markdown_table(
             [
@@ -290,6 +298,8 @@ def report(students: list[dict[str, Any]], command: str) -> str:
                 "gap / SE per Student",
                 "mean gap",
                 "mean gap / SE across Students",
+                "p (t, Students - 1 df)",
+                "Holm p (rows)",
             ],
             per_sample_rows(students),
         ),
