@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import agents
+from experiments.analysis.statistics import GroupMoments
 from experiments.studies.reward_snr import (
     FIGURES,
-    Moments,
     SampleMeans,
     episode_row,
     exploring_episode,
@@ -23,7 +23,7 @@ TUTOR = "noise_mentor_v1_pretrained"
 def test_moments_pool_to_the_gap_and_pooled_sd_of_the_values_themselves():
     rng = np.random.default_rng(0)
     values, flipped = rng.normal(size=200), rng.random(200) < 0.3
-    halves = Moments(), Moments()
+    halves = GroupMoments(), GroupMoments()
     halves[0].add(values[:120], flipped[:120])
     halves[1].add(values[120:], flipped[120:])
     signal = halves[0].merged(halves[1]).signal()
@@ -71,7 +71,7 @@ def test_measuring_the_rewards_leaves_the_student_as_an_unmeasured_episode_train
             assert sum(measured["per_visit"][kind][name]["counts"]) == visits
             assert 0 < sum(measured["per_sample"][kind][name]["counts"]) <= len(noisy_env.splits["train"])
     # val_alignment's exact derivative is a cosine (0 where the weight was clipped).
-    moments = Moments(**measured["per_visit"]["exact"]["val_alignment"])
+    moments = GroupMoments(**measured["per_visit"]["exact"]["val_alignment"])
     assert all(abs(total) <= count for total, count in zip(moments.sums, moments.counts, strict=True))
 
 

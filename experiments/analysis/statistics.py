@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -158,3 +158,37 @@ def seeds_needed(sd: float, effect: float, power: float = 0.8, alpha: float = 0.
         if stats.nct.sf(critical, n - 1, shift) + stats.nct.cdf(-critical, n - 1, shift) >= power:
             return n
     raise ValueError(f"an effect of {effect} with paired sd {sd} needs 10,000 pairs or more")
+
+
+@dataclass
+class GroupMoments:
+    """Count, sum and sum of squares of a per-sample value on clean and on flipped labels: enough to pool runs and to
+    compare the two groups (their gap, pooled sd and the gap's standard error)."""
+
+    counts: list[int] = field(default_factory=lambda: [0, 0])
+    sums: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    squares: list[float] = field(default_factory=lambda: [0.0, 0.0])
+
+    def add(self, values: np.ndarray, flipped: np.ndarray) -> None:
+        for group, mask in enumerate((~flipped, flipped)):
+            chosen = values[mask].astype(np.float64)
+            self.counts[group] += len(chosen)
+            self.sums[group] += float(chosen.sum())
+            self.squares[group] += float((chosen**2).sum())
+
+    def merged(self, other: GroupMoments) -> GroupMoments:
+        return GroupMoments(
+            [a + b for a, b in zip(self.counts, other.counts, strict=True)],
+            [a + b for a, b in zip(self.sums, other.sums, strict=True)],
+            [a + b for a, b in zip(self.squares, other.squares, strict=True)],
+        )
+
+    def signal(self) -> dict[str, float]:
+        """The clean-minus-flipped gap of the means, the pooled within-group sd, and the gap over its standard error."""
+        n = np.asarray(self.counts, np.float64)
+        means = np.asarray(self.sums) / n
+        within = np.asarray(self.squares) - n * means**2
+        pooled = float(np.sqrt(within.sum() / (n.sum() - 2)))
+        gap = float(means[0] - means[1])
+        standard_error = pooled * float(np.sqrt((1 / n).sum()))
+        return {"gap": gap, "sd": pooled, "snr": gap / pooled, "gap_over_standard_error": gap / standard_error}

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import math
 
-from experiments.config import CONFIG_DIR, read_yaml_config, run_config_from_dict
+from experiments.config import CONFIG_DIR, read_yaml_config
 from experiments.grid.spec import BenchmarkConfig, load_benchmark_config
 from tsrl_env.data import EmbeddedConfig
 
@@ -21,9 +21,10 @@ def estimated_wall_time_s(config: BenchmarkConfig, workers: int) -> float:
     """The grid's wall time on the 2-core build machine with ``workers`` cells at once; NaN where not measured. Cells
     of the same Student (the same settings) count once, as the grid trains them once."""
     total = 0.0
-    students = {json.dumps(config.run_config(*cell).to_dict(), sort_keys=True) for cell in config.cells()}
-    for student in students:
-        env = run_config_from_dict(json.loads(student)).env
+    runs = (config.run_config(*cell) for cell in config.cells())
+    students = {json.dumps(run.to_dict(), sort_keys=True): run for run in runs}
+    for student in students.values():
+        env = student.env
         if env.dataset != "embedded" or env.backbone not in MEASURED_COST_PER_IMAGE_EPOCH:
             return float("nan")
         measured_size, cost = MEASURED_COST_PER_IMAGE_EPOCH[env.backbone]

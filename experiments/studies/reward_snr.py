@@ -48,7 +48,6 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +56,11 @@ import torch
 
 import agents
 from agents.meta_reweight import TRUSTED_SPLIT, trusted_alignment
-from experiments.analysis.statistics import holm, t_test
+from experiments.analysis.statistics import GroupMoments, holm, t_test
 from experiments.report import markdown_table
 from experiments.teaching.config import load_teach_config
 from tsrl_env import DeepfakeCurriculumEnv
+from tsrl_env.files import write_atomically
 from tsrl_env.rewards import ValAlignmentReward
 
 PER_SAMPLE_REWARDS = ("tsrl", "val_alignment", "counterfactual")
@@ -71,39 +71,6 @@ EXPLORATION_SEED_OFFSET = 7_919
 
 Policy = Callable[[np.ndarray], np.ndarray]
 """The mean weights an episode explores around, from the observation."""
-
-
-@dataclass
-class Moments:
-    """Count, sum and sum of squares of a per-sample value in each group (clean, flipped): enough to pool."""
-
-    counts: list[int] = field(default_factory=lambda: [0, 0])
-    sums: list[float] = field(default_factory=lambda: [0.0, 0.0])
-    squares: list[float] = field(default_factory=lambda: [0.0, 0.0])
-
-    def add(self, values: np.ndarray, flipped: np.ndarray) -> None:
-        for group, mask in enumerate((~flipped, flipped)):
-            chosen = values[mask].astype(np.float64)
-            self.counts[group] += len(chosen)
-            self.sums[group] += float(chosen.sum())
-            self.squares[group] += float((chosen**2).sum())
-
-    def merged(self, other: Moments) -> Moments:
-        return Moments(
-            [a + b for a, b in zip(self.counts, other.counts, strict=True)],
-            [a + b for a, b in zip(self.sums, other.sums, strict=True)],
-            [a + b for a, b in zip(self.squares, other.squares, strict=True)],
-        )
-
-    def signal(self) -> dict[str, float]:
-        """The clean-minus-flipped gap of the means, the pooled within-group sd, and the gap over its standard error."""
-        n = np.asarray(self.counts, np.float64)
-        means = np.asarray(self.sums) / n
-        within = np.asarray(self.squares) - n * means**2
-        pooled = float(np.sqrt(within.sum() / (n.sum() - 2)))
-        gap = float(means[0] - means[1])
-        standard_error = pooled * float(np.sqrt((1 / n).sum()))
-        return {"gap": gap, "sd": pooled, "snr": gap / pooled, "gap_over_standard_error": gap / standard_error}
 
 
 class SampleMeans:
@@ -117,9 +84,9 @@ class SampleMeans:
         np.add.at(self.sums, ids, values)
         np.add.at(self.visits, ids, 1.0)
 
-    def moments(self, flipped: np.ndarray) -> Moments:
+    def moments(self, flipped: np.ndarray) -> GroupMoments:
         visited = self.visits > 0
-        moments = Moments()
+        moments = GroupMoments()
         moments.add(self.sums[visited] / self.visits[visited], flipped[visited])
         return moments
 
@@ -145,7 +112,7 @@ def exploring_episode(
         alignment_reward.reset(np.random.default_rng(reward_seed))
         trusted_draw = torch.Generator().manual_seed(int(trusted_seed.generate_state(1)[0]))
         trusted = env.splits[TRUSTED_SPLIT]
-    per_visit = {kind: {name: Moments() for name in names} for kind, names in FIGURES}
+    per_visit = {kind: {name: GroupMoments() for name in names} for kind, names in FIGURES}
     per_sample = {kind: {name: SampleMeans(len(flipped_of)) for name in names} for kind, names in FIGURES}
     oracle_distance = 0.0
     terminated, info = False, {}
@@ -229,11 +196,11 @@ def per_sample_rows(students: list[dict[str, Any]]) -> list[list[str]]:
     nan = float("nan")
     for kind, names in FIGURES:
         for name in names:
-            pooled = Moments()
+            pooled = GroupMoments()
             for student in students:
-                pooled = pooled.merged(Moments(**student["per_visit"][kind][name]))
+                pooled = pooled.merged(GroupMoments(**student["per_visit"][kind][name]))
             visit = pooled.signal()
-            within = [Moments(**student["per_sample"][kind][name]).signal() for student in students]
+            within = [GroupMoments(**student["per_sample"][kind][name]).signal() for student in students]
             gaps = np.array([signal["gap"] for signal in within])
             spread = gaps.std(ddof=1) / np.sqrt(len(gaps)) if len(gaps) > 1 else 0.0
             across, p = (gaps.mean() / spread, t_test(gaps.mean(), spread, len(gaps) - 1)[1]) if spread > 0 else (nan, nan)
@@ -347,13 +314,14 @@ def main(argv: list[str] | None = None) -> None:
     config.check_protocol(max(args.students) + 1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    saved = agents.tutor_spec(args.tutor).files
+    if not saved:
+        raise SystemExit(f"--tutor must name a saved (taught) tutor, the start of a fine-tune; {args.tutor!r} is not one")
+    sigma = args.sigma if args.sigma is not None else float(agents.load_tutor(args.tutor, saved[0]).policy.log_std.exp().item())
+    made_by = {"config": args.config, "tutor": args.tutor, "sigma": sigma}
     students = []
     for index in args.students:
         env_config = config.student_env(index)
-        env = agents.make_env_for(args.tutor, env_config)
-        tutor = agents.make_tutor(args.tutor, env)
-        sigma = args.sigma if args.sigma is not None else float(tutor.policy.log_std.exp().item())
-        made_by = {"config": args.config, "tutor": args.tutor, "sigma": sigma}
         path = out / f"student_{env_config.seed}.json"
         if path.exists():
             record = json.loads(path.read_text())
@@ -361,13 +329,14 @@ def main(argv: list[str] | None = None) -> None:
             if differing:
                 raise SystemExit(f"{path} was measured with {differing}, not {made_by}: delete it or give another --out")
         else:
-            record = {**made_by, **measure_student(env, tutor, env_config.seed, sigma)}
-            path.write_text(json.dumps(record, indent=2) + "\n")
+            env = agents.make_env_for(args.tutor, env_config)
+            record = {**made_by, **measure_student(env, agents.make_tutor(args.tutor, env), env_config.seed, sigma)}
+            write_atomically(path, json.dumps(record, indent=2) + "\n")
             print(f"Student {env_config.seed}: trusted AUC {record['trusted_auc']:.4f}", flush=True)
         students.append(record)
     command = "python -m experiments.studies.reward_snr " + " ".join(sys.argv[1:] if argv is None else argv)
     text = report(students, command.strip())
-    (out / "reward_snr.md").write_text(text)
+    write_atomically(out / "reward_snr.md", text)
     print(text)
 
 

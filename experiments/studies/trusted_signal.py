@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from agents.meta_reweight import TRUSTED_SPLIT, trusted_alignment
+from experiments.analysis.statistics import GroupMoments
 from experiments.records.recorder import noise_detection_auroc
 from experiments.report import markdown_table
 from experiments.teaching.config import FIRST_TEACHING_SEED, load_teach_config
@@ -55,21 +56,16 @@ def measure(env: DeepfakeCurriculumEnv, seed: int) -> list[dict[str, float]]:
 
 
 def _statistics(epoch: int, alignment: np.ndarray, flipped: np.ndarray) -> dict[str, float]:
-    on_flipped, on_clean = alignment[flipped], alignment[~flipped]
-    pooled = float(
-        np.sqrt(
-            (on_flipped.var(ddof=1) * (len(on_flipped) - 1) + on_clean.var(ddof=1) * (len(on_clean) - 1)) / (len(alignment) - 2)
-        )
-    )
-    gap = float(on_clean.mean() - on_flipped.mean())
-    standard_error = pooled * float(np.sqrt(1 / len(on_flipped) + 1 / len(on_clean)))
+    moments = GroupMoments()
+    moments.add(alignment, flipped)
+    signal = moments.signal()
     return {
         "tutored_epoch": epoch,
-        "mean_flipped": float(on_flipped.mean()),
-        "mean_clean": float(on_clean.mean()),
+        "mean_flipped": float(alignment[flipped].mean()),
+        "mean_clean": float(alignment[~flipped].mean()),
         "sd": float(alignment.std(ddof=1)),
-        "snr_per_sample": gap / pooled,
-        "gap_over_its_standard_error": gap / standard_error,
+        "snr_per_sample": signal["snr"],
+        "gap_over_its_standard_error": signal["gap_over_standard_error"],
         "auroc": noise_detection_auroc(-alignment, flipped),
     }
 

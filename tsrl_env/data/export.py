@@ -11,7 +11,8 @@ dataset ``<name>`` holding only ``test`` videos, so that reading ``train_dataset
 <name>...]`` gives back splits of the same names (``test_seen``, ``test_unseen`` for the embedded benchmark). Each
 video's label is ``<dataset>_real`` or ``<dataset>_<family>``, mapped to 0 or 1 by the ``label_dict`` written to
 ``OUT_DIR/dataset_options.yaml`` with every other option that reads the data back. The true labels are written: a
-source's flipped labels stay its own.
+source's flipped labels stay its own. The JSON files and the options are written last, each atomically; running an
+interrupted export again writes every frame anew.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ import yaml
 from PIL import Image
 
 from tsrl_env.data.base import REAL_FAMILY, Dataset, Split
+from tsrl_env.files import write_atomically
 
 SEEN = "seen"
 """The dataset that holds the training, validation and first test split."""
-DATASET_SPLITS = {"train": "train", "val": "val"}
+DATASET_SPLITS = ("train", "val")
 
 
 def export_deepfakebench(dataset: Dataset, out_dir: str | Path) -> dict[str, Any]:
@@ -43,7 +45,7 @@ def export_deepfakebench(dataset: Dataset, out_dir: str | Path) -> dict[str, Any
     out_dir = Path(out_dir)
     rgb_dir, json_dir = out_dir / "rgb", out_dir / "dataset_json"
     first_test, *other_tests = dataset.test_splits
-    placement = {**{split: (SEEN, name) for split, name in DATASET_SPLITS.items()}, first_test: (SEEN, "test")}
+    placement = {**{split: (SEEN, split) for split in DATASET_SPLITS}, first_test: (SEEN, "test")}
     placement |= {split: (split.removeprefix("test_"), "test") for split in other_tests}
     contents: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
     label_dict: dict[str, int] = {}
@@ -63,7 +65,7 @@ def export_deepfakebench(dataset: Dataset, out_dir: str | Path) -> dict[str, Any
             frames_per_video = max(frames_per_video, len(indices))
     json_dir.mkdir(parents=True, exist_ok=True)
     for name, content in contents.items():
-        (json_dir / f"{name}.json").write_text(json.dumps({name: content}, indent=1))
+        write_atomically(json_dir / f"{name}.json", json.dumps({name: content}, indent=1))
     options = {
         "dataset_json_folder": str(json_dir),
         "rgb_dir": str(rgb_dir),
@@ -73,8 +75,9 @@ def export_deepfakebench(dataset: Dataset, out_dir: str | Path) -> dict[str, Any
         "label_dict": dict(sorted(label_dict.items())),
         "image_size": dataset.splits["train"].image_size,
     }
-    (out_dir / "dataset_options.yaml").write_text(
-        yaml.safe_dump({"dataset": "deepfakebench", "dataset_options": options}, sort_keys=False)
+    write_atomically(
+        out_dir / "dataset_options.yaml",
+        yaml.safe_dump({"dataset": "deepfakebench", "dataset_options": options}, sort_keys=False),
     )
     return options
 
