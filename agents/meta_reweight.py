@@ -57,56 +57,17 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-import torch.nn.functional as F
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
-from torch.func import functional_call, grad, jvp
+from torch.func import grad
 
 from agents.heuristics import HeuristicTutor, _env_attr, register_rule
+from tsrl_env.influence import parameters_split, per_sample_losses, trusted_alignment
 from tsrl_env.rewards import _with_bias_input, cross_entropy_errors, head_gradient
 from tsrl_env.student import Student
 from tsrl_env.trainer import StudentTrainer, TrainingBatch
 
-Parameters = dict[str, torch.Tensor]
-
 TRUSTED_SPLIT = "val"
-
-
-def per_sample_losses(
-    student: Student,
-    params: Parameters,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    constants: Parameters | None = None,
-) -> torch.Tensor:
-    """Cross-entropy of each image under ``student`` with its parameters replaced by ``params`` and ``constants`` (the
-    rest of them, where ``params`` are a subset: a ``torch.func`` transform of ``params`` holds these fixed)."""
-    buffers = dict(student.named_buffers())
-    logits, _ = functional_call(student, (params, constants or {}, buffers), (images,))
-    return F.cross_entropy(logits, labels, reduction="none")
-
-
-def trusted_alignment(
-    student: Student,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    trusted_images: torch.Tensor,
-    trusted_labels: torch.Tensor,
-    trusted_at: Parameters | None = None,
-    moved: Collection[str] | None = None,
-) -> torch.Tensor:
-    """``∇ℓ_i(θ)·∇L(θ*)`` for every training image ``i``: the gradient of its loss at the Student's parameters ``θ``
-    against the gradient of the mean trusted loss ``L`` at ``trusted_at`` (default ``θ``). Positive: a step on the
-    sample lowers the trusted loss. ``moved`` names the parameters ``θ`` stands for (default: all of them, as
-    ``trusted_at``'s keys must); the others stay at their values, so the trusted gradient's backward and the
-    Jacobian-vector product's tangents stop at the first of them that is moved."""
-    params, constants = _parameters(student, moved)
-    with student.frozen_batch_statistics():
-        trusted_gradient = grad(lambda p: per_sample_losses(student, p, trusted_images, trusted_labels, constants).mean())(
-            params if trusted_at is None else trusted_at
-        )
-        _, alignment = jvp(lambda p: per_sample_losses(student, p, images, labels, constants), (params,), (trusted_gradient,))
-    return alignment
 
 
 def student_step_alignment(
@@ -123,7 +84,7 @@ def student_step_alignment(
     student = trainer.student
     if step_weights is None:
         return trusted_alignment(student, batch.images, batch.labels, *trusted, moved=moved)
-    params, constants = _parameters(student, moved)
+    params, constants = parameters_split(student, moved)
     with student.frozen_batch_statistics():
         step = grad(lambda p: (step_weights * per_sample_losses(student, p, batch.images, batch.labels, constants)).mean())(
             params
@@ -163,15 +124,6 @@ def last_stage_parameters(student: Student) -> list[str]:
             "parameters: use virtual_step 'head' or 'student'"
         )
     return names[first:]
-
-
-def _parameters(student: Student, moved: Collection[str] | None) -> tuple[Parameters, Parameters]:
-    """The Student's parameters, detached, split into those named in ``moved`` (all without it) and the others."""
-    params = {name: p.detach() for name, p in student.named_parameters()}
-    if moved is None:
-        return params, {}
-    moved = set(moved)
-    return {n: p for n, p in params.items() if n in moved}, {n: p for n, p in params.items() if n not in moved}
 
 
 def head_step_alignment(
@@ -395,7 +347,5 @@ __all__ = [
     "head_step_alignment",
     "last_stage_parameters",
     "last_stage_step_alignment",
-    "per_sample_losses",
     "student_step_alignment",
-    "trusted_alignment",
 ]

@@ -15,11 +15,10 @@ from agents.meta_reweight import (
     head_step_alignment,
     last_stage_parameters,
     last_stage_step_alignment,
-    per_sample_losses,
     student_step_alignment,
-    trusted_alignment,
 )
 from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv
+from tsrl_env.influence import per_sample_losses, trusted_alignment
 from tsrl_env.student import Student
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

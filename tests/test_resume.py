@@ -47,7 +47,7 @@ def _students_equal(first: Path, second: Path) -> bool:
 # ---------------------------------------------------------------- the environment's epoch-start state
 
 
-@pytest.mark.parametrize("reward", ["tsrl", "next_visit", "val_alignment"])
+@pytest.mark.parametrize("reward", ["tsrl", "next_visit", "val_alignment", "counterfactual"])
 def test_restoring_an_epoch_start_state_continues_the_episode_exactly(reward, one_torch_thread):
     settings = {**TINY_SETTINGS, "epochs": 3, "reward": reward}
     env = DeepfakeCurriculumEnv(**settings)

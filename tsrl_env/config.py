@@ -46,10 +46,13 @@ class EnvConfig:
         epochs: tutored epochs per episode, after ``warmup_epochs`` epochs with uniform weights.
         reward: tutor reward name (see ``tsrl_env.register_reward``): ``tsrl`` (default), ``tsrl_reference``,
             ``next_visit``, a cheaper variant that is not the paper's reward (no forward after the update; each
-            sample's reward arrives at its next visit), or ``val_alignment``, another variant: each sample's weighted
-            head gradient against a trusted validation batch's, before the update (see :mod:`tsrl_env.rewards`).
-        trusted_batch_size: validation images drawn at every step for ``reward="val_alignment"`` (ignored by the
-            other rewards); at most the validation split's size, which the env checks once the data is loaded.
+            sample's reward arrives at its next visit), ``val_alignment``, another variant: each sample's weighted
+            head gradient against a trusted validation batch's, before the update, or ``counterfactual``: each
+            sample's weight times its gradient's alignment with a trusted batch's over the whole Student (see
+            :mod:`tsrl_env.rewards`).
+        trusted_batch_size: validation images drawn at every step for ``reward="val_alignment"`` or
+            ``"counterfactual"`` (ignored by the other rewards); at most the validation split's size, which the env
+            checks once the data is loaded.
         state_columns: the columns of a state row, in order (see ``tsrl_env.register_state_column``); the default is
             the reference state ``features, ema_loss, counters, p_fake, correctness``.
         state_feature_dim: width the ``features`` column projects the Student features to; None keeps the backbone's.

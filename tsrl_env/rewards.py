@@ -15,7 +15,9 @@ The built-ins register the same way (docs/design.md, "Rewards"):
   visit and at its next visit, one epoch later, with no forward after the update; it pays late
   (:class:`NextVisitLedger` keeps what that needs);
 - ``val_alignment`` (a variant, not the paper's reward): each sample's weighted head gradient against the mean head
-  gradient of a trusted batch of validation images, before the update (:func:`val_alignment_reward`).
+  gradient of a trusted batch of validation images, before the update (:func:`val_alignment_reward`);
+- ``counterfactual`` (a variant, not the paper's reward): each sample's weight times its gradient's alignment with a
+  trusted batch's over the whole Student, the first-order drop of the trusted loss it brings (:class:`CounterfactualReward`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tsrl_env.influence import trusted_alignment
 from tsrl_env.state import PerSampleTensors
 from tsrl_env.validation import register, registered
 
@@ -320,13 +323,11 @@ class NextVisitReward(Reward):
         self.ledger.load_state_dict(state["ledger"])
 
 
-class ValAlignmentReward(Reward):
-    """Each sample's weighted head gradient against a trusted batch's (:func:`val_alignment_reward`), before the update.
-
-    The trusted batch, ``trusted_batch_size`` validation images, is drawn afresh at every step with a generator of its
-    own (seeded from the episode RNG), so that a run's data order and augmentation are those of a run with the same
-    seed under any other reward; it is forwarded without gradients, BatchNorm statistics frozen.
-    """
+class TrustedBatchReward(Reward):
+    """What the rewards that read a trusted batch share: ``trusted_batch_size`` validation images (clean in every
+    source: only training labels are flipped), drawn afresh at every step with a generator of their own (seeded from the
+    episode RNG), so that a run's data order and augmentation are those of a run with the same seed under any other
+    reward."""
 
     def __init__(self, config: EnvConfig, trainer: StudentTrainer) -> None:
         super().__init__(config, trainer)
@@ -336,19 +337,38 @@ class ValAlignmentReward(Reward):
                 f"trusted_batch_size {config.trusted_batch_size} exceeds the {val_size} validation samples of "
                 f"{config.dataset!r}; set it to at most {val_size}"
             )
-        # Raises now, before any training, if the head is not linear.
-        self.head_has_bias = trainer.student.classifier.bias is not None
         self.generator = torch.Generator()
-        self._trusted_gradient: torch.Tensor | None = None
 
     def reset(self, np_random: np.random.Generator) -> None:
         self.generator.manual_seed(int(np_random.integers(0, 2**31 - 1)))
 
+    def trusted_ids(self) -> torch.Tensor:
+        """The next trusted batch's validation ids (CPU), the whole batch's in every process."""
+        return torch.randperm(len(self.trainer.splits["val"]), generator=self.generator)[: self.config.trusted_batch_size]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+
+class ValAlignmentReward(TrustedBatchReward):
+    """Each sample's weighted head gradient against a trusted batch's (:func:`val_alignment_reward`), before the update.
+
+    The trusted batch is forwarded without gradients, BatchNorm statistics frozen.
+    """
+
+    def __init__(self, config: EnvConfig, trainer: StudentTrainer) -> None:
+        super().__init__(config, trainer)
+        # Raises now, before any training, if the head is not linear.
+        self.head_has_bias = trainer.student.classifier.bias is not None
+        self._trusted_gradient: torch.Tensor | None = None
+
     def before_update(self, batch: TrainingBatch, weights: torch.Tensor) -> None:
         # The batch's head gradients are those of the network its training forward ran: take the trusted one now too.
         size = self.config.trusted_batch_size
-        ids = torch.randperm(len(self.trainer.splits["val"]), generator=self.generator)[:size]
-        ids = ids[self.trainer.group.shard(size)]
+        ids = self.trusted_ids()[self.trainer.group.shard(size)]
         logits, features = self.trainer.frozen_forward(self.trainer.images_of("val", ids))
         labels = self.trainer.splits["val"].labels[ids.to(self.trainer.device)]
         errors = cross_entropy_errors(logits.softmax(dim=1), labels)
@@ -361,11 +381,37 @@ class ValAlignmentReward(Reward):
         rewards = val_alignment_reward(errors, batch.features, self._trusted_gradient, weights[self.trainer.rows])
         return self.trainer.whole_batch(rewards, kind="rewards")
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
+class CounterfactualReward(TrustedBatchReward):
+    """``w_i * d_i``: each sample's weight times ``d_i = grad l_i . grad L``, the first-order drop of a trusted batch's
+    mean loss ``L`` that a step on the sample brings, over the whole Student (:func:`~tsrl_env.influence.trusted_alignment`,
+    Learning to Reweight's quantity), before the update.
+
+    Linear in the weight, so its derivative with respect to a sample's weight is ``d_i``: positive where the sample's
+    gradient helps the trusted set, negative where it hurts it (as a flipped label's tends to). Its scale follows the
+    gradients' and shrinks as the Student learns; a tutor that standardises rewards per update (``TutorPPO``) sees none of
+    that. About two training steps more per step: one backward of the trusted batch and one Jacobian-vector product of
+    the training batch. It weighs the whole batch in one process: a Student trained by a process group is refused.
+    """
+
+    def __init__(self, config: EnvConfig, trainer: StudentTrainer) -> None:
+        super().__init__(config, trainer)
+        if trainer.group.world_size > 1:
+            raise ValueError(
+                "the counterfactual reward takes every sample's gradient in one process; train the Student without a "
+                "process group, or choose another reward"
+            )
+        self._alignment: torch.Tensor | None = None
+
+    def before_update(self, batch: TrainingBatch, weights: torch.Tensor) -> None:
+        ids = self.trusted_ids()
+        labels = self.trainer.splits["val"].labels[ids.to(self.trainer.device)]
+        trusted_images = self.trainer.images_of("val", ids)
+        self._alignment = trusted_alignment(self.trainer.student, batch.images, batch.labels, trusted_images, labels)
+
+    def after_update(self, batch: TrainingBatch, weights: torch.Tensor) -> torch.Tensor:
+        assert self._alignment is not None, "before_update() has not run"
+        return weights * self._alignment
 
 
 REWARDS: dict[str, type[Reward]] = {}
@@ -392,5 +438,6 @@ for _name, _cls in {
     "tsrl_reference": TsrlReferenceReward,
     "next_visit": NextVisitReward,
     "val_alignment": ValAlignmentReward,
+    "counterfactual": CounterfactualReward,
 }.items():
     register_reward(_name, _cls)

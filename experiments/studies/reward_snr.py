@@ -55,12 +55,13 @@ import numpy as np
 import torch
 
 import agents
-from agents.meta_reweight import TRUSTED_SPLIT, trusted_alignment
+from agents.meta_reweight import TRUSTED_SPLIT
 from experiments.analysis.statistics import GroupMoments, holm, t_test
 from experiments.report import markdown_table
 from experiments.teaching.config import load_teach_config
 from tsrl_env import DeepfakeCurriculumEnv
 from tsrl_env.files import write_atomically
+from tsrl_env.influence import trusted_alignment
 from tsrl_env.rewards import ValAlignmentReward
 
 PER_SAMPLE_REWARDS = ("tsrl", "val_alignment", "counterfactual")

@@ -1,0 +1,213 @@
+"""Fine-tuning a taught tutor by reinforcement learning across teaching Students, from its imitation start.
+
+    python -m experiments.teaching.finetune [--config teach_v1_pretrained] [--tutor noise_mentor_v1_pretrained]
+        [--reward counterfactual] [--students 16 ... 31] [--trusted-batch-size 64] [--out DIR]
+
+Imitation (:mod:`experiments.teaching.teach`) teaches a tutor the oracle's weights; the paper's tutor learns from a
+reward instead. This starts PPO from the taught tutor's saved model (its cloned actor; its critic, never trained by
+imitation, learns here from the start) and trains it on the reward named, one teaching Student after another: each
+Student (the teaching config's ``--students`` indices: seed, dataset, label noise and noise model as ``tsrl teach``
+gives them) is one episode under the tutor's own sampled actions, with ``TutorPPO``'s settings as saved (one rollout a
+Student epoch, rewards standardised per rollout, a clipped update after each). The reward should be one whose
+action-dependent part was measured above its noise on teaching Students first (``python -m
+experiments.studies.reward_snr``): ``counterfactual`` (each sample's weight times the first-order drop of a trusted
+batch's loss that its gradient brings) is the one that passed.
+
+Per Student, ``finetune.json`` records the Student's condition, the mean weight the tutor acted with on flipped and on
+clean samples (sampled, exploring), the mean reward on each, the final trusted (validation) AUC and the test AUCs, and
+the wall time; ``finetune.md`` tabulates them. After each Student the tutor is written as ``NAME.zip`` with the
+starting tutor's ``NAME.json`` (the state it reads) beside it, a saved-tutor pair: copied into ``experiments/tutors``
+it is evaluated by name like any taught tutor. Every file is written atomically, the record last, so a rerun continues
+after the last Student recorded (from the tutor written with it). Whether the fine-tune helps is decided on evaluation
+data, paired against its imitation start, in a benchmark grid; this records only how it learned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+
+import agents
+from agents import PerSampleSB3VecEnv, TutorPPO
+from experiments.config import plain
+from experiments.records.provenance import sha256
+from experiments.report import markdown_table
+from experiments.teaching.config import TeachConfig, load_teach_config
+from tsrl_env.files import directory_lock, write_atomically
+
+RECORD = "finetune.json"
+REPORT = "finetune.md"
+
+
+class EpisodeTally(BaseCallback):
+    """Over one Student's episode: the acting weights and rewards on flipped and clean samples, and the last step's info."""
+
+    def __init__(self, flipped: np.ndarray) -> None:
+        super().__init__()
+        self.flipped = flipped
+        self.sums = {key: [0.0, 0.0] for key in ("weight", "reward")}
+        self.counts = [0, 0]
+        self.last_info: dict[str, Any] = {}
+
+    def _on_step(self) -> bool:
+        info = self.locals["infos"][0]  # every sub-env's info is the step's whole-batch info
+        flipped = self.flipped[info["sample_ids"]]
+        for group, rows in enumerate((~flipped, flipped)):
+            self.sums["weight"][group] += float(info["weights"][rows].sum())
+            self.sums["reward"][group] += float(info["sample_rewards"][rows].sum())
+            self.counts[group] += int(rows.sum())
+        self.last_info = info
+        return True
+
+    def means(self) -> dict[str, float | None]:
+        """Mean weight and reward on clean and on flipped samples; None for a group without samples (no noise)."""
+        return {
+            f"{key}_{name}": total / count if count else None
+            for key, totals in self.sums.items()
+            for name, total, count in zip(("clean", "flipped"), totals, self.counts, strict=True)
+        }
+
+
+def finetune_student(
+    config: TeachConfig, index: int, tutor_name: str, tutor_path: Path, reward: str, trusted_batch_size: int
+) -> tuple[Any, dict]:
+    """One teaching Student's episode of PPO from the tutor at ``tutor_path`` (a save of the saved tutor
+    ``tutor_name``, whose state it reads); returns the tutor and the Student's record."""
+    env_config = config.student_env(index).replace(reward=reward, trusted_batch_size=trusted_batch_size)
+    env = agents.make_env_for(tutor_name, env_config)
+    view = PerSampleSB3VecEnv(env, autoreset=False)
+    view.seed(env_config.seed)
+    # One rollout is one Student epoch of this env (the saved tutor's was that of the Students it was taught on).
+    tutor = TutorPPO.load(tutor_path, env=view, custom_objects={"n_steps": env.steps_per_epoch})
+    tutor.set_random_seed(env_config.seed)  # the exploration noise PPO samples
+    tally = EpisodeTally(env.splits["train"].flipped.cpu().numpy())
+    start = time.perf_counter()
+    tutor.learn(env_config.epochs * env.steps_per_epoch * view.num_envs, callback=tally)
+    info = tally.last_info
+    record = {
+        "index": index,
+        "seed": env_config.seed,
+        "noise_model": env_config.dataset_options.get("noise_model"),
+        "label_noise": env_config.dataset_options.get("label_noise"),
+        **tally.means(),
+        "trusted_auc": float(info["val"]["auc"]),
+        **{f"{split}_auc": float(metrics["auc"]) for split, metrics in info["test"].items()},
+        "wall_time_s": time.perf_counter() - start,
+    }
+    env.close()
+    return tutor, record
+
+
+def finetune(
+    config: TeachConfig, tutor_name: str, students: list[int], reward: str, trusted_batch_size: int, out: Path
+) -> list[dict]:
+    """Fine-tune the saved tutor ``tutor_name`` over the teaching ``students`` (continuing a run in ``out``); returns
+    the records. The tutor is written as ``out/<tutor_name>_<reward>.zip`` with its settings file."""
+    start_model, start_settings = agents.tutor_spec(tutor_name).files or (None, None)
+    if start_model is None or agents.TUTORS.saved(tutor_name).algorithm != "ppo":
+        raise ValueError(f"a fine-tune starts from a tutor that tsrl teach saved as PPO; {tutor_name!r} is not one")
+    config.check_protocol(max(students) + 1)
+    made_by = {"config": plain(config.to_dict()), "tutor": tutor_name, "reward": reward}
+    made_by |= {"trusted_batch_size": trusted_batch_size}
+    name = f"{tutor_name}_{reward}"
+    out.mkdir(parents=True, exist_ok=True)
+    with directory_lock(out, "finetune"):
+        records: list[dict] = []
+        if (out / RECORD).exists():
+            saved = json.loads((out / RECORD).read_text())
+            differing = sorted(key for key, value in made_by.items() if saved.get(key) != value)
+            if differing:
+                raise SystemExit(f"{out} holds a fine-tune with other {', '.join(differing)}: give another --out")
+            records = saved["students"]
+            done = [record["index"] for record in records]
+            if done != students[: len(done)]:
+                raise SystemExit(
+                    f"{out} holds a fine-tune that trained Students {', '.join(str(r['seed']) for r in records)}, not the "
+                    f"first of {', '.join(map(str, students))} (indices): give another --out"
+                )
+        model, staged = out / f"{name}.zip", out / f"{name}.next.zip"
+        if staged.exists():  # written before the record, replaced after it: finish what a stopped run began
+            if records and sha256(staged) == records[-1]["tutor_sha256"]:
+                staged.replace(model)
+            else:
+                staged.unlink()
+        shutil.copyfile(start_settings, out / f"{name}.json")
+        for index in students[len(records) :]:
+            tutor, record = finetune_student(
+                config, index, tutor_name, model if records else start_model, reward, trusted_batch_size
+            )
+            tutor.save(staged)
+            records.append({**record, "tutor_sha256": sha256(staged)})
+            write_atomically(out / RECORD, json.dumps({**made_by, "students": records}, indent=2) + "\n")
+            staged.replace(model)
+            print(_line(record), flush=True)
+        write_atomically(out / REPORT, report(records, made_by))
+    return records
+
+
+def _line(record: dict) -> str:
+    return (
+        f"Student {record['seed']} ({record['noise_model']} {record['label_noise']}): weight clean "
+        f"{record['weight_clean']:.3f} flipped {record['weight_flipped'] or float('nan'):.3f}, trusted AUC "
+        f"{record['trusted_auc']:.4f}, "
+        f"{record['wall_time_s']:.0f} s"
+    )
+
+
+def report(records: list[dict], made_by: dict) -> str:
+    columns = ["seed", "noise", "weight clean", "weight flipped", "reward clean", "reward flipped", "trusted AUC", "seen AUC"]
+    rows = [
+        [
+            str(r["seed"]),
+            f"{r['noise_model']} {r['label_noise']}",
+            *("n/a" if r[key] is None else f"{r[key]:.3f}" for key in ("weight_clean", "weight_flipped")),
+            *("n/a" if r[key] is None else f"{r[key]:+.3g}" for key in ("reward_clean", "reward_flipped")),
+            f"{r['trusted_auc']:.4f}",
+            f"{r.get('test_seen_auc', float('nan')):.4f}",
+        ]
+        for r in records
+    ]
+    lines = [
+        f"# Fine-tune of {made_by['tutor']} with the {made_by['reward']} reward",
+        "",
+        f"Teaching Students {', '.join(str(r['seed']) for r in records)}, one PPO episode each, in this order; the weights",
+        "are the sampled (exploring) actions the Student was trained with; rewards as the env paid them, before PPO's",
+        "standardisation.",
+        "",
+        markdown_table(columns, rows),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m experiments.teaching.finetune", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="teach_v1_pretrained", help="the teaching config whose Students it learns on")
+    parser.add_argument("--tutor", default="noise_mentor_v1_pretrained", help="the saved (taught) tutor it starts from")
+    parser.add_argument("--reward", default="counterfactual", help="the env reward PPO learns from")
+    parser.add_argument(
+        "--students",
+        type=int,
+        nargs="+",
+        default=list(range(16, 32)),
+        help="teaching Student indices, in order (default 16-31: seeds 1016-1031 under teach_v1_pretrained, every "
+        "condition once, none of them taught on by imitation)",
+    )
+    parser.add_argument("--trusted-batch-size", type=int, default=64, help="trusted (validation) images a step")
+    parser.add_argument("--out", default="experiments/results/protocol_v1/finetune_pretrained")
+    args = parser.parse_args(argv)
+    config = load_teach_config(args.config)
+    records = finetune(config, args.tutor, args.students, args.reward, args.trusted_batch_size, Path(args.out))
+    command = "python -m experiments.teaching.finetune " + " ".join(sys.argv[1:] if argv is None else argv)
+    print(f"{len(records)} Students: {command.strip()}")
+
+
+if __name__ == "__main__":
+    main()
