@@ -384,8 +384,9 @@ class ValAlignmentReward(TrustedBatchReward):
 
 class CounterfactualReward(TrustedBatchReward):
     """``w_i * d_i``: each sample's weight times ``d_i = grad l_i . grad L``, the first-order drop of a trusted batch's
-    mean loss ``L`` that a step on the sample brings, over the whole Student (:func:`~tsrl_env.influence.trusted_alignment`,
-    Learning to Reweight's quantity), before the update.
+    mean loss ``L`` that a plain SGD step on the sample would bring, over the parameters that train (the whole Student
+    unless its backbone is frozen; :func:`~tsrl_env.influence.trusted_alignment`, Learning to Reweight's quantity),
+    before the update.
 
     Linear in the weight, so its derivative with respect to a sample's weight is ``d_i``: positive where the sample's
     gradient helps the trusted set, negative where it hurts it (as a flipped label's tends to). Its scale follows the
@@ -407,7 +408,10 @@ class CounterfactualReward(TrustedBatchReward):
         ids = self.trusted_ids()
         labels = self.trainer.splits["val"].labels[ids.to(self.trainer.device)]
         trusted_images = self.trainer.images_of("val", ids)
-        self._alignment = trusted_alignment(self.trainer.student, batch.images, batch.labels, trusted_images, labels)
+        student = self.trainer.student
+        # A frozen backbone does not move: the drop is that of a step of the parameters that train.
+        moved = [name for name, p in student.named_parameters() if p.requires_grad] if self.config.frozen_backbone else None
+        self._alignment = trusted_alignment(student, batch.images, batch.labels, trusted_images, labels, moved=moved)
 
     def after_update(self, batch: TrainingBatch, weights: torch.Tensor) -> torch.Tensor:
         assert self._alignment is not None, "before_update() has not run"

@@ -5,7 +5,7 @@
 The reward a tutor could be paid for weight ``w_i`` is the drop of the trusted loss its step brings, against the same
 update without the sample: to first order ``α (∇ℓ_i · ∇L_trusted) w_i / B``, paired against a uniform update from the
 same Student state by construction. Its per-unit-weight part, ``d_i = ∇ℓ_i · ∇L_trusted`` (the alignment Learning to
-Reweight weighs by), is computed exactly for every sample of every batch (``agents.meta_reweight.trusted_alignment``)
+Reweight weighs by), is computed exactly for every sample of every batch (``tsrl_env.influence.trusted_alignment``)
 while one Student trains with uniform weights on a teaching seed. Reported per tutored epoch: the mean of ``d`` on
 flipped and on clean samples, its standard deviation, the signal-to-noise ratio of the flipped-vs-clean part
 (difference of the means over the pooled standard deviation, per sample, and with its standard error over the epoch's
@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.meta_reweight import TRUSTED_SPLIT, trusted_alignment
+from agents.meta_reweight import TRUSTED_SPLIT
 from experiments.analysis.statistics import GroupMoments
 from experiments.records.recorder import noise_detection_auroc
 from experiments.report import markdown_table
 from experiments.teaching.config import FIRST_TEACHING_SEED, load_teach_config
 from tsrl_env import DeepfakeCurriculumEnv
+from tsrl_env.influence import trusted_alignment
 
 
 def measure(env: DeepfakeCurriculumEnv, seed: int) -> list[dict[str, float]]:

@@ -15,18 +15,22 @@ batch's loss that its gradient brings) is the one that passed.
 
 Per Student, ``finetune.json`` records the Student's condition, the mean weight the tutor acted with on flipped and on
 clean samples (sampled, exploring), the mean reward on each, the final trusted (validation) AUC and the test AUCs, and
-the wall time; ``finetune.md`` tabulates them. After each Student the tutor is written as ``NAME.zip`` with the
-starting tutor's ``NAME.json`` (the state it reads) beside it, a saved-tutor pair: copied into ``experiments/tutors``
-it is evaluated by name like any taught tutor. Every file is written atomically, the record last, so a rerun continues
-after the last Student recorded (from the tutor written with it). Whether the fine-tune helps is decided on evaluation
-data, paired against its imitation start, in a benchmark grid; this records only how it learned.
+the wall time; ``finetune.md`` tabulates them once the run is through. After each Student the tutor is written as
+``tutor.zip`` with the starting tutor's settings as ``tutor.json`` (the state it reads), a saved-tutor pair: copied into
+``experiments/tutors`` as ``NAME.zip`` and ``NAME.json`` it is evaluated by name like any taught tutor. Each file is
+written atomically, in the order of ``tsrl teach``'s (:mod:`experiments.teaching.files`): the tutor staged, the record
+naming its SHA-256, then the tutor moved into place; a rerun continues after the last Student recorded, from the
+tutor the record names, and refuses a run made otherwise (other config, start tutor, reward or Students). Whether the
+fine-tune helps is decided on evaluation data, paired against its imitation start, in a benchmark grid; this records
+only how it learned.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -37,14 +41,19 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 import agents
 from agents import PerSampleSB3VecEnv, TutorPPO
+from experiments.analysis.statistics import GroupMoments
 from experiments.config import plain
-from experiments.records.provenance import sha256
+from experiments.records.provenance import code_version, sha256
 from experiments.report import markdown_table
-from experiments.teaching.config import TeachConfig, load_teach_config
+from experiments.teaching.config import TeachConfig, check_teach_settings, load_teach_config
+from experiments.teaching.files import STAGED_TUTOR, TUTOR, TUTOR_SETTINGS, settle_tutor
 from tsrl_env.files import directory_lock, write_atomically
+from tsrl_env.rewards import reward_class
 
 RECORD = "finetune.json"
 REPORT = "finetune.md"
+KEPT_SINCE_FIRST_RUN = ("start_sha256",)
+"""Settings the first run's record does not hold (it predates their being kept); a rerun does not refuse it for them."""
 
 
 class EpisodeTally(BaseCallback):
@@ -53,26 +62,23 @@ class EpisodeTally(BaseCallback):
     def __init__(self, flipped: np.ndarray) -> None:
         super().__init__()
         self.flipped = flipped
-        self.sums = {key: [0.0, 0.0] for key in ("weight", "reward")}
-        self.counts = [0, 0]
+        self.moments = {"weight": GroupMoments(), "reward": GroupMoments()}
         self.last_info: dict[str, Any] = {}
 
     def _on_step(self) -> bool:
         info = self.locals["infos"][0]  # every sub-env's info is the step's whole-batch info
         flipped = self.flipped[info["sample_ids"]]
-        for group, rows in enumerate((~flipped, flipped)):
-            self.sums["weight"][group] += float(info["weights"][rows].sum())
-            self.sums["reward"][group] += float(info["sample_rewards"][rows].sum())
-            self.counts[group] += int(rows.sum())
+        self.moments["weight"].add(info["weights"], flipped)
+        self.moments["reward"].add(info["sample_rewards"], flipped)
         self.last_info = info
         return True
 
     def means(self) -> dict[str, float | None]:
         """Mean weight and reward on clean and on flipped samples; None for a group without samples (no noise)."""
         return {
-            f"{key}_{name}": total / count if count else None
-            for key, totals in self.sums.items()
-            for name, total, count in zip(("clean", "flipped"), totals, self.counts, strict=True)
+            f"{key}_{group}": total / count if count else None
+            for key, moments in self.moments.items()
+            for group, total, count in zip(("clean", "flipped"), moments.sums, moments.counts, strict=True)
         }
 
 
@@ -83,14 +89,18 @@ def finetune_student(
     ``tutor_name``, whose state it reads); returns the tutor and the Student's record."""
     env_config = config.student_env(index).replace(reward=reward, trusted_batch_size=trusted_batch_size)
     env = agents.make_env_for(tutor_name, env_config)
-    view = PerSampleSB3VecEnv(env, autoreset=False)
-    view.seed(env_config.seed)
-    # One rollout is one Student epoch of this env (the saved tutor's was that of the Students it was taught on).
-    tutor = TutorPPO.load(tutor_path, env=view, custom_objects={"n_steps": env.steps_per_epoch})
-    tutor.set_random_seed(env_config.seed)  # the exploration noise PPO samples
-    tally = EpisodeTally(env.splits["train"].flipped.cpu().numpy())
-    start = time.perf_counter()
-    tutor.learn(env_config.epochs * env.steps_per_epoch * view.num_envs, callback=tally)
+    try:
+        view = PerSampleSB3VecEnv(env, autoreset=False)
+        # One rollout is one Student epoch of this env (the saved tutor's was that of the Students it was taught on).
+        tutor = TutorPPO.load(tutor_path, env=view, custom_objects={"n_steps": env.steps_per_epoch})
+        # The Student's seed for its episode, PPO's exploration and minibatches (on CUDA SB3 also makes cuDNN
+        # deterministic for the process, as loading does).
+        tutor.set_random_seed(env_config.seed)
+        tally = EpisodeTally(env.splits["train"].flipped.cpu().numpy())
+        start = time.perf_counter()
+        tutor.learn(env_config.epochs * env.steps_per_epoch * view.num_envs, callback=tally)
+    finally:
+        env.close()
     info = tally.last_info
     record = {
         "index": index,
@@ -102,7 +112,6 @@ def finetune_student(
         **{f"{split}_auc": float(metrics["auc"]) for split, metrics in info["test"].items()},
         "wall_time_s": time.perf_counter() - start,
     }
-    env.close()
     return tutor, record
 
 
@@ -110,53 +119,71 @@ def finetune(
     config: TeachConfig, tutor_name: str, students: list[int], reward: str, trusted_batch_size: int, out: Path
 ) -> list[dict]:
     """Fine-tune the saved tutor ``tutor_name`` over the teaching ``students`` (continuing a run in ``out``); returns
-    the records. The tutor is written as ``out/<tutor_name>_<reward>.zip`` with its settings file."""
+    the records. The tutor is written as ``out/tutor.zip`` with ``tutor.json``, in the order of
+    :mod:`experiments.teaching.files` (staged, recorded by its SHA-256, then moved into place)."""
     start_model, start_settings = agents.tutor_spec(tutor_name).files or (None, None)
     if start_model is None or agents.TUTORS.saved(tutor_name).algorithm != "ppo":
         raise ValueError(f"a fine-tune starts from a tutor that tsrl teach saved as PPO; {tutor_name!r} is not one")
+    if reward_class(reward).pays_late:
+        raise ValueError(
+            f"the {reward!r} reward pays each action a Student epoch late, which a tutor loaded from a save taught "
+            "without it does not credit; fine-tune with a reward that pays each step's own actions"
+        )
+    check_teach_settings(config, max(students) + 1)
     config.check_protocol(max(students) + 1)
     made_by = {"config": plain(config.to_dict()), "tutor": tutor_name, "reward": reward}
-    made_by |= {"trusted_batch_size": trusted_batch_size}
-    name = f"{tutor_name}_{reward}"
+    made_by |= {"trusted_batch_size": trusted_batch_size, "start_sha256": sha256(start_model)}
     out.mkdir(parents=True, exist_ok=True)
     with directory_lock(out, "finetune"):
-        records: list[dict] = []
-        if (out / RECORD).exists():
-            saved = json.loads((out / RECORD).read_text())
-            differing = sorted(key for key, value in made_by.items() if saved.get(key) != value)
-            if differing:
-                raise SystemExit(f"{out} holds a fine-tune with other {', '.join(differing)}: give another --out")
-            records = saved["students"]
-            done = [record["index"] for record in records]
-            if done != students[: len(done)]:
-                raise SystemExit(
-                    f"{out} holds a fine-tune that trained Students {', '.join(str(r['seed']) for r in records)}, not the "
-                    f"first of {', '.join(map(str, students))} (indices): give another --out"
-                )
-        model, staged = out / f"{name}.zip", out / f"{name}.next.zip"
-        if staged.exists():  # written before the record, replaced after it: finish what a stopped run began
-            if records and sha256(staged) == records[-1]["tutor_sha256"]:
-                staged.replace(model)
-            else:
-                staged.unlink()
-        shutil.copyfile(start_settings, out / f"{name}.json")
+        records = _recorded_students(out, made_by, students)
+        if records:
+            settle_tutor(out, records[-1]["tutor_sha256"])
+        write_atomically(out / TUTOR_SETTINGS, Path(start_settings).read_bytes())
         for index in students[len(records) :]:
             tutor, record = finetune_student(
-                config, index, tutor_name, model if records else start_model, reward, trusted_batch_size
+                config, index, tutor_name, out / TUTOR if records else start_model, reward, trusted_batch_size
             )
-            tutor.save(staged)
-            records.append({**record, "tutor_sha256": sha256(staged)})
-            write_atomically(out / RECORD, json.dumps({**made_by, "students": records}, indent=2) + "\n")
-            staged.replace(model)
+            model = io.BytesIO()
+            tutor.save(model)
+            records.append({**record, "tutor_sha256": hashlib.sha256(model.getvalue()).hexdigest()})
+            write_atomically(out / STAGED_TUTOR, model.getvalue())
+            write_atomically(out / RECORD, json.dumps({**made_by, "code": code_version(), "students": records}, indent=2))
+            write_atomically(out / TUTOR, model.getvalue())
+            (out / STAGED_TUTOR).unlink()
             print(_line(record), flush=True)
         write_atomically(out / REPORT, report(records, made_by))
     return records
 
 
+def _recorded_students(out: Path, made_by: dict[str, Any], students: list[int]) -> list[dict]:
+    """The Students a fine-tune in ``out`` recorded, refused where it was made otherwise or on other Students. A
+    record that predates a setting's being kept (:data:`KEPT_SINCE_FIRST_RUN`) is not refused for it."""
+    if not (out / RECORD).exists():
+        return []
+    saved = json.loads((out / RECORD).read_text())
+    differing = sorted(
+        key for key, value in made_by.items() if (saved[key] != value if key in saved else key not in KEPT_SINCE_FIRST_RUN)
+    )
+    if differing:
+        raise SystemExit(f"{out} holds a fine-tune with other {', '.join(differing)}: give another --out")
+    records = saved["students"]
+    done = [record["index"] for record in records]
+    if done != students[: len(done)]:
+        raise SystemExit(
+            f"{out} holds a fine-tune that trained Students {', '.join(str(r['seed']) for r in records)}, not the "
+            f"first of {', '.join(map(str, students))} (indices): give another --out"
+        )
+    return records
+
+
+def _maybe(value: float | None, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def _line(record: dict) -> str:
     return (
         f"Student {record['seed']} ({record['noise_model']} {record['label_noise']}): weight clean "
-        f"{record['weight_clean']:.3f} flipped {record['weight_flipped'] or float('nan'):.3f}, trusted AUC "
+        f"{record['weight_clean']:.3f} flipped {_maybe(record['weight_flipped'])}, trusted AUC "
         f"{record['trusted_auc']:.4f}, "
         f"{record['wall_time_s']:.0f} s"
     )
@@ -168,8 +195,8 @@ def report(records: list[dict], made_by: dict) -> str:
         [
             str(r["seed"]),
             f"{r['noise_model']} {r['label_noise']}",
-            *("n/a" if r[key] is None else f"{r[key]:.3f}" for key in ("weight_clean", "weight_flipped")),
-            *("n/a" if r[key] is None else f"{r[key]:+.3g}" for key in ("reward_clean", "reward_flipped")),
+            *(_maybe(r[key]) for key in ("weight_clean", "weight_flipped")),
+            *(_maybe(r[key], "+.3g") for key in ("reward_clean", "reward_flipped")),
             f"{r['trusted_auc']:.4f}",
             f"{r.get('test_seen_auc', float('nan')):.4f}",
         ]
