@@ -171,6 +171,12 @@ def test_several_datasets_give_each_datasets_rows_and_a_pooled_row_tested_in_the
     assert "| v | pooled | test_seen_auc | 6 | +0.035 [" in table and "| v | A | test_seen_auc | 3 | +0.020 [" in table
     a_row = next(line for line in table.splitlines() if line.startswith("| v | A | test_seen_auc"))
     assert a_row.split(" | ")[6] == "-", "per-dataset rows are outside the family: no Holm p"
+    seen_only = paired_between(tmp_path, "focal", "uniform", metrics=["test_seen_auc"])
+    assert seen_only.startswith("Family: every pooled row below (1);") and "test_unseen_auc" not in seen_only
+    pooled_line = next(line for line in seen_only.splitlines() if line.startswith("| v | pooled | test_seen_auc"))
+    assert pooled_line.split(" | ")[6] == pooled_line.split(" | ")[5], "a family of one: Holm leaves its p"
+    with pytest.raises(ValueError, match=r"no headline metric \['seen_auc'\]"):
+        paired_between(tmp_path, "focal", "uniform", metrics=["seen_auc"])
 
 
 def test_compare_pairs_a_tutor_across_two_variants_by_dataset_and_seed(tmp_path):

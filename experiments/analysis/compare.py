@@ -2,17 +2,20 @@
 
     python -m experiments.analysis.compare OUT TUTOR AGAINST
     python -m experiments.analysis.compare OUT TUTOR AGAINST --variants A B
+    python -m experiments.analysis.compare OUT TUTOR AGAINST --metrics test_seen_auc
 
 prints, per variant (and evaluation dataset) and headline metric, ``TUTOR`` − ``AGAINST`` with its 95% interval, the
 t-test's p, its Holm-adjusted p over the rows printed and the Wilcoxon p, from the grid's ``runs.csv``. With
 ``--variants A B``, ``TUTOR`` of variant A against ``AGAINST`` of variant B (the same tutor under two settings, say),
-paired by dataset and seed: variants of one grid share their seeds' data, initialisation and warm-up.
+paired by dataset and seed: variants of one grid share their seeds' data, initialisation and warm-up. With
+``--metrics``, those headline metrics alone: the family declared before a comparison ran, when it named fewer.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 
 from experiments.analysis.statistics import PairedDifference, holm
@@ -20,16 +23,22 @@ from experiments.analysis.summary import POOLED
 from experiments.analysis.tables import interval_text, p_text
 
 
-def paired_between(out: Path, tutor: str, against: str, variants: tuple[str, str] | None = None) -> str:
+def paired_between(
+    out: Path, tutor: str, against: str, variants: tuple[str, str] | None = None, metrics: Sequence[str] | None = None
+) -> str:
     """Markdown: ``tutor`` − ``against`` on each headline metric of a finished grid in ``out`` (its ``runs.csv``),
     paired by variant, dataset and seed like every difference to uniform (both were trained on the same Students),
     with the t-test, its Holm-adjusted and the Wilcoxon p; with ``variants=(a, b)``, ``tutor`` of variant ``a``
     against ``against`` of variant ``b``, paired by dataset and seed. The family, declared above the table, is every
     row it prints; over several datasets, every pooled row (:meth:`PairedDifference.stratified`), the per-dataset rows
-    beside them unadjusted."""
+    beside them unadjusted. ``metrics`` (CSV columns such as ``test_seen_auc``) keeps those headline metrics alone."""
     with (out / "runs.csv").open() as handle:
         runs = list(csv.DictReader(handle))
-    metrics = [name.removeprefix("diff_") for name in runs[0] if name.startswith("diff_")]
+    headline = [name.removeprefix("diff_") for name in runs[0] if name.startswith("diff_")]
+    unknown = sorted(set(metrics or ()) - set(headline))
+    if unknown:
+        raise ValueError(f"{out}: no headline metric {unknown} in runs.csv; its headline metrics are {headline}")
+    metrics = [name for name in headline if name in metrics] if metrics else headline
     values = {(row["variant"], row.get("dataset") or "", row["tutor"], int(row["seed"])): row for row in runs}
     known = list(dict.fromkeys(row["variant"] for row in runs))
     if variants is not None and not set(variants) <= set(known):
@@ -86,9 +95,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--variants", nargs=2, metavar=("A", "B"), help="TUTOR of variant A against AGAINST of variant B, by dataset and seed"
     )
+    parser.add_argument("--metrics", nargs="+", help="only these headline metrics (runs.csv columns, e.g. test_seen_auc)")
     arguments = parser.parse_args(argv)
     variants = tuple(arguments.variants) if arguments.variants else None
-    print(paired_between(arguments.out, arguments.tutor, arguments.against, variants))
+    print(paired_between(arguments.out, arguments.tutor, arguments.against, variants, arguments.metrics))
 
 
 if __name__ == "__main__":
