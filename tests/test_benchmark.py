@@ -7,7 +7,7 @@ import yaml
 
 from experiments.analysis.compare import paired_between
 from experiments.analysis.statistics import mean_interval, seeds_needed
-from experiments.analysis.summary import HEADLINE, METRICS, SPLITS, paired_summary, write_csv
+from experiments.analysis.summary import HEADLINE, METRICS, SPLITS, paired_summary, result_rows, write_csv
 from experiments.analysis.tables import markdown_tables
 from experiments.cli import main
 from experiments.grid.cells import cell_dir
@@ -279,6 +279,12 @@ def test_cells_of_one_student_train_it_once_and_share_its_record(tmp_path):
     twin = next(directory for directory in trained if not (directory / "uniform").is_dir())
     source = next(directory for directory in trained if directory != twin)
     assert yaml.safe_load((twin / "record.json").read_text())["same_student_as"] == source.relative_to(out).as_posix()
+    write_csv(result_rows(records), out / "runs.csv")
+    with (out / "runs.csv").open() as handle:
+        trained_by = {(row["variant"], row["tutor"]): row["same_student_as"] for row in csv.DictReader(handle)}
+    variant_of = {directory: directory.relative_to(out / "cells").parts[0] for directory in trained}
+    assert trained_by[variant_of[twin], "uniform"] == source.relative_to(out).as_posix()
+    assert trained_by[variant_of[source], "uniform"] == "" and trained_by["low", "constant"] == ""
 
     # A lost twin takes the finished cell's record again instead of training.
     (twin / "record.json").unlink()

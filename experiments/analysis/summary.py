@@ -86,8 +86,9 @@ def learns(entry: str) -> bool:
 
 def result_rows(records: list[dict[str, Any]], splits: Sequence[str] = SPLITS) -> list[dict[str, Any]]:
     """One flat row per run: identifiers (with the record's evaluation ``dataset`` where it names one), test metrics
-    on ``splits``, noise detection, weights on flipped vs clean samples, wall time, and each headline metric's
-    difference to the uniform Student of the same variant, dataset and seed."""
+    on ``splits``, noise detection, weights on flipped vs clean samples, wall time, the cell that trained the Student
+    where another did (``same_student_as``), and each headline metric's difference to the uniform Student of the same
+    variant, dataset and seed."""
     rows = []
     for record in records:
         run = record["run"]
@@ -105,6 +106,7 @@ def result_rows(records: list[dict[str, Any]], splits: Sequence[str] = SPLITS) -
         rewards = run.reward_by_label_noise.means() if run.reward_by_label_noise else {}
         row["reward_clean"], row["reward_flipped"] = rewards.get("clean", float("nan")), rewards.get("flipped", float("nan"))
         row["wall_time_s"] = run.wall_time_s
+        row |= {"same_student_as": record["same_student_as"]} if "same_student_as" in record else {}
         rows.append(row)
     uniform = {_pair_key(row): row for row in rows if row["tutor"] == REFERENCE}
     nothing = defaultdict(lambda: float("nan"))

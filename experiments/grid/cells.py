@@ -7,6 +7,7 @@ since refuses to mix the cells they change with new ones, unless told to recompu
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -91,12 +92,15 @@ def changed_report(out: Path, changed: dict[tuple[str, str, int], list[str]]) ->
 
 def load_records(config: BenchmarkConfig, out: Path) -> list[dict[str, Any]]:
     """The records of every finished cell of ``config``, each with its variant, tutor and seed (and its dataset
-    where the grid has datasets)."""
+    where the grid has datasets, and ``same_student_as`` where another cell trained its Student)."""
     records = []
     for cell_variant, tutor, seed in config.cells():
         path = cell_dir(out, cell_variant, tutor, seed) / "record.json"
         if path.exists():
             variant, dataset = split_cell_variant(cell_variant)
             record = {"variant": variant, "tutor": tutor, "seed": seed, "run": read_cell_record(path)[0]}
-            records.append(record | ({"dataset": dataset} if dataset else {}))
+            record |= {"dataset": dataset} if dataset else {}
+            # A cell whose Student another cell trained (same fingerprint): pooling both would count it twice.
+            trained_by = json.loads(path.read_text()).get("same_student_as")
+            records.append(record | ({"same_student_as": trained_by} if trained_by else {}))
     return records
