@@ -99,7 +99,6 @@ def commit_student(
         "tutor_sha256": hashlib.sha256(model.getvalue()).hexdigest(),
         "code": code_version(),
     }
-    student = len(curve)
     writes = [
         (EXAMPLES, arrays.getvalue(), "after_examples_saved"),
         (TUTOR_SETTINGS, json.dumps(tutor_settings, indent=2), None),
@@ -107,13 +106,23 @@ def commit_student(
         (RECORD, json.dumps(record, indent=2), "after_record_saved"),
         (TUTOR, model.getvalue(), "after_tutor_saved"),
     ]
+    write_in_order(out, writes, RECORD, len(curve), resume_command)
+
+
+def write_in_order(
+    out: Path, writes: list[tuple[str, bytes | str, str | None]], record: str, student: int, resume_command: str
+) -> None:
+    """Write each ``(name, data, fault point)`` of ``writes`` atomically into ``out``, in order (staged tutor, the
+    ``record`` naming it, the tutor: the module's docstring), then drop the staged tutor; Student ``student`` (from 1)
+    is the one being recorded. A file that cannot be written raises an OSError saying what the record keeps and naming
+    ``resume_command``; a fault point set by :data:`FAULT_VARIABLE` kills the process after its write."""
     for name, data, point in writes:
         try:
             write_atomically(out / name, data)
         except OSError as error:
-            kept = f"{RECORD} keeps the {student - 1} Student(s) taught before" if student > 1 else "no Student is recorded"
+            kept = f"{record} keeps the {student - 1} Student(s) taught before" if student > 1 else "no Student is recorded"
             if name == TUTOR:
-                kept = f"{RECORD} records Student {student}, whose tutor is {STAGED_TUTOR}"
+                kept = f"{record} records Student {student}, whose tutor is {STAGED_TUTOR}"
             raise OSError(
                 error.errno,
                 f"cannot write {str(out / name)!r} ({error.strerror or error}); {kept}: free space on its disk (or fix "

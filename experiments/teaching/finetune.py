@@ -46,7 +46,7 @@ from experiments.config import plain
 from experiments.records.provenance import code_version, sha256
 from experiments.report import markdown_table
 from experiments.teaching.config import TeachConfig, check_teach_settings, load_teach_config
-from experiments.teaching.files import STAGED_TUTOR, TUTOR, TUTOR_SETTINGS, settle_tutor
+from experiments.teaching.files import STAGED_TUTOR, TUTOR, TUTOR_SETTINGS, settle_tutor, write_in_order
 from tsrl_env.files import directory_lock, write_atomically
 from tsrl_env.rewards import reward_class
 
@@ -121,18 +121,18 @@ def finetune(
     """Fine-tune the saved tutor ``tutor_name`` over the teaching ``students`` (continuing a run in ``out``); returns
     the records. The tutor is written as ``out/tutor.zip`` with ``tutor.json``, in the order of
     :mod:`experiments.teaching.files` (staged, recorded by its SHA-256, then moved into place)."""
-    start_model, start_settings = agents.tutor_spec(tutor_name).files or (None, None)
-    if start_model is None or agents.TUTORS.saved(tutor_name).algorithm != "ppo":
-        raise ValueError(f"a fine-tune starts from a tutor that tsrl teach saved as PPO; {tutor_name!r} is not one")
+    start = agents.TUTORS.saved(tutor_name)  # a tutor that is not a saved one is refused, naming the saved ones
+    if start.algorithm != "ppo":
+        raise ValueError(f"a fine-tune continues PPO; the saved tutor {tutor_name!r} was saved by {start.algorithm!r}")
+    start_model, start_settings = start.paths
     if reward_class(reward).pays_late:
         raise ValueError(
             f"the {reward!r} reward pays each action a Student epoch late, which a tutor loaded from a save taught "
             "without it does not credit; fine-tune with a reward that pays each step's own actions"
         )
-    check_teach_settings(config, max(students) + 1)
-    config.check_protocol(max(students) + 1)
-    made_by = {"config": plain(config.to_dict()), "tutor": tutor_name, "reward": reward}
-    made_by |= {"trusted_batch_size": trusted_batch_size, "start_sha256": sha256(start_model)}
+    check_teach_settings(config, max(students) + 1)  # the protocol's seeds and data included
+    made_by = {"config": plain(config.to_dict()), "tutor": tutor_name, "reward": reward, "trusted_batch_size": trusted_batch_size}
+    made_by["start_sha256"] = sha256(start_model)
     out.mkdir(parents=True, exist_ok=True)
     with directory_lock(out, "finetune"):
         records = _recorded_students(out, made_by, students)
@@ -146,10 +146,12 @@ def finetune(
             model = io.BytesIO()
             tutor.save(model)
             records.append({**record, "tutor_sha256": hashlib.sha256(model.getvalue()).hexdigest()})
-            write_atomically(out / STAGED_TUTOR, model.getvalue())
-            write_atomically(out / RECORD, json.dumps({**made_by, "code": code_version(), "students": records}, indent=2))
-            write_atomically(out / TUTOR, model.getvalue())
-            (out / STAGED_TUTOR).unlink()
+            writes = [
+                (STAGED_TUTOR, model.getvalue(), "after_tutor_staged"),
+                (RECORD, json.dumps({**made_by, "code": code_version(), "students": records}, indent=2), "after_record_saved"),
+                (TUTOR, model.getvalue(), "after_tutor_saved"),
+            ]
+            write_in_order(out, writes, RECORD, len(records), "the same python -m experiments.teaching.finetune command")
             print(_line(record), flush=True)
         write_atomically(out / REPORT, report(records, made_by))
     return records
