@@ -7,14 +7,13 @@ since refuses to mix the cells they change with new ones, unless told to recompu
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from experiments.config import RESULT_NEUTRAL, RunConfig, SettingsChanged, fingerprint_differences
 from experiments.grid.spec import BenchmarkConfig, split_cell_variant
-from experiments.records.student_run import FINISHED_STUDENT, StudentRun, read_record
+from experiments.records.student_run import FINISHED_STUDENT, StudentRecord, read_record
 from experiments.training.checkpoint import CHECKPOINT_NAME, checkpoint_settings
 from tsrl_env.validation import setting_differences
 
@@ -23,9 +22,9 @@ def cell_dir(out: Path, variant: str, tutor: str, seed: int) -> Path:
     return out / "cells" / variant / tutor / f"seed{seed}"
 
 
-def read_cell_record(path: Path) -> tuple[StudentRun, dict[str, Any] | None]:
-    """A cell's ``record.json``: its Student's run and fingerprint (see :func:`~experiments.records.student_run.read_record`);
-    one that cannot be read is refused, saying whether the next run rebuilds it from its Student's ``run.json``."""
+def read_cell_record(path: Path) -> StudentRecord:
+    """A cell's ``record.json`` (see :func:`~experiments.records.student_run.read_record`); one that cannot be read
+    is refused, saying whether the next run rebuilds it from its Student's ``run.json``."""
     student = next(path.parent.glob("*/run.json"), None)
     rebuilt = (
         f"the next tsrl benchmark on this directory rebuilds it from its Student's {student} without retraining"
@@ -57,9 +56,9 @@ def _cell_differences(directory: Path, config: RunConfig) -> list[str]:
     student = directory / config.tutor / "run.json"
     checkpoint = directory / config.tutor / CHECKPOINT_NAME
     if record.is_file():
-        return fingerprint_differences(read_cell_record(record)[1], config)
+        return fingerprint_differences(read_cell_record(record).fingerprint, config)
     if student.is_file():
-        return fingerprint_differences(read_record(student, *FINISHED_STUDENT)[1], config)
+        return fingerprint_differences(read_record(student, *FINISHED_STUDENT).fingerprint, config)
     saved = checkpoint_settings(checkpoint) if checkpoint.is_file() else None
     return [] if saved is None else setting_differences(saved, config.to_dict(), ignore=RESULT_NEUTRAL)
 
@@ -98,9 +97,9 @@ def load_records(config: BenchmarkConfig, out: Path) -> list[dict[str, Any]]:
         path = cell_dir(out, cell_variant, tutor, seed) / "record.json"
         if path.exists():
             variant, dataset = split_cell_variant(cell_variant)
-            record = {"variant": variant, "tutor": tutor, "seed": seed, "run": read_cell_record(path)[0]}
+            saved = read_cell_record(path)
+            record = {"variant": variant, "tutor": tutor, "seed": seed, "run": saved.run}
             record |= {"dataset": dataset} if dataset else {}
             # A cell whose Student another cell trained (same fingerprint): pooling both would count it twice.
-            trained_by = json.loads(path.read_text()).get("same_student_as")
-            records.append(record | ({"same_student_as": trained_by} if trained_by else {}))
+            records.append(record | ({"same_student_as": saved.same_student_as} if saved.same_student_as else {}))
     return records

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -87,17 +87,27 @@ class StudentRun:
         return cls(epochs=epochs, **rest, **tallies)
 
 
-def read_record(path: Path, what: str, remedy: str) -> tuple[StudentRun, dict[str, Any] | None]:
-    """A finished Student's run and its fingerprint (None in a record written before fingerprints), from a Student's
-    ``run.json`` (the run's fields beside its :data:`PROVENANCE_KEYS`) or a grid cell's ``record.json`` (the run
-    under ``run``, beside the cell's tutor, seed and provenance).
+class StudentRecord(NamedTuple):
+    """What :func:`read_record` reads from a finished Student's file."""
+
+    run: StudentRun
+    fingerprint: dict[str, Any] | None
+    """None in a record written before fingerprints."""
+    same_student_as: str | None
+    """In a grid cell's record whose Student another cell trained: that cell's folder, relative to the grid."""
+
+
+def read_record(path: Path, what: str, remedy: str) -> StudentRecord:
+    """A finished Student's run and its fingerprint, from a Student's ``run.json`` (the run's fields beside its
+    :data:`PROVENANCE_KEYS`) or a grid cell's ``record.json`` (the run under ``run``, beside the cell's tutor, seed and
+    provenance).
 
     A file that cannot be read raises a ValueError naming it as ``what`` and saying ``remedy``.
     """
     try:
         data = json.loads(path.read_text())
         run = data["run"] if "run" in data else {key: value for key, value in data.items() if key not in PROVENANCE_KEYS}
-        return StudentRun.from_dict(run), data.get("fingerprint")
+        return StudentRecord(StudentRun.from_dict(run), data.get("fingerprint"), data.get("same_student_as"))
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as error:
         raise ValueError(f"{what} {str(path)!r} cannot be read ({type(error).__name__}: {error}); {remedy}") from error
 

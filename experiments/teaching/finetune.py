@@ -131,8 +131,13 @@ def finetune(
             "without it does not credit; fine-tune with a reward that pays each step's own actions"
         )
     check_teach_settings(config, max(students) + 1)  # the protocol's seeds and data included
-    made_by = {"config": plain(config.to_dict()), "tutor": tutor_name, "reward": reward, "trusted_batch_size": trusted_batch_size}
-    made_by["start_sha256"] = sha256(start_model)
+    made_by = {
+        "config": plain(config.to_dict()),
+        "tutor": tutor_name,
+        "reward": reward,
+        "trusted_batch_size": trusted_batch_size,
+        "start_sha256": sha256(start_model),
+    }
     out.mkdir(parents=True, exist_ok=True)
     with directory_lock(out, "finetune"):
         records = _recorded_students(out, made_by, students)

@@ -136,7 +136,7 @@ def train_student(
     # The other ranks follow only a Student that trains, and run the reward's passes (collective) only with rank 0.
     group.broadcast_object((finished, compute_rewards), kind="setup")
     if finished:
-        return read_record(record_path, *FINISHED_STUDENT)[0]
+        return read_record(record_path, *FINISHED_STUDENT).run
     checkpoint_path = out / CHECKPOINT_NAME
     checkpoint = read_checkpoint(checkpoint_path, config, label) if resume and checkpoint_path.is_file() else None
     out.mkdir(parents=True, exist_ok=True)
@@ -209,7 +209,7 @@ def _tensorboard_logger(folder: Path, resume_command: str) -> Logger:
 def _kept_finished_run(path: Path, student_config: RunConfig, rerun_changed: bool) -> bool:
     """Whether the finished run at ``path`` is this Student's (``student_config``), to be read back; one of other
     settings is refused, or with ``rerun_changed`` deleted with its folder (False: train it again)."""
-    saved = read_record(path, *FINISHED_STUDENT)[1]
+    saved = read_record(path, *FINISHED_STUDENT).fingerprint
     differences = fingerprint_differences(saved, student_config, ignore=RESUME_MAY_CHANGE)
     if not differences:
         return True
