@@ -45,7 +45,8 @@ def test_import_agents_alone_lists_the_shipped_tutors_without_importing_experime
     )
     shown = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
     shipped = (
-        "['noise_mentor', 'noise_mentor_pretrained', 'noise_mentor_v1_pretrained', 'noise_mentor_v1_pretrained_counterfactual']"
+        "['noise_mentor_pretrained', 'noise_mentor_v1', 'noise_mentor_v1_pretrained', "
+        "'noise_mentor_v1_pretrained_counterfactual']"
     )
     assert shown.stdout.strip() == f"{shipped} False taught"
 
@@ -58,7 +59,7 @@ def test_a_saved_tutors_files_are_named_for_fingerprints():
     with pytest.raises(
         ValueError,
         match=r"'uniform' is not a saved tutor; the saved tutors: generalisation_mentor_v1_pretrained, noise_mentor, "
-        r"noise_mentor_pretrained, noise_mentor_v1_pretrained",
+        r"noise_mentor_pretrained, noise_mentor_v1, noise_mentor_v1_pretrained",
     ):
         saved_tutor_paths("uniform")
 
@@ -211,7 +212,7 @@ def test_a_wheel_ships_the_saved_tutors(tmp_path):
     subprocess.run([*build, str(source)], capture_output=True, check=True)
     (wheel,) = tmp_path.glob("tsrl-*.whl")
     listed = set(zipfile.ZipFile(wheel).namelist())
-    for name in ("noise_mentor", "noise_mentor_pretrained", "noise_mentor_v1_pretrained", "generalisation_mentor_v1_pretrained"):
+    for name in ("noise_mentor", "noise_mentor_v1", "noise_mentor_v1_pretrained", "generalisation_mentor_v1_pretrained"):
         assert {f"experiments/tutors/{name}.{suffix}" for suffix in ("zip", "json", "md")} <= listed
     shipped = zipfile.ZipFile(wheel).read("experiments/tutors/noise_mentor.zip")
     assert shipped == (SHIPPED / "noise_mentor.zip").read_bytes()

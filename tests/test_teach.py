@@ -135,6 +135,7 @@ def test_the_report_is_rebuilt_from_the_files_alone(taught, tmp_path):
 SHIPPED_TUTORS = [
     ("noise_mentor", "teaching/teach_noise"),
     ("noise_mentor_pretrained", "teaching/teach_pretrained"),
+    ("noise_mentor_v1", "protocol_v1/teach"),
     ("noise_mentor_v1_pretrained", "protocol_v1/teach_pretrained"),
     ("generalisation_mentor_v1_pretrained", "protocol_v1/teach_clean"),
 ]
