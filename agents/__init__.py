@@ -113,8 +113,9 @@ def single_episode_view(name: str, env: gym.Env) -> gym.Env | VecEnv:
 
 def register_saved_tutor(name: str, path: str | Path) -> SavedTutor:
     """Register the tutor saved at ``path`` (a ``.zip``, with the ``.json`` that ``tsrl teach`` writes beside it) as
-    ``name``: a tutor that acts frozen, on the state columns it was taught on, and takes no keywords. The pair is checked
-    first (see :func:`agents.saved.read_saved_tutor`); the name of a built-in tutor is refused."""
+    ``name``: a tutor that acts frozen, on the state columns it was taught on (its one keyword, ``decision``, in
+    :data:`agents.saved.DECISIONS`). The pair is checked first (see :func:`agents.saved.read_saved_tutor`); the name of
+    a built-in tutor is refused."""
     return TUTORS.register_saved(name, path)
 
 

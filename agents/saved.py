@@ -4,7 +4,8 @@ A saved tutor is a pair of files written together: ``NAME.zip`` (the model) and 
 algorithm that saved it and the env settings of the state rows it reads, e.g. ``{"algorithm": "ppo", "env":
 {"state_columns": [...], "state_counters": ["learned"]}}``. :func:`read_saved_tutor` checks a pair whole (both files,
 the algorithm, the env settings, the model's archive) before anything uses it, and refuses it in one line naming the
-file.
+file. A saved tutor acts as taught (its outputs are the weights) unless made with ``decision="rank_cut"``
+(:data:`DECISIONS`).
 
 :class:`TutorRegistry` (``agents.TUTORS``) holds every tutor by name. Besides those registered in code it reads the
 tutors shipped with the package, in ``experiments/tutors`` (package data, so a wheel has them too), the first time a
@@ -20,13 +21,17 @@ import dataclasses
 import importlib.util
 import json
 import logging
+import math
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tsrl_env.config import EnvConfig
+from tsrl_env.validation import did_you_mean
 
 SHIPPED_PACKAGE = "experiments"
 SHIPPED_FOLDER = "tutors"
@@ -35,6 +40,12 @@ SHIPPED_FOLDER = "tutors"
 SETTINGS_KEYS = ("algorithm", "env")
 MODEL_MEMBER = "data"
 """The member every Stable-Baselines3 model archive holds (its hyperparameters and spaces)."""
+
+DECISIONS = ("mean", "rank_cut")
+"""How a saved tutor's outputs become weights. ``mean``: as taught, the output itself (a tutor taught by imitating
+0/1 weights with a squared loss outputs their mean given the state, a soft weight). ``rank_cut``: a per-batch
+decision, 0 for the batch's lowest outputs and 1 for the rest, dropping the share the tutor's own outputs give
+(:func:`rank_cut`)."""
 
 logger = logging.getLogger(__name__)
 
@@ -239,15 +250,54 @@ def _saved_spec(saved: SavedTutor, algorithm: Any) -> Any:
     """The spec of a saved tutor: its algorithm's, acting frozen (no learning, no keywords) on the state it was taught
     on, which the Student it teaches is trained under."""
 
-    def make(env: Any, seed: int | None = None, **kwargs: Any) -> Any:
+    def make(env: Any, seed: int | None = None, decision: str = "mean", **kwargs: Any) -> Any:
         if kwargs:
-            raise TypeError(f"the saved tutor {saved.name!r} acts as taught and takes no keywords, got {sorted(kwargs)}")
-        return saved.load(algorithm.load, env)
+            raise TypeError(
+                f"the saved tutor {saved.name!r} acts as taught and takes only the keyword decision, got {sorted(kwargs)}"
+            )
+        if decision not in DECISIONS:
+            raise ValueError(
+                f"the saved tutor {saved.name!r} has no decision {decision!r}{did_you_mean(decision, DECISIONS)}; "
+                f"accepted: {', '.join(DECISIONS)}"
+            )
+        model = saved.load(algorithm.load, env)
+        return model if decision == "mean" else RankCutTutor(model)
 
-    make.__doc__ = f"The {saved.algorithm} tutor saved at {saved.model.name}, acting frozen on the state it was taught on."
+    make.__doc__ = (
+        f"The {saved.algorithm} tutor saved at {saved.model.name}, acting frozen on the state it was taught on; "
+        "``decision`` (see :data:`DECISIONS`) says how its outputs become weights."
+    )
     return dataclasses.replace(
         algorithm, make=make, learns=False, env_settings=dict(saved.env_settings), kind="taught", files=saved.paths
     )
+
+
+def rank_cut(weights: np.ndarray) -> np.ndarray:
+    """A batch's weights as a decision: 0 for its ``ceil(B * share)`` lowest weights, 1 for the rest, where ``share``
+    is the batch's mean of ``1 - weight``, the share of the batch the weights themselves distrust. Ties go to the
+    earlier rows."""
+    flat = np.asarray(weights, dtype=np.float32).reshape(-1)
+    count = math.ceil(float(np.mean(1.0 - flat)) * flat.size - 1e-6)
+    decided = np.ones_like(flat)
+    decided[np.argsort(flat, kind="stable")[:count]] = 0.0
+    return decided.reshape(np.shape(weights))
+
+
+class RankCutTutor:
+    """A frozen tutor acting by :func:`rank_cut` on each batch of its outputs instead of by the outputs themselves."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, Any]:
+        weights, state = self.model.predict(observation, state, episode_start, deterministic)
+        return rank_cut(weights), state
 
 
 def _plain(value: Any) -> Any:

@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 import pytest
 
 import agents.saved
@@ -27,6 +28,7 @@ from agents import (
     shipped_tutors_directory,
     tutor_spec,
 )
+from agents.saved import rank_cut
 from tsrl_env import TINY_SETTINGS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -80,6 +82,27 @@ def test_a_saved_tutor_on_an_env_without_its_state_columns_is_refused_and_make_e
     assert weights.size == env.batch_size and ((weights >= 0) & (weights <= 1)).all()
     with pytest.raises(ValueError, match=r"the tutor 'noise_mentor' reads the state .*; state_columns cannot be given otherwise"):
         make_env_for("noise_mentor", state_columns=["features"])
+
+
+def test_rank_cut_drops_the_share_of_a_batch_its_weights_distrust_and_keeps_the_rest_whole():
+    weights = np.array([[0.9], [0.2], [0.8], [0.6], [0.5]], dtype=np.float32)  # distrusts a share 0.4: two of five
+    assert rank_cut(weights).tolist() == [[1.0], [0.0], [1.0], [1.0], [0.0]]
+    assert rank_cut(np.ones(4, np.float32)).tolist() == [1.0] * 4
+    assert rank_cut(np.full(4, 0.5, np.float32)).tolist() == [0.0, 0.0, 1.0, 1.0]  # ties: the earlier rows
+
+
+def test_a_saved_tutor_acts_by_its_outputs_or_by_their_rank_cut_and_refuses_another_decision():
+    env = make_env_for("noise_mentor", **TINY_SETTINGS)
+    states, _ = env.reset(seed=0)
+    taught = make_tutor("noise_mentor", env).predict(states, deterministic=True)[0]
+    decided = make_tutor("noise_mentor", env, decision="rank_cut").predict(states, deterministic=True)[0]
+    assert decided.shape == taught.shape and set(np.unique(decided)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(decided, rank_cut(taught))
+    assert decided.sum() < decided.size  # the taught weights distrust part of this batch
+    with pytest.raises(ValueError, match=r"has no decision 'rank_cutt' \(did you mean 'rank_cut'\?\); accepted: mean, rank_cut"):
+        make_tutor("noise_mentor", env, decision="rank_cutt")
+    with pytest.raises(TypeError, match=r"takes only the keyword decision, got \['threshold'\]"):
+        make_tutor("noise_mentor", env, threshold=0.5)
 
 
 def _pair(directory: Path, name: str, settings: str | None = None, model: bytes | None = None) -> None:
