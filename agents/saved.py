@@ -247,13 +247,14 @@ class TutorRegistry(MutableMapping[str, Any]):
 
 
 def _saved_spec(saved: SavedTutor, algorithm: Any) -> Any:
-    """The spec of a saved tutor: its algorithm's, acting frozen (no learning, no keywords) on the state it was taught
-    on, which the Student it teaches is trained under."""
+    """The spec of a saved tutor: its algorithm's, acting frozen (no learning; its one keyword, ``decision``) on the
+    state it was taught on, which the Student it teaches is trained under."""
 
     def make(env: Any, seed: int | None = None, decision: str = "mean", **kwargs: Any) -> Any:
         if kwargs:
             raise TypeError(
-                f"the saved tutor {saved.name!r} acts as taught and takes only the keyword decision, got {sorted(kwargs)}"
+                f"the saved tutor {saved.name!r} acts as taught and takes only the keyword decision, got "
+                f"{sorted(kwargs)}; drop them (its settings were fixed when it was taught)"
             )
         if decision not in DECISIONS:
             raise ValueError(
@@ -277,6 +278,10 @@ def rank_cut(weights: np.ndarray) -> np.ndarray:
     is the batch's mean of ``1 - weight``, the share of the batch the weights themselves distrust. Ties go to the
     earlier rows."""
     flat = np.asarray(weights, dtype=np.float32).reshape(-1)
+    if not np.isfinite(flat).all():
+        raise ValueError(f"rank_cut needs finite weights, got {flat[~np.isfinite(flat)][:3].tolist()}")
+    # B * share is a whole number where the weights are 0/1: the float32 mean's rounding must not make it one more.
+    # (check_v1_decision's Students were trained with exactly this computation; keep it so that they reproduce.)
     count = math.ceil(float(np.mean(1.0 - flat)) * flat.size - 1e-6)
     decided = np.ones_like(flat)
     decided[np.argsort(flat, kind="stable")[:count]] = 0.0

@@ -89,6 +89,9 @@ def test_rank_cut_drops_the_share_of_a_batch_its_weights_distrust_and_keeps_the_
     assert rank_cut(weights).tolist() == [[1.0], [0.0], [1.0], [1.0], [0.0]]
     assert rank_cut(np.ones(4, np.float32)).tolist() == [1.0] * 4
     assert rank_cut(np.full(4, 0.5, np.float32)).tolist() == [0.0, 0.0, 1.0, 1.0]  # ties: the earlier rows
+    assert rank_cut(np.zeros(3, np.float32)).tolist() == [0.0] * 3
+    with pytest.raises(ValueError, match=r"rank_cut needs finite weights, got \[nan\]"):
+        rank_cut(np.array([0.5, np.nan], np.float32))
 
 
 def test_a_saved_tutor_acts_by_its_outputs_or_by_their_rank_cut_and_refuses_another_decision():
