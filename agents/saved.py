@@ -276,7 +276,7 @@ def _saved_spec(saved: SavedTutor, algorithm: Any) -> Any:
 def rank_cut(weights: np.ndarray) -> np.ndarray:
     """A batch's weights as a decision: 0 for its ``ceil(B * share)`` lowest weights, 1 for the rest, where ``share``
     is the batch's mean of ``1 - weight``, the share of the batch the weights themselves distrust. Ties go to the
-    earlier rows."""
+    earlier rows. The cut of :func:`agents.heuristics._highest`, with the tolerance the check's Students ran with."""
     flat = np.asarray(weights, dtype=np.float32).reshape(-1)
     if not np.isfinite(flat).all():
         raise ValueError(f"rank_cut needs finite weights, got {flat[~np.isfinite(flat)][:3].tolist()}")
