@@ -8,14 +8,17 @@ tables read it the right way round); for the others, high values do.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from tsrl_env.config import EnvConfig
 from tsrl_env.state import PerSampleTensors, SampleHistory, StateColumn, register_state_column
 from tsrl_env.student import FAKE_CLASS
-from tsrl_env.trainer import StudentTrainer, TrainingBatch
+
+if TYPE_CHECKING:
+    from tsrl_env.config import EnvConfig
+    from tsrl_env.trainer import StudentTrainer, TrainingBatch
 
 
 class _PerSampleMemoryColumn(PerSampleTensors, StateColumn):
