@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -80,7 +79,7 @@ def _check_backbone(env: EnvConfig) -> None:
 def _known_train_size(env: EnvConfig) -> int | None:
     if env.dataset != "embedded":
         return None
-    return {**asdict(EmbeddedConfig()), **env.dataset_options}["train_size"]
+    return EmbeddedConfig.filled(env.dataset_options)["train_size"]
 
 
 def check_tutor_checkpoint(config: RunConfig, path: Path) -> None:

@@ -25,7 +25,6 @@ their data; every such table says so.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,13 +170,13 @@ def _check_pretrained(protocol: Protocol, env: EnvConfig, where: str) -> None:
     pretraining = read_yaml_config(found[0]).get("env") or {}
     if pretraining.get("dataset", "embedded") != "embedded":
         return
-    options = {**dataclasses.asdict(EmbeddedConfig()), **(pretraining.get("dataset_options") or {})}
+    options = EmbeddedConfig.filled(pretraining.get("dataset_options") or {})
     if options["content"] != "pretraining":
         raise ProtocolViolation(
             f"protocol {protocol.name}: {where} starts from {str(path)!r}, whose run ({found[0]}) trained on benchmark "
             "content; pretrain on dataset_options content: pretraining (experiments/configs/pretrain_v1.yaml)"
         )
-    evaluated = {**dataclasses.asdict(EmbeddedConfig()), **env.dataset_options}
+    evaluated = EmbeddedConfig.filled(env.dataset_options)
     if options["seed"] == evaluated["seed"]:
         # Texture shots draw from (seed, split, video) alone, whatever the tiles: the same seed renders the same ones.
         raise ProtocolViolation(

@@ -287,3 +287,10 @@ def test_an_unseen_family_validation_split_changes_no_other_split(tiny: Dataset)
     assert embedded.config_hash(tiny_config()) != embedded.config_hash(tiny_config(val_unseen_size=48))
     with pytest.raises(ValueError, match="val_unseen_size must be an integer >= 0"):
         tiny_config(val_unseen_size=-1)
+
+
+def test_filled_options_keep_the_given_settings_and_default_the_rest() -> None:
+    options = EmbeddedConfig.filled({"train_size": 96, "label_noise": 0.3})
+    assert options["train_size"] == 96 and options["label_noise"] == 0.3
+    assert options["val_size"] == EmbeddedConfig.val_size
+    assert set(options) == {field.name for field in dataclasses.fields(EmbeddedConfig)}

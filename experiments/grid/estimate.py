@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 
@@ -28,7 +27,7 @@ def estimated_wall_time_s(config: BenchmarkConfig, workers: int) -> float:
         if env.dataset != "embedded" or env.backbone not in MEASURED_COST_PER_IMAGE_EPOCH:
             return float("nan")
         measured_size, cost = MEASURED_COST_PER_IMAGE_EPOCH[env.backbone]
-        options = {**dataclasses.asdict(EmbeddedConfig()), **env.dataset_options}
+        options = EmbeddedConfig.filled(env.dataset_options)
         size = env.image_size or options["image_size"]
         total += cost * options["train_size"] * (env.warmup_epochs + env.epochs) * (size / measured_size) ** 2
     return total / workers

@@ -162,6 +162,12 @@ class EmbeddedConfig:
         if self.noise_seed is not None:
             object.__setattr__(self, "noise_seed", integer_setting("noise_seed", self.noise_seed, 0, or_none=True))
 
+    @classmethod
+    def filled(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` (an env's ``dataset_options``) with every setting they leave out at its default: a run's data
+        settings read without building the config and its checks again."""
+        return {**dataclasses.asdict(cls()), **options}
+
     def _pair(self, name: str) -> tuple[Any, Any]:
         value = getattr(self, name)
         if len(value) != 2:
