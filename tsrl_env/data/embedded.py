@@ -165,7 +165,7 @@ class EmbeddedConfig:
     @classmethod
     def filled(cls, options: dict[str, Any]) -> dict[str, Any]:
         """``options`` (an env's ``dataset_options``) with every setting they leave out at its default: a run's data
-        settings read without building the config and its checks again."""
+        settings read without checking the given options again."""
         return {**dataclasses.asdict(cls()), **options}
 
     def _pair(self, name: str) -> tuple[Any, Any]:
