@@ -140,6 +140,9 @@ def test_a_tutor_entry_can_name_the_reward_it_learns_from(tiny_benchmark, tiny_g
     cell = cell_dir(out, "noisy", "ppo@next_visit", 0)
     assert yaml.safe_load((cell / "config.yaml").read_text())["env"]["reward"] == "next_visit"
     assert "| ppo@next_visit | learned | 1 |" in write_summary(config, out)
+    recorded = yaml.safe_load((out / "config.yaml").read_text())  # the whole grid, not this run's part of it
+    assert recorded["tutors"] == ["oracle", "uniform", "random", "ppo", "ppo@next_visit"]
+    assert recorded["seeds"] == [0, 1] and list(recorded["variants"]) == ["clean", "noisy"]
 
 
 def test_paired_differences_of_a_hand_computed_case():

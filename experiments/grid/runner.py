@@ -178,7 +178,7 @@ def _run_missing_cells(
     run_on_ray: Callable[..., Iterator[str]] | None,
     address: str | None,
 ) -> None:
-    write_atomically(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    write_atomically(out / "config.yaml", yaml.safe_dump(config.recorded(), sort_keys=False))
     todo = [cell for cell in config.cells() if not (cell_dir(out, *cell) / "record.json").exists()]
     total = len(list(config.cells()))
     bar = tqdm(total=total, initial=total - len(todo), desc="benchmark", disable=not progress)

@@ -56,9 +56,18 @@ class BenchmarkConfig:
     role: str = "evaluation"
     plan: dict[str, Any] | None = field(default=None, compare=False)
     """What the config file fixed (:func:`experiments.grid.plan.planned`); None: this config's own lists."""
+    whole: dict[str, Any] | None = field(default=None, compare=False)
+    """The whole grid where ``tutors``, ``seeds`` or ``variants`` select a part of it (:meth:`to_dict` of the config
+    file's lists joined with those given), set by :func:`load_benchmark_config`; None: this config's own."""
 
     def to_dict(self) -> dict[str, Any]:
-        return plain({**asdict(self), "env": self.env.to_dict(), "plan": None})
+        settings = asdict(self)
+        del settings["whole"]
+        return plain({**settings, "env": self.env.to_dict(), "plan": None})
+
+    def recorded(self) -> dict[str, Any]:
+        """What the grid directory's ``config.yaml`` keeps: the whole grid, whatever part of it a run selects."""
+        return self.whole or self.to_dict()
 
     def planned(self) -> dict[str, Any]:
         """The plan a grid directory keeps for this config: the config file's lists, or this config's own."""
@@ -212,11 +221,17 @@ def load_benchmark_config(
         envs = {variant: config.run_config(variant, config.tutors[0], config.seeds[0]).env for variant in config.cell_variants}
         role = "teaching" if config.role == "tuning" else "evaluation"
         check_grid(protocol, role, envs, max(1, len(config.datasets)), config.seeds, str(path))
+    whole = dataclasses.replace(
+        config,
+        tutors=tuple(dict.fromkeys([*file_tutors, *config.tutors])),
+        seeds=tuple(sorted({*file_seeds, *config.seeds})),
+        variants=all_variants,
+    )
     config = with_reference_tutors(config)
     references = [tutor for tutor in (REFERENCE, ORACLE, "random") if tutor in config.tutors]
     tutors_planned = list(dict.fromkeys([*references, *file_tutors]))
     plan = planned(config.protocol, file_seeds, list(config.datasets), tutors_planned, list(all_variants))
-    return dataclasses.replace(config, plan=plan)
+    return dataclasses.replace(config, plan=plan, whole=with_reference_tutors(whole).to_dict())
 
 
 def with_reference_tutors(config: BenchmarkConfig) -> BenchmarkConfig:
