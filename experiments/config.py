@@ -19,7 +19,7 @@ from tsrl_env.validation import did_you_mean, setting_differences
 CONFIG_DIR = Path(__file__).parent / "configs"
 BENCHMARK_ONLY = ("tutors", "seeds", "variants", "datasets", "protocol", "role")
 """Top-level keys of a benchmark config that a run config (``tsrl train``) does not take."""
-TRAIN_ONLY = ("tutor", "seed", "tutor_checkpoint")
+TRAIN_ONLY = ("tutor", "seed", "tutor_checkpoint", "pretrain")
 """Top-level keys of a run config that a benchmark config does not take (it lists ``tutors`` and ``seeds``)."""
 
 
@@ -28,6 +28,9 @@ class RunConfig:
     """One experiment: the curriculum environment, the tutor that teaches in it, and the seed of the Student.
 
     ``tutor_checkpoint`` names a saved tutor (a ``tutor.zip``) that teaches without learning, instead of a new one.
+    ``pretrain`` names the run config (a name or a path) whose uniform Student becomes ``env.pretrained_file`` when
+    that file is missing (see :func:`experiments.training.pretrain.build_missing_pretrained_file`); the file's
+    SHA-256, not this name, is what the run's fingerprint records.
     """
 
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -35,6 +38,7 @@ class RunConfig:
     tutor_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     tutor_checkpoint: str | None = None
+    pretrain: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.tutor, str):
@@ -45,6 +49,13 @@ class RunConfig:
         object.__setattr__(self, "seed", integer_setting("seed", self.seed, 0))
         if self.tutor_checkpoint is not None and not isinstance(self.tutor_checkpoint, str):
             raise TypeError(f"tutor_checkpoint must be the path of a saved tutor (tutor.zip), got {shown(self.tutor_checkpoint)}")
+        if self.pretrain is not None and not isinstance(self.pretrain, str):
+            raise TypeError(f"pretrain must name the run config that builds env.pretrained_file, got {shown(self.pretrain)}")
+        if self.pretrain is not None and self.env.pretrained_file is None:
+            raise ValueError(
+                f"pretrain ({self.pretrain!r}) builds the file of env.pretrained_file, which is not set; set "
+                "pretrained_file: PATH under env (where the weights go), or drop pretrain"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +64,7 @@ class RunConfig:
             "tutor_kwargs": dict(self.tutor_kwargs),
             "seed": self.seed,
             "tutor_checkpoint": self.tutor_checkpoint,
+            **({"pretrain": self.pretrain} if self.pretrain is not None else {}),
         }
 
     def save(self, path: Path) -> None:
@@ -83,8 +95,10 @@ def fingerprint(config: RunConfig) -> dict[str, Any]:
     identity = dataset_identity(config.env.dataset, config.env.dataset_options)
     files = files_read(config.env.to_dict(), config.tutor, config.tutor_checkpoint)
     tutor_env = plain(dict(tutor_spec(config.tutor).env_settings))
+    settings = plain(config.to_dict())
+    settings.pop("pretrain", None)  # how the weights file was built; its hash under "files" is what decides
     return {
-        **plain(config.to_dict()),
+        **settings,
         "dataset_identity": identity,
         **({"files": files} if files else {}),
         **({"tutor_env_settings": tutor_env} if tutor_env else {}),

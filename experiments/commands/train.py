@@ -18,6 +18,7 @@ from experiments.config import RunConfig, config_names, load_run_config
 from experiments.preflight import check_run_settings, check_tutor_checkpoint, writable_directory
 from experiments.records.student_run import save_results
 from experiments.report import epoch_table, final_table
+from experiments.training.pretrain import build_missing_pretrained_file
 from experiments.training.signals import RunInterrupted, interrupt_on_stop_signals
 from experiments.training.student import follow_student, train_student
 from tsrl_env.distributed import DistributedGroupView, ProcessGroupView
@@ -42,7 +43,7 @@ RESUME_FIXED = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     tutors, rewards, run_configs = ", ".join(TUTORS), ", ".join(REWARD_NAMES), ", ".join(config_names("run"))
-    parser.add_argument("--config", help=f"a YAML path or one of: {run_configs} (default: demo)")
+    parser.add_argument("--config", help=f"a YAML path or one of: {run_configs} (default: main)")
     parser.add_argument("--seed", type=int, help="seed of both Students (overrides the config)")
     parser.add_argument("--tutor", help=f"one of: {tutors} (overrides the config)")
     parser.add_argument("--epochs", type=int, help="tutored epochs (overrides the config)")
@@ -85,6 +86,8 @@ def run(args: argparse.Namespace) -> None:
     if args.deterministic:
         _use_deterministic_algorithms()
     config = _resumed_config(args) if args.resume else _new_config(args)
+    if args.ddp:
+        _refuse_unbuilt_pretrained_file(config)
     group = _process_group(config) if args.ddp else ProcessGroupView()
     tutor_checkpoint = Path(config.tutor_checkpoint) if config.tutor_checkpoint else None
     # The Students of the run, in order: (tutor, tutor checkpoint); with --ddp every rank trains each of them.
@@ -100,7 +103,7 @@ def run(args: argparse.Namespace) -> None:
 
 def _new_config(args: argparse.Namespace) -> RunConfig:
     return load_run_config(
-        args.config or "demo",
+        args.config or "main",
         seed=args.seed,
         tutor=args.tutor,
         tutor_checkpoint=args.tutor_checkpoint,
@@ -132,6 +135,15 @@ def _resumed_config(args: argparse.Namespace) -> RunConfig:
     return load_run_config(saved, lr=args.lr, device=args.device)
 
 
+def _refuse_unbuilt_pretrained_file(config: RunConfig) -> None:
+    """Every process of a ``--ddp`` run loads the pretrained weights at once, so they are built before, in one process."""
+    if config.pretrain is not None and not Path(str(config.env.pretrained_file)).is_file():
+        raise SystemExit(
+            f"tsrl train --ddp: the pretrained Student {config.env.pretrained_file} is not built yet, and every process "
+            f"would load it; build it in one process first (tsrl train without --ddp builds it before its Students)"
+        )
+
+
 def _process_group(config: RunConfig) -> DistributedGroupView:
     """This process's place in the group torchrun started: NCCL on the GPU of its LOCAL_RANK, or gloo on the CPU."""
     try:
@@ -161,6 +173,8 @@ def _lead(
     args: argparse.Namespace, config: RunConfig, group: ProcessGroupView, students: list[tuple[str | None, Path | None]]
 ) -> None:
     """Rank 0, or the only process: trains the Students with their tutors, writes the run directory, prints the tables."""
+    with exit_when_stopped():
+        build_missing_pretrained_file(config, progress=not args.no_progress)
     run_dir = _run_directory(args, config)
     print(f"run directory: {run_dir}")
     start = time.perf_counter()

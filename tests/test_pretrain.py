@@ -1,0 +1,108 @@
+"""Pretrained weights built on first use (``pretrain`` in a run config), and the main job's place in the held-out grid."""
+
+import hashlib
+import json
+
+import pytest
+import torch
+import yaml
+
+from experiments.cli import main
+from experiments.config import load_run_config
+from experiments.grid.spec import load_benchmark_config
+from experiments.protocol import ProtocolViolation, check_dataset, protocol_named
+
+TINY_DATA = {"image_size": 32, "train_size": 128, "val_size": 64, "test_seen_size": 64, "test_unseen_size": 64}
+
+
+def _write(path, settings):
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def _tiny_run(tmp_path, weights):
+    recipe = _write(
+        tmp_path / "pretrain.yaml",
+        {
+            "tutor": "uniform",
+            "env": {
+                "dataset_options": {**TINY_DATA, "tiles": "fixed", "content": "pretraining", "seed": 7},
+                "backbone": "test_resnet",
+                "batch_size": 32,
+                "epochs": 1,
+                "warmup_epochs": 1,
+            },
+        },
+    )
+    return _write(
+        tmp_path / "run.yaml",
+        {
+            "tutor": "self_paced",
+            "pretrain": str(recipe),
+            "env": {
+                "dataset_options": {**TINY_DATA, "tiles": "fixed", "seed": 100, "noise_seed": 200, "label_noise": 0.3},
+                "backbone": "test_resnet",
+                "pretrained_file": str(weights),
+                "batch_size": 32,
+                "epochs": 1,
+                "warmup_epochs": 1,
+            },
+        },
+    )
+
+
+@pytest.mark.slow
+def test_a_missing_pretrained_file_is_built_once_then_read_by_every_student(tmp_path, capsys):
+    weights = tmp_path / "weights" / "student.pt"
+    run_config = _tiny_run(tmp_path, weights)
+    main(["train", "--config", str(run_config), "--out", str(tmp_path / "runs"), "--no-progress"])
+    assert f"building the pretrained Student {weights}" in capsys.readouterr().out
+
+    pretraining = weights.parent / "pretraining"
+    built, trained = torch.load(weights, weights_only=True), torch.load(pretraining / "uniform" / "student.pt", weights_only=True)
+    assert built.keys() == trained.keys() and all(torch.equal(built[key], trained[key]) for key in built)
+    beside = yaml.safe_load((weights.parent / "config.yaml").read_text())
+    assert beside["env"]["dataset_options"]["content"] == "pretraining"  # what the protocol check reads
+    assert not (weights.parent / ".staging").exists()
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    for student in ("uniform", "self_paced"):
+        record = json.loads((run_dir / student / "run.json").read_text())
+        assert record["fingerprint"]["files"]["env.pretrained_file"] == digest
+        assert "pretrain" not in record["fingerprint"]  # the file's hash decides, not how it was built
+
+    before = weights.stat().st_mtime_ns
+    main(["train", "--config", str(run_config), "--out", str(tmp_path / "again"), "--no-baseline", "--no-progress"])
+    assert "building the pretrained Student" not in capsys.readouterr().out
+    assert weights.stat().st_mtime_ns == before
+
+
+def test_pretrain_needs_a_file_to_build_and_a_recipe_from_random_weights(tmp_path):
+    with pytest.raises(ValueError, match="pretrained_file: PATH under env"):
+        load_run_config("tiny", pretrain="pretrain_v1")
+    recipe = _write(tmp_path / "recipe.yaml", {"tutor": "uniform", "env": {"pretrained_file": str(tmp_path / "x.pt")}})
+    run = _write(tmp_path / "run.yaml", {"pretrain": str(recipe), "env": {"pretrained_file": str(tmp_path / "y.pt")}})
+    with pytest.raises(ValueError, match="starts from pretrained weights itself"):
+        main(["train", "--config", str(run), "--out", str(tmp_path / "runs"), "--no-progress"])
+
+
+def test_the_main_job_is_a_cell_of_the_held_out_pretrained_grid(tmp_path):
+    """``tsrl train``'s default repeats the pair (uniform, taught tutor) of one grid cell, on evaluation data under
+    protocol v1, from weights whose pretraining passes the protocol's check."""
+    job = load_run_config("main")
+    grid = load_benchmark_config("protocol_v1_pretrained")
+    assert job.tutor in grid.tutors and "uniform" in grid.tutors
+    for tutor in (job.tutor, "uniform"):
+        cell = grid.run_config("video_0.30/e0", tutor, job.seed)
+        student = job.for_student(tutor).to_dict()
+        assert student.pop("pretrain") == "pretrain_v1"
+        assert student == cell.to_dict()
+
+    weights = tmp_path / "student.pt"
+    env = job.env.replace(pretrained_file=str(weights))
+    load_run_config(job.pretrain).save(tmp_path / "config.yaml")  # as the build leaves it beside the weights
+    check_dataset(protocol_named("v1"), "evaluation", env, "the main job")
+    benchmark_pretraining = load_run_config(job.pretrain, dataset_options={"content": "benchmark"})
+    benchmark_pretraining.save(tmp_path / "config.yaml")
+    with pytest.raises(ProtocolViolation, match="trained on benchmark content"):
+        check_dataset(protocol_named("v1"), "evaluation", env, "the main job")
