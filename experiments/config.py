@@ -19,7 +19,7 @@ from tsrl_env.validation import did_you_mean, setting_differences
 CONFIG_DIR = Path(__file__).parent / "configs"
 BENCHMARK_ONLY = ("tutors", "seeds", "variants", "datasets", "protocol", "role")
 """Top-level keys of a benchmark config that a run config (``tsrl train``) does not take."""
-TRAIN_ONLY = ("tutor", "seed", "tutor_checkpoint", "pretrain")
+TRAIN_ONLY = ("tutor", "seed", "tutor_checkpoint")
 """Top-level keys of a run config that a benchmark config does not take (it lists ``tutors`` and ``seeds``)."""
 
 
@@ -49,13 +49,7 @@ class RunConfig:
         object.__setattr__(self, "seed", integer_setting("seed", self.seed, 0))
         if self.tutor_checkpoint is not None and not isinstance(self.tutor_checkpoint, str):
             raise TypeError(f"tutor_checkpoint must be the path of a saved tutor (tutor.zip), got {shown(self.tutor_checkpoint)}")
-        if self.pretrain is not None and not isinstance(self.pretrain, str):
-            raise TypeError(f"pretrain must name the run config that builds env.pretrained_file, got {shown(self.pretrain)}")
-        if self.pretrain is not None and self.env.pretrained_file is None:
-            raise ValueError(
-                f"pretrain ({self.pretrain!r}) builds the file of env.pretrained_file, which is not set; set "
-                "pretrained_file: PATH under env (where the weights go), or drop pretrain"
-            )
+        check_pretrain_setting(self.pretrain, self.env)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -124,6 +118,17 @@ def fingerprint_differences(
     defaults = plain(EnvConfig().to_dict())
     env = {**{key: defaults[key] for key in now["env"] if key in defaults}, **saved.get("env", {})}
     return setting_differences({**saved, "env": env}, now, ignore=ignore)
+
+
+def check_pretrain_setting(pretrain: Any, env: EnvConfig) -> None:
+    """Refuse a ``pretrain`` setting (of a run or a grid) that is not a config name, or that has no file to build."""
+    if pretrain is not None and not isinstance(pretrain, str):
+        raise TypeError(f"pretrain must name the run config that builds env.pretrained_file, got {shown(pretrain)}")
+    if pretrain is not None and env.pretrained_file is None:
+        raise ValueError(
+            f"pretrain ({pretrain!r}) builds the file of env.pretrained_file, which is not set; set "
+            "pretrained_file: PATH under env (where the weights go), or drop pretrain"
+        )
 
 
 def split_tutor_entry(entry: str) -> tuple[str, str | None]:

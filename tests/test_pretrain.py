@@ -9,6 +9,8 @@ import yaml
 
 from experiments.cli import main
 from experiments.config import load_run_config
+from experiments.grid.cells import cell_dir
+from experiments.grid.runner import run_benchmark
 from experiments.grid.spec import load_benchmark_config
 from experiments.protocol import ProtocolViolation, check_dataset, protocol_named
 
@@ -20,8 +22,8 @@ def _write(path, settings):
     return path
 
 
-def _tiny_run(tmp_path, weights):
-    recipe = _write(
+def _tiny_recipe(tmp_path):
+    return _write(
         tmp_path / "pretrain.yaml",
         {
             "tutor": "uniform",
@@ -34,21 +36,22 @@ def _tiny_run(tmp_path, weights):
             },
         },
     )
-    return _write(
-        tmp_path / "run.yaml",
-        {
-            "tutor": "self_paced",
-            "pretrain": str(recipe),
-            "env": {
-                "dataset_options": {**TINY_DATA, "tiles": "fixed", "seed": 100, "noise_seed": 200, "label_noise": 0.3},
-                "backbone": "test_resnet",
-                "pretrained_file": str(weights),
-                "batch_size": 32,
-                "epochs": 1,
-                "warmup_epochs": 1,
-            },
-        },
-    )
+
+
+def _tiny_env(weights):
+    return {
+        "dataset_options": {**TINY_DATA, "tiles": "fixed", "seed": 100, "noise_seed": 200, "label_noise": 0.3},
+        "backbone": "test_resnet",
+        "pretrained_file": str(weights),
+        "batch_size": 32,
+        "epochs": 1,
+        "warmup_epochs": 1,
+    }
+
+
+def _tiny_run(tmp_path, weights):
+    settings = {"tutor": "self_paced", "pretrain": str(_tiny_recipe(tmp_path)), "env": _tiny_env(weights)}
+    return _write(tmp_path / "run.yaml", settings)
 
 
 @pytest.mark.slow
@@ -77,9 +80,23 @@ def test_a_missing_pretrained_file_is_built_once_then_read_by_every_student(tmp_
     assert weights.stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
+def test_a_grid_builds_its_missing_pretrained_file_before_its_cells(tmp_path):
+    weights = tmp_path / "weights" / "student.pt"
+    grid = {"pretrain": str(_tiny_recipe(tmp_path)), "env": _tiny_env(weights), "tutors": ["uniform"], "seeds": [0]}
+    config = load_benchmark_config(_write(tmp_path / "grid.yaml", grid))
+    run_benchmark(config, tmp_path / "grid", cpus_per_cell=1, progress=False)
+    saved = json.loads((cell_dir(tmp_path / "grid", "default", "uniform", 0) / "record.json").read_text())
+    assert saved["fingerprint"]["files"]["env.pretrained_file"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert yaml.safe_load((tmp_path / "grid" / "config.yaml").read_text())["pretrain"] == grid["pretrain"]
+
+
 def test_pretrain_needs_a_file_to_build_and_a_recipe_from_random_weights(tmp_path):
     with pytest.raises(ValueError, match="pretrained_file: PATH under env"):
         load_run_config("tiny", pretrain="pretrain_v1")
+    grid = _write(tmp_path / "grid.yaml", {"pretrain": "pretrain_v1", "tutors": ["uniform"]})
+    with pytest.raises(ValueError, match="pretrained_file: PATH under env"):
+        load_benchmark_config(grid)
     recipe = _write(tmp_path / "recipe.yaml", {"tutor": "uniform", "env": {"pretrained_file": str(tmp_path / "x.pt")}})
     run = _write(tmp_path / "run.yaml", {"pretrain": str(recipe), "env": {"pretrained_file": str(tmp_path / "y.pt")}})
     with pytest.raises(ValueError, match="starts from pretrained weights itself"):

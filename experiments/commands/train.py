@@ -174,7 +174,7 @@ def _lead(
 ) -> None:
     """Rank 0, or the only process: trains the Students with their tutors, writes the run directory, prints the tables."""
     with exit_when_stopped():
-        build_missing_pretrained_file(config, progress=not args.no_progress)
+        build_missing_pretrained_file(config.pretrain, config.env.pretrained_file, progress=not args.no_progress)
     run_dir = _run_directory(args, config)
     print(f"run directory: {run_dir}")
     start = time.perf_counter()

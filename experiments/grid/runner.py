@@ -45,6 +45,7 @@ from experiments.grid.plan import check_plan
 from experiments.grid.spec import BenchmarkConfig
 from experiments.preflight import check_run_settings
 from experiments.records.provenance import code_version, numeric_environment
+from experiments.training.pretrain import build_missing_pretrained_file
 from experiments.training.student import train_student
 from tsrl_env.data import make_dataset
 from tsrl_env.files import directory_lock, write_atomically
@@ -159,6 +160,7 @@ def run_benchmark(
     threads = cpus_per_cell or max(1, (os.cpu_count() or 1) // workers)
     out.mkdir(parents=True, exist_ok=True)
     with directory_lock(out, "tsrl benchmark"):
+        build_missing_pretrained_file(config.pretrain, config.env.pretrained_file, progress)
         check_plan(out, config.planned(), any((out / "cells").glob("**/record.json")), extend)
         forget_changed_cells(config, out, rerun_changed)
         for variant in config.cell_variants:

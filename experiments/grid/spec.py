@@ -19,6 +19,7 @@ from experiments.config import (
     BENCHMARK_ONLY,
     TRAIN_ONLY,
     RunConfig,
+    check_pretrain_setting,
     plain,
     read_yaml_config,
     split_tutor_entry,
@@ -43,7 +44,8 @@ class BenchmarkConfig:
     constructor keywords; a variant may also carry ``tutor_kwargs`` of its own, merged over those (a tuning grid's
     settings). ``protocol`` names the evaluation protocol the grid keeps (:mod:`experiments.protocol`), ``role`` what
     the grid is for under it: ``evaluation`` (evaluation data and seeds) or ``tuning`` (a search of a baseline's
-    settings, on teaching data and seeds only, so that no setting is chosen on evaluation data).
+    settings, on teaching data and seeds only, so that no setting is chosen on evaluation data). ``pretrain`` names the
+    run config that builds ``env.pretrained_file`` when it is missing, before any cell runs (as ``tsrl train`` does).
     """
 
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -54,6 +56,7 @@ class BenchmarkConfig:
     datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
     protocol: str | None = None
     role: str = "evaluation"
+    pretrain: str | None = None
     plan: dict[str, Any] | None = field(default=None, compare=False)
     """What the config file fixed (:func:`experiments.grid.plan.planned`); None: this config's own lists."""
     whole: dict[str, Any] | None = field(default=None, compare=False)
@@ -63,6 +66,8 @@ class BenchmarkConfig:
     def to_dict(self) -> dict[str, Any]:
         settings = asdict(self)
         del settings["whole"]
+        if self.pretrain is None:
+            del settings["pretrain"]  # as the grids recorded before the setting existed
         return plain({**settings, "env": self.env.to_dict(), "plan": None})
 
     def recorded(self) -> dict[str, Any]:
@@ -178,7 +183,7 @@ def load_benchmark_config(
             "lists the benchmark configs)",
         ),
     }
-    reject_unknown_keys(settings, ["env", *BENCHMARK_ONLY, "tutor_kwargs"], f"benchmark setting in {path}", elsewhere)
+    reject_unknown_keys(settings, ["env", *BENCHMARK_ONLY, "tutor_kwargs", "pretrain"], f"benchmark setting in {path}", elsewhere)
     source = f"in {path}"
     _check_grid_settings(settings, source)
     file_tutors = list(settings.get("tutors", BenchmarkConfig.tutors))
@@ -211,7 +216,9 @@ def load_benchmark_config(
         datasets=dict(settings.get("datasets") or {}),
         protocol=settings.get("protocol"),
         role=settings.get("role", "evaluation"),
+        pretrain=settings.get("pretrain"),
     )
+    check_pretrain_setting(config.pretrain, config.env)
     for variant in config.cell_variants:
         config.run_config(variant, config.tutors[0], config.seeds[0])  # rejects bad overrides before any work
     if config.role not in GRID_ROLES:

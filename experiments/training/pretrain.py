@@ -1,5 +1,5 @@
-"""Pretrained weights built on first use: a run whose config names ``pretrain`` and whose ``env.pretrained_file`` is
-missing first trains that config's uniform Student and saves its weights there.
+"""Pretrained weights built on first use: a run or grid whose config names ``pretrain`` and whose ``env.pretrained_file``
+is missing first trains that config's uniform Student and saves its weights there.
 
 The folder of the weights then holds what the protocol check reads (the pretraining config, ``config.yaml``, beside
 them: :func:`experiments.protocol.check_dataset`) and the pretraining run itself (``pretraining/``: its record and test
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from experiments.config import RunConfig, load_run_config
+from experiments.config import load_run_config
 from experiments.training.student import train_student
 from tsrl_env.files import directory_lock
 
@@ -22,24 +22,24 @@ PRETRAINING_THREADS = 1
 """Torch threads of the build: the thread count changes the last bits of the weights (and so their hash)."""
 
 
-def build_missing_pretrained_file(config: RunConfig, progress: bool = True) -> Path | None:
-    """Train ``config.pretrain``'s uniform Student and save its weights as ``config.env.pretrained_file``, unless that
-    file exists or the config names no ``pretrain``; returns the file built, or None. An interrupted build continues
-    from its checkpoint the next time."""
-    if config.pretrain is None or config.env.pretrained_file is None:
+def build_missing_pretrained_file(pretrain: str | None, pretrained_file: str | None, progress: bool = True) -> Path | None:
+    """Train the uniform Student of the run config ``pretrain`` (a name or a path) and save its weights as
+    ``pretrained_file``, unless that file exists or ``pretrain`` is None; returns the file built, or None. An interrupted
+    build continues from its checkpoint the next time."""
+    if pretrain is None or pretrained_file is None:
         return None
-    destination = Path(config.env.pretrained_file)
+    destination = Path(pretrained_file)
     if destination.is_file():
         return None
-    recipe = load_run_config(config.pretrain)
+    recipe = load_run_config(pretrain)
     if recipe.env.pretrained_file is not None or recipe.env.pretrained is not False:
         raise ValueError(
-            f"pretrain config {config.pretrain!r} starts from pretrained weights itself; a pretraining run starts from "
+            f"pretrain config {pretrain!r} starts from pretrained weights itself; a pretraining run starts from "
             "random weights (pretrained: false, no pretrained_file)"
         )
     run_dir = destination.parent / "pretraining"
     run_dir.mkdir(parents=True, exist_ok=True)
-    print(f"building the pretrained Student {destination} from {config.pretrain} (once; one torch thread)")
+    print(f"building the pretrained Student {destination} from {pretrain} (once; one torch thread)")
     threads = torch.get_num_threads()
     torch.set_num_threads(PRETRAINING_THREADS)
     try:
