@@ -83,7 +83,8 @@ def test_a_missing_pretrained_file_is_built_once_then_read_by_every_student(tmp_
 @pytest.mark.slow
 def test_a_grid_builds_its_missing_pretrained_file_before_its_cells(tmp_path):
     weights = tmp_path / "weights" / "student.pt"
-    grid = {"pretrain": str(_tiny_recipe(tmp_path)), "env": _tiny_env(weights), "tutors": ["uniform"], "seeds": [0]}
+    env = {**_tiny_env(weights), "dataset_options": {**TINY_DATA, "seed": 100}}  # no flips: the uniform cell alone
+    grid = {"pretrain": str(_tiny_recipe(tmp_path)), "env": env, "tutors": ["uniform"], "seeds": [0]}
     config = load_benchmark_config(_write(tmp_path / "grid.yaml", grid))
     run_benchmark(config, tmp_path / "grid", cpus_per_cell=1, progress=False)
     saved = json.loads((cell_dir(tmp_path / "grid", "default", "uniform", 0) / "record.json").read_text())
