@@ -13,6 +13,7 @@ from experiments.grid.cells import cell_dir
 from experiments.grid.runner import run_benchmark
 from experiments.grid.spec import load_benchmark_config
 from experiments.protocol import ProtocolViolation, check_dataset, protocol_named
+from experiments.teaching.config import load_teach_config, load_teach_config_dict
 
 TINY_DATA = {"image_size": 32, "train_size": 128, "val_size": 64, "test_seen_size": 64, "test_unseen_size": 64}
 
@@ -98,6 +99,10 @@ def test_pretrain_needs_a_file_to_build_and_a_recipe_from_random_weights(tmp_pat
     grid = _write(tmp_path / "grid.yaml", {"pretrain": "pretrain_v1", "tutors": ["uniform"]})
     with pytest.raises(ValueError, match="pretrained_file: PATH under env"):
         load_benchmark_config(grid)
+    with pytest.raises(ValueError, match="pretrained_file: PATH under env"):
+        load_teach_config_dict({"pretrain": "pretrain_v1"})
+    teaching = load_teach_config("teach_v1_pretrained")
+    assert teaching.pretrain == "pretrain_v1" and "pretrain" not in teaching.to_dict()  # its records match as before
     recipe = _write(tmp_path / "recipe.yaml", {"tutor": "uniform", "env": {"pretrained_file": str(tmp_path / "x.pt")}})
     run = _write(tmp_path / "run.yaml", {"pretrain": str(recipe), "env": {"pretrained_file": str(tmp_path / "y.pt")}})
     with pytest.raises(ValueError, match="starts from pretrained weights itself"):

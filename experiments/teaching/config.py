@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agents import TUTORS, tutor_spec
-from experiments.config import RunConfig, plain, read_yaml_config
+from experiments.config import RunConfig, check_pretrain_setting, plain, read_yaml_config
 from experiments.preflight import check_run_settings
 from experiments.protocol import check_dataset, check_student_seeds, protocol_named
 from tsrl_env.config import EnvConfig, reject_unknown_keys
@@ -33,7 +33,8 @@ class TeachConfig:
     the teaching keeps (:mod:`experiments.protocol`): under ``v1`` each Student trains on a dataset of its own, its
     content seed and flip seed both its Student seed, all teaching seeds. ``teacher`` names the tutor whose weights are
     imitated, one that does not learn (default ``oracle``: weight 0 on flipped labels), built with ``teacher_kwargs``
-    (e.g. ``l2rw`` with ``{trusted_split: val_unseen}``, the generalisation oracle). Every setting is checked here: a
+    (e.g. ``l2rw`` with ``{trusted_split: val_unseen}``, the generalisation oracle). ``pretrain`` names the run config
+    that builds ``env.pretrained_file`` before the first Student where it is missing. Every setting is checked here: a
     wrong type raises a TypeError, a value out of range a ValueError, each naming the setting."""
 
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -47,6 +48,7 @@ class TeachConfig:
     protocol: str | None = None
     teacher: str = "oracle"
     teacher_kwargs: dict[str, Any] = field(default_factory=dict)
+    pretrain: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.env, EnvConfig):
@@ -64,6 +66,7 @@ class TeachConfig:
                 f"benchmark configs, got first_seed {self.first_seed}"
             )
         _check_teachable(self.tutor)
+        check_pretrain_setting(self.pretrain, self.env)
         if not isinstance(self.tutor_kwargs, dict):
             raise TypeError(f"tutor_kwargs must be a mapping of the tutor's keyword arguments, got {shown(self.tutor_kwargs)}")
         object.__setattr__(self, "imitation", _imitation_settings(self.imitation))
@@ -111,6 +114,7 @@ class TeachConfig:
 
     def to_dict(self) -> dict[str, Any]:
         settings = plain({**asdict(self), "env": self.env.to_dict()})
+        del settings["pretrain"]  # how the weights file is built; the Students are what it holds
         # Left out at their defaults, so that the records of teaching runs from before they existed still match.
         for key, default in (("noise_models", []), ("protocol", None), ("teacher", "oracle"), ("teacher_kwargs", {})):
             if settings[key] == default:

@@ -38,6 +38,7 @@ from experiments.records.recorder import noise_detection_auroc
 from experiments.teaching.config import TeachConfig, check_teach_settings
 from experiments.teaching.files import RECORD, TUTOR, TaughtStudent, commit_student, read_teaching_run
 from experiments.teaching.report import write_teaching_report
+from experiments.training.pretrain import build_missing_pretrained_file
 from experiments.training.signals import RunInterrupted, RunStopped, interrupt_on_stop_signals, stop_signals_deferred
 from experiments.training.student import train_student
 from tsrl_env import DeepfakeCurriculumEnv
@@ -55,6 +56,7 @@ def teach(
     ``resume_command`` (what continues the run; default: this call again); a file that cannot be written (a full
     disk) raises an OSError that says the same.
     """
+    build_missing_pretrained_file(config.pretrain, config.env.pretrained_file, progress)
     check_teach_settings(config, students)
     resume_command = resume_command or f"the same teach call again (out={str(out)!r})"
     out.mkdir(parents=True, exist_ok=True)
