@@ -129,6 +129,8 @@ def check_pretrain_setting(pretrain: Any, env: EnvConfig) -> None:
             f"pretrain ({pretrain!r}) builds the file of env.pretrained_file, which is not set; set "
             "pretrained_file: PATH under env (where the weights go), or drop pretrain"
         )
+    if pretrain is not None:
+        read_yaml_config(pretrain)  # a misspelt name is refused now, with a did-you-mean, not when the file is missing
 
 
 def split_tutor_entry(entry: str) -> tuple[str, str | None]:

@@ -98,8 +98,10 @@ class ProtocolViolation(ValueError):
     """A config breaks the rules of the protocol it names."""
 
 
-def check_dataset(protocol: Protocol, role: str, env: EnvConfig, where: str) -> None:
-    """Refuse an environment whose data breaks ``protocol`` for a run of ``role`` (``teaching`` or ``evaluation``)."""
+def check_dataset(protocol: Protocol, role: str, env: EnvConfig, where: str, pretrain: str | None = None) -> None:
+    """Refuse an environment whose data breaks ``protocol`` for a run of ``role`` (``teaching`` or ``evaluation``);
+    ``pretrain`` is the run config that builds its pretrained weights where they are missing (see
+    :mod:`experiments.training.pretrain`), checked in their place."""
     if env.dataset != "embedded":
         return  # files on disk: their split is the user's; only Student seeds are checked
     options = env.dataset_options
@@ -122,7 +124,7 @@ def check_dataset(protocol: Protocol, role: str, env: EnvConfig, where: str) -> 
                 f"protocol {protocol.name}: {where} uses dataset {key} {seed}, not {article} {role} seed "
                 f"({protocol.describe_seeds(role)})"
             )
-    _check_pretrained(protocol, env, where)
+    _check_pretrained(protocol, env, where, pretrain)
 
 
 def check_student_seeds(protocol: Protocol, role: str, seeds: Iterable[int], where: str) -> None:
@@ -135,12 +137,19 @@ def check_student_seeds(protocol: Protocol, role: str, seeds: Iterable[int], whe
 
 
 def check_grid(
-    protocol: Protocol, role: str, envs: Mapping[str, EnvConfig], datasets: int, seeds: Iterable[int], where: str
+    protocol: Protocol,
+    role: str,
+    envs: Mapping[str, EnvConfig],
+    datasets: int,
+    seeds: Iterable[int],
+    where: str,
+    pretrain: str | None = None,
 ) -> None:
     """Refuse a grid that breaks ``protocol``: ``envs`` maps each (variant, dataset) label to the environment of its
     cells, ``datasets`` is the number of datasets, ``seeds`` the Student seeds. An ``evaluation`` grid measures tutors
     on evaluation data, with at least the protocol's datasets and seeds; a ``teaching`` grid (a search of a baseline's
-    settings) keeps to teaching data and seeds, so that no setting is chosen on evaluation data."""
+    settings) keeps to teaching data and seeds, so that no setting is chosen on evaluation data. ``pretrain`` as for
+    :func:`check_dataset`."""
     seeds = list(seeds)
     if role == "evaluation" and datasets < protocol.min_datasets:
         raise ProtocolViolation(
@@ -154,17 +163,22 @@ def check_grid(
         )
     check_student_seeds(protocol, role, seeds, where)
     for label, env in envs.items():
-        check_dataset(protocol, role, env, f"{where}, {label}")
+        check_dataset(protocol, role, env, f"{where}, {label}", pretrain)
 
 
-def _check_pretrained(protocol: Protocol, env: EnvConfig, where: str) -> None:
-    """Pretrained weights of a ``tsrl train`` run (its ``config.yaml`` beside them or two folders up) must come from
-    pretraining content, on none of the families the evaluation data holds out as unseen. A bare weights file cannot be
-    checked; the protocol's docs say the user answers for it."""
+def _check_pretrained(protocol: Protocol, env: EnvConfig, where: str, pretrain: str | None) -> None:
+    """Pretrained weights of a ``tsrl train`` run (its ``config.yaml`` beside them or two folders up; where the file is
+    not built yet, the ``pretrain`` config that will build it) must come from pretraining content, on none of the
+    families the evaluation data holds out as unseen. A bare weights file cannot be checked; the protocol's docs say
+    the user answers for it."""
     if not env.pretrained_file:
         return
     path = Path(env.pretrained_file)
-    found = [candidate for candidate in (path.parent / "config.yaml", path.parent.parent / "config.yaml") if candidate.is_file()]
+    found: list[str | Path] = [
+        candidate for candidate in (path.parent / "config.yaml", path.parent.parent / "config.yaml") if candidate.is_file()
+    ]
+    if not path.is_file() and pretrain is not None:
+        found = [pretrain]
     if not found:
         return
     pretraining = read_yaml_config(found[0]).get("env") or {}

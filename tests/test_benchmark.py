@@ -134,7 +134,7 @@ def test_a_tutor_entry_can_name_the_reward_it_learns_from(tiny_benchmark, tiny_g
     )
     with pytest.raises(ValueError, match=message):
         load_benchmark_config(tiny_benchmark, tutors=["ppo@val_alignmnt"])
-    config = load_benchmark_config(tiny_benchmark, tutors=["ppo@next_visit", "uniform"], seeds=[0])
+    config = load_benchmark_config(tiny_benchmark, tutors=["ppo@next_visit", "uniform"], seeds=[0], variants=["noisy"])
     out = tiny_grid[1]  # its uniform, oracle and random cells are the shared grid's: only ppo@next_visit's train here
     run_benchmark(config, out, workers=1, cpus_per_cell=1, progress=False)
     cell = cell_dir(out, "noisy", "ppo@next_visit", 0)

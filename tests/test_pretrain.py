@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import zipfile
 
 import pytest
 import torch
@@ -67,7 +68,9 @@ def test_a_missing_pretrained_file_is_built_once_then_read_by_every_student(tmp_
     assert built.keys() == trained.keys() and all(torch.equal(built[key], trained[key]) for key in built)
     beside = yaml.safe_load((weights.parent / "config.yaml").read_text())
     assert beside["env"]["dataset_options"]["content"] == "pretraining"  # what the protocol check reads
-    assert not (weights.parent / ".staging").exists()
+    assert not list(weights.parent.glob(".staging*"))
+    # Saved under its own name, as the grids' file was: the archive inside is named after it.
+    assert zipfile.ZipFile(weights).namelist()[0].startswith("student/")
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     (run_dir,) = (tmp_path / "runs").iterdir()
     for student in ("uniform", "self_paced"):
@@ -105,7 +108,7 @@ def test_pretrain_needs_a_file_to_build_and_a_recipe_from_random_weights(tmp_pat
     assert teaching.pretrain == "pretrain_v1" and "pretrain" not in teaching.to_dict()  # its records match as before
     recipe = _write(tmp_path / "recipe.yaml", {"tutor": "uniform", "env": {"pretrained_file": str(tmp_path / "x.pt")}})
     run = _write(tmp_path / "run.yaml", {"pretrain": str(recipe), "env": {"pretrained_file": str(tmp_path / "y.pt")}})
-    with pytest.raises(ValueError, match="starts from pretrained weights itself"):
+    with pytest.raises(ValueError, match="is not a pretraining run"):
         main(["train", "--config", str(run), "--out", str(tmp_path / "runs"), "--no-progress"])
 
 
@@ -129,3 +132,9 @@ def test_the_main_job_is_a_cell_of_the_held_out_pretrained_grid(tmp_path):
     benchmark_pretraining.save(tmp_path / "config.yaml")
     with pytest.raises(ProtocolViolation, match="trained on benchmark content"):
         check_dataset(protocol_named("v1"), "evaluation", env, "the main job")
+
+    # Before the weights are built, the config that will build them is what the check reads.
+    unbuilt = job.env.replace(pretrained_file=str(tmp_path / "unbuilt" / "student.pt"))
+    check_dataset(protocol_named("v1"), "evaluation", unbuilt, "the main job", job.pretrain)
+    with pytest.raises(ProtocolViolation, match="trained on benchmark content"):
+        check_dataset(protocol_named("v1"), "evaluation", unbuilt, "the main job", str(tmp_path / "config.yaml"))

@@ -18,7 +18,7 @@ from experiments.config import RunConfig, config_names, load_run_config
 from experiments.preflight import check_run_settings, check_tutor_checkpoint, writable_directory
 from experiments.records.student_run import save_results
 from experiments.report import epoch_table, final_table
-from experiments.training.pretrain import build_missing_pretrained_file
+from experiments.training.pretrain import build_missing_pretrained_file, pretrained_file_missing
 from experiments.training.signals import RunInterrupted, interrupt_on_stop_signals
 from experiments.training.student import follow_student, train_student
 from tsrl_env.distributed import DistributedGroupView, ProcessGroupView
@@ -137,10 +137,11 @@ def _resumed_config(args: argparse.Namespace) -> RunConfig:
 
 def _refuse_unbuilt_pretrained_file(config: RunConfig) -> None:
     """Every process of a ``--ddp`` run loads the pretrained weights at once, so they are built before, in one process."""
-    if config.pretrain is not None and not Path(str(config.env.pretrained_file)).is_file():
+    if pretrained_file_missing(config.pretrain, config.env.pretrained_file):
         raise SystemExit(
             f"tsrl train --ddp: the pretrained Student {config.env.pretrained_file} is not built yet, and every process "
-            f"would load it; build it in one process first (tsrl train without --ddp builds it before its Students)"
+            f"would load it; build it in one process first (tsrl train without --ddp builds it before its Students, or "
+            f"by hand as experiments/configs/{config.pretrain}.yaml says)"
         )
 
 
@@ -152,15 +153,16 @@ def _process_group(config: RunConfig) -> DistributedGroupView:
         raise SystemExit(f"tsrl train --ddp: {error}") from error
 
 
-def _run_directory(args: argparse.Namespace, config: RunConfig) -> Path:
+def _run_directory(args: argparse.Namespace, config: RunConfig, progress: bool) -> Path:
     """The run directory, made (a new run) or given (``--resume``), once it is writable; holds the run's config."""
-    check_run_settings(config)
     if args.resume:
+        _build_and_check(config, progress)
         remedy = "fix its permissions or free space on its disk, or copy the run to a writable place and resume the copy"
         run_dir = writable_directory(Path(args.resume), remedy)
         config.save(run_dir / "config.yaml")  # a later resume continues with the learning rate and device given now
         return run_dir
     out = writable_directory(Path(args.out or "runs"))
+    _build_and_check(config, progress)
     if config.tutor_checkpoint is not None:
         check_tutor_checkpoint(config, Path(config.tutor_checkpoint))
     run_dir = out / datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -169,13 +171,18 @@ def _run_directory(args: argparse.Namespace, config: RunConfig) -> Path:
     return run_dir
 
 
+def _build_and_check(config: RunConfig, progress: bool) -> None:
+    """The pretrained Student the run starts from, built where missing, then the settings checks that load it."""
+    with exit_when_stopped():
+        build_missing_pretrained_file(config.pretrain, config.env.pretrained_file, progress)
+    check_run_settings(config)
+
+
 def _lead(
     args: argparse.Namespace, config: RunConfig, group: ProcessGroupView, students: list[tuple[str | None, Path | None]]
 ) -> None:
     """Rank 0, or the only process: trains the Students with their tutors, writes the run directory, prints the tables."""
-    with exit_when_stopped():
-        build_missing_pretrained_file(config.pretrain, config.env.pretrained_file, progress=not args.no_progress)
-    run_dir = _run_directory(args, config)
+    run_dir = _run_directory(args, config, progress=not args.no_progress)
     print(f"run directory: {run_dir}")
     start = time.perf_counter()
     resume = args.resume is not None

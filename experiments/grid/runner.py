@@ -160,8 +160,9 @@ def run_benchmark(
     threads = cpus_per_cell or max(1, (os.cpu_count() or 1) // workers)
     out.mkdir(parents=True, exist_ok=True)
     with directory_lock(out, "tsrl benchmark"):
-        build_missing_pretrained_file(config.pretrain, config.env.pretrained_file, progress)
         check_plan(out, config.planned(), any((out / "cells").glob("**/record.json")), extend)
+        # Before the cells' fingerprints are compared: they hold the file's hash.
+        build_missing_pretrained_file(config.pretrain, config.env.pretrained_file, progress)
         forget_changed_cells(config, out, rerun_changed)
         for variant in config.cell_variants:
             check_run_settings(config.run_config(variant, config.tutors[0], config.seeds[0]))

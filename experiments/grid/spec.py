@@ -227,11 +227,11 @@ def load_benchmark_config(
     if protocol is not None:
         envs = {variant: config.run_config(variant, config.tutors[0], config.seeds[0]).env for variant in config.cell_variants}
         role = "teaching" if config.role == "tuning" else "evaluation"
-        check_grid(protocol, role, envs, max(1, len(config.datasets)), config.seeds, str(path))
+        check_grid(protocol, role, envs, max(1, len(config.datasets)), config.seeds, str(path), config.pretrain)
     whole = dataclasses.replace(
         config,
         tutors=tuple(dict.fromkeys([*file_tutors, *config.tutors])),
-        seeds=tuple(sorted({*file_seeds, *config.seeds})),
+        seeds=tuple(dict.fromkeys([*file_seeds, *config.seeds])),
         variants=all_variants,
     )
     config = with_reference_tutors(config)

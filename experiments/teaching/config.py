@@ -110,7 +110,8 @@ class TeachConfig:
         seeds = [self.first_seed + index for index in range(students)]
         check_student_seeds(protocol, "teaching", seeds, "the teaching config")
         for index in range(students):
-            check_dataset(protocol, "teaching", self.student_env(index), f"the teaching config (Student {index})")
+            where = f"the teaching config (Student {index})"
+            check_dataset(protocol, "teaching", self.student_env(index), where, self.pretrain)
 
     def to_dict(self) -> dict[str, Any]:
         settings = plain({**asdict(self), "env": self.env.to_dict()})

@@ -98,7 +98,8 @@ def read_checkpoint(path: Path, config: RunConfig, label: str) -> dict[str, Any]
     if payload.get("label") != label:
         raise CheckpointError(f"checkpoint {str(path)!r} belongs to the run {payload.get('label')!r}, not {label!r}")
     may_change = tuple(f"env.{name}" for name in RESTORE_MAY_CHANGE)
-    differences = setting_differences(payload["config"], config.to_dict(), ignore=may_change)
+    # pretrain only says how the weights file was built; the fingerprint leaves it out too.
+    differences = setting_differences(payload["config"], config.to_dict(), ignore=(*may_change, "pretrain"))
     if differences:
         raise CheckpointError(
             f"checkpoint {str(path)!r} was written with another config ({'; '.join(differences)}); resume with the "
