@@ -96,6 +96,13 @@ def test_a_grid_builds_its_missing_pretrained_file_before_its_cells(tmp_path):
     assert yaml.safe_load((tmp_path / "grid" / "config.yaml").read_text())["pretrain"] == grid["pretrain"]
 
 
+def test_a_distributed_run_asks_for_its_pretrained_file_to_be_built_first(tmp_path):
+    run_config = _tiny_run(tmp_path, tmp_path / "weights" / "student.pt")
+    with pytest.raises(SystemExit, match="is not built yet, and every process would load it"):
+        main(["train", "--ddp", "--config", str(run_config), "--out", str(tmp_path / "runs")])
+    assert not (tmp_path / "weights").exists()
+
+
 def test_pretrain_needs_a_file_to_build_and_a_recipe_from_random_weights(tmp_path):
     with pytest.raises(ValueError, match="pretrained_file: PATH under env"):
         load_run_config("tiny", pretrain="pretrain_v1")
