@@ -161,8 +161,8 @@ def _run_directory(args: argparse.Namespace, config: RunConfig, progress: bool) 
         run_dir = writable_directory(Path(args.resume), remedy)
         config.save(run_dir / "config.yaml")  # a later resume continues with the learning rate and device given now
         return run_dir
+    _build_and_check(config, progress, Path(args.out or "runs"))
     out = writable_directory(Path(args.out or "runs"))
-    _build_and_check(config, progress)
     if config.tutor_checkpoint is not None:
         check_tutor_checkpoint(config, Path(config.tutor_checkpoint))
     run_dir = out / datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -171,10 +171,14 @@ def _run_directory(args: argparse.Namespace, config: RunConfig, progress: bool) 
     return run_dir
 
 
-def _build_and_check(config: RunConfig, progress: bool) -> None:
-    """The pretrained Student the run starts from, built where missing, then the settings checks that load it."""
-    with exit_when_stopped():
-        build_missing_pretrained_file(config.pretrain, config.env.pretrained_file, progress)
+def _build_and_check(config: RunConfig, progress: bool, out: Path | None = None) -> None:
+    """The settings checks, which load the pretrained Student the run starts from: where it is missing it is built
+    first, once the output directory ``out`` (of a new run) is known to be writable."""
+    if pretrained_file_missing(config.pretrain, config.env.pretrained_file):
+        if out is not None:
+            writable_directory(out)
+        with exit_when_stopped():
+            build_missing_pretrained_file(config.pretrain, config.env.pretrained_file, progress)
     check_run_settings(config)
 
 
