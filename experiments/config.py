@@ -14,6 +14,7 @@ from agents import tutor_spec
 from experiments.records.provenance import files_read
 from tsrl_env.config import EnvConfig, integer_setting, reject_unknown_keys, shown
 from tsrl_env.data import dataset_identity
+from tsrl_env.files import write_atomically
 from tsrl_env.validation import did_you_mean, setting_differences
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -62,7 +63,7 @@ class RunConfig:
         }
 
     def save(self, path: Path) -> None:
-        path.write_text(yaml.safe_dump(plain(self.to_dict()), sort_keys=False))
+        write_atomically(path, yaml.safe_dump(plain(self.to_dict()), sort_keys=False))
 
     def for_student(self, tutor: str, tutor_checkpoint: str | None = None) -> RunConfig:
         """The settings of the one Student that ``tutor`` teaches in this run: ``tutor_kwargs`` belong to the run's own

@@ -174,11 +174,12 @@ def _check_pretrained(protocol: Protocol, env: EnvConfig, where: str, pretrain: 
     if not env.pretrained_file:
         return
     path = Path(env.pretrained_file)
-    found: list[str | Path] = [
-        candidate for candidate in (path.parent / "config.yaml", path.parent.parent / "config.yaml") if candidate.is_file()
-    ]
     if not path.is_file() and pretrain is not None:
-        found = [pretrain]
+        found: list[str | Path] = [pretrain]
+    else:
+        found = [
+            candidate for candidate in (path.parent / "config.yaml", path.parent.parent / "config.yaml") if candidate.is_file()
+        ]
     if not found:
         return
     pretraining = read_yaml_config(found[0]).get("env") or {}

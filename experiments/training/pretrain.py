@@ -60,12 +60,11 @@ def build_missing_pretrained_file(pretrain: str | None, pretrained_file: str | N
             torch.set_num_threads(threads)
         recipe.save(run_dir / "config.yaml")
         state = torch.load(run_dir / "uniform" / "student.pt", weights_only=True)
+        recipe.save(destination.parent / "config.yaml")
         # torch.save names the archive inside the file after the file's own name, so the weights are saved under their
         # final name (in a folder of their own) and then moved: the same bytes as saving to the destination directly.
-        staging = Path(tempfile.mkdtemp(dir=destination.parent, prefix=".staging-"))
-        torch.save(state, staging / destination.name)
-        recipe.save(destination.parent / "config.yaml")
-        os.replace(staging / destination.name, destination)
-        staging.rmdir()
+        with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".staging-") as staging:
+            torch.save(state, Path(staging) / destination.name)
+            os.replace(Path(staging) / destination.name, destination)
     print(f"built {destination} (SHA-256 {sha256(destination)})")
     return destination
