@@ -74,6 +74,19 @@ class BenchmarkConfig:
         """What the grid directory's ``config.yaml`` keeps: the whole grid, whatever part of it a run selects."""
         return self.whole or self.to_dict()
 
+    def whole_grid(self) -> BenchmarkConfig:
+        """The whole grid as a config (its tables and Holm families cover every tutor, seed and variant of it), where
+        this one selects a part."""
+        if self.whole is None:
+            return self
+        return dataclasses.replace(
+            self,
+            tutors=tuple(self.whole["tutors"]),
+            seeds=tuple(self.whole["seeds"]),
+            variants=dict(self.whole["variants"]),
+            whole=None,
+        )
+
     def planned(self) -> dict[str, Any]:
         """The plan a grid directory keeps for this config: the config file's lists, or this config's own."""
         return self.plan or planned(self.protocol, self.seeds, list(self.datasets), self.tutors, list(self.variants))
