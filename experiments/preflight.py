@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from experiments.config import RunConfig
+from experiments.training.pretrain import pretrained_file_missing, pretraining_recipe
 from experiments.training.saved_tutor import load_tutor_checkpoint
 from tsrl_env import DeepfakeCurriculumEnv
 from tsrl_env.config import EnvConfig
@@ -37,10 +38,14 @@ def writable_directory(
 def check_run_settings(config: RunConfig) -> None:
     """Refuse, before any run directory is made, the settings that would otherwise fail only once training starts:
     the device, the backbone's name and its pretrained weights, a batch larger than the training split (where the
-    settings alone give its size: the embedded benchmark; the other sources check it once their files are read)."""
+    settings alone give its size: the embedded benchmark; the other sources check it once their files are read).
+
+    Where the pretrained weights are still to be built (``config.pretrain``), the backbone is built from random
+    weights and compared with the pretraining run's, whose weights will fit it: so a bad setting is refused before
+    minutes of pretraining, not after."""
     _check_device(config.env.device)
     resolved_precision(config.env.precision, resolve_device(config.env.device))
-    _check_backbone(config.env)
+    _check_backbone(_env_checkable_before_pretraining(config))
     train_size = _known_train_size(config.env)
     if train_size is not None and config.env.batch_size > train_size:
         raise ValueError(
@@ -61,6 +66,19 @@ def _check_device(device: str) -> None:
             f"the env setting device is {device!r}, but this machine has {torch.cuda.device_count()} CUDA device(s) "
             f"({', '.join(available_devices())}); use auto, cuda or one of those"
         )
+
+
+def _env_checkable_before_pretraining(config: RunConfig) -> EnvConfig:
+    """The run's env settings, without the pretrained file where that is still to be built from ``config.pretrain``."""
+    if not pretrained_file_missing(config.pretrain, config.env.pretrained_file):
+        return config.env
+    recipe = pretraining_recipe(str(config.pretrain))
+    if recipe.env.backbone != config.env.backbone:
+        raise ValueError(
+            f"the env setting backbone is {config.env.backbone!r}, but pretrain config {config.pretrain!r} builds the "
+            f"weights of {recipe.env.backbone!r}; give the backbone it pretrains, or a pretrain config of this backbone"
+        )
+    return config.env.replace(pretrained_file=None)
 
 
 def _check_backbone(env: EnvConfig) -> None:

@@ -96,6 +96,19 @@ def test_a_grid_builds_its_missing_pretrained_file_before_its_cells(tmp_path):
     assert yaml.safe_load((tmp_path / "grid" / "config.yaml").read_text())["pretrain"] == grid["pretrain"]
 
 
+def test_bad_settings_are_refused_before_the_pretrained_file_is_built(tmp_path):
+    weights = tmp_path / "weights" / "student.pt"
+    run_config = _tiny_run(tmp_path, weights)
+    with pytest.raises(ValueError, match="the env setting device is 'cuda:99'"):
+        main(["train", "--config", str(run_config), "--device", "cuda:99", "--out", str(tmp_path / "runs")])
+    with pytest.raises(ValueError, match="pretrain config .* builds the weights of 'test_resnet'; give the backbone"):
+        main(["train", "--config", str(run_config), "--backbone", "resnet10t", "--out", str(tmp_path / "runs")])
+    grid = {"pretrain": str(_tiny_recipe(tmp_path)), "env": {**_tiny_env(weights), "device": "cuda:99"}, "tutors": ["uniform"]}
+    with pytest.raises(ValueError, match="the env setting device is 'cuda:99'"):
+        run_benchmark(load_benchmark_config(_write(tmp_path / "grid.yaml", grid)), tmp_path / "grid", progress=False)
+    assert not (tmp_path / "weights").exists() and not (tmp_path / "runs").exists()
+
+
 def test_a_distributed_run_asks_for_its_pretrained_file_to_be_built_first(tmp_path):
     run_config = _tiny_run(tmp_path, tmp_path / "weights" / "student.pt")
     with pytest.raises(SystemExit, match="is not built yet, and every process would load it"):

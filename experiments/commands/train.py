@@ -172,14 +172,14 @@ def _run_directory(args: argparse.Namespace, config: RunConfig, progress: bool) 
 
 
 def _build_and_check(config: RunConfig, progress: bool, out: Path | None = None) -> None:
-    """The settings checks, which load the pretrained Student the run starts from: where it is missing it is built
-    first, once the output directory ``out`` (of a new run) is known to be writable."""
+    """The settings checks; then, where the pretrained Student the run starts from is missing, its build, once the
+    output directory ``out`` (of a new run) is known to be writable."""
+    check_run_settings(config)
     if pretrained_file_missing(config.pretrain, config.env.pretrained_file):
         if out is not None:
             writable_directory(out)
         with exit_when_stopped():
             build_missing_pretrained_file(config.pretrain, config.env.pretrained_file, progress)
-    check_run_settings(config)
 
 
 def _lead(

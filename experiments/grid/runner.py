@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import ExitStack
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -161,11 +161,12 @@ def run_benchmark(
     out.mkdir(parents=True, exist_ok=True)
     with directory_lock(out, "tsrl benchmark"):
         check_plan(out, config.planned(), any((out / "cells").glob("**/record.json")), extend)
+        for variant in config.cell_variants:
+            cell = config.run_config(variant, config.tutors[0], config.seeds[0])
+            check_run_settings(replace(cell, pretrain=config.pretrain))
         # Before the cells' fingerprints are compared: they hold the file's hash.
         build_missing_pretrained_file(config.pretrain, config.env.pretrained_file, progress)
         forget_changed_cells(config, out, rerun_changed)
-        for variant in config.cell_variants:
-            check_run_settings(config.run_config(variant, config.tutors[0], config.seeds[0]))
         _run_missing_cells(config, out, workers, threads, progress, run_on_ray, address)
         # Kept while cells are missing (an interrupted grid reuses them); a finished grid needs none (32 MB each).
         shutil.rmtree(out / WARMUPS, ignore_errors=True)

@@ -180,4 +180,4 @@ def check_teach_settings(config: TeachConfig, students: Any) -> None:
     :class:`TeachConfig`; the tutor's keywords when the tutor is built, before the first Student trains."""
     integer_setting("the number of Students to teach (--students)", students, 1)
     config.check_protocol(students)
-    check_run_settings(RunConfig(env=config.student_env(0), seed=config.first_seed))
+    check_run_settings(RunConfig(env=config.student_env(0), seed=config.first_seed, pretrain=config.pretrain))

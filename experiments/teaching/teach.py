@@ -56,8 +56,8 @@ def teach(
     ``resume_command`` (what continues the run; default: this call again); a file that cannot be written (a full
     disk) raises an OSError that says the same.
     """
-    build_missing_pretrained_file(config.pretrain, config.env.pretrained_file, progress)
     check_teach_settings(config, students)
+    build_missing_pretrained_file(config.pretrain, config.env.pretrained_file, progress)
     resume_command = resume_command or f"the same teach call again (out={str(out)!r})"
     out.mkdir(parents=True, exist_ok=True)
     with directory_lock(out, "tsrl teach"):

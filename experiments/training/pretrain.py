@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from experiments.config import load_run_config
+from experiments.config import RunConfig, load_run_config
 from experiments.records.provenance import sha256
 from experiments.training.student import train_student
 from tsrl_env.files import directory_lock
@@ -30,6 +30,18 @@ def pretrained_file_missing(pretrain: str | None, pretrained_file: str | None) -
     return pretrain is not None and pretrained_file is not None and not Path(pretrained_file).is_file()
 
 
+def pretraining_recipe(pretrain: str) -> RunConfig:
+    """The run config ``pretrain`` (a name or a path), refused unless it trains a uniform Student from random weights."""
+    recipe = load_run_config(pretrain)
+    if recipe.tutor != "uniform" or recipe.env.pretrained_file is not None or recipe.env.pretrained is not False:
+        raise ValueError(
+            f"pretrain config {pretrain!r} is not a pretraining run (tutor {recipe.tutor!r}, pretrained "
+            f"{recipe.env.pretrained!r}, pretrained_file {recipe.env.pretrained_file!r}); a pretraining run trains with "
+            "tutor: uniform from random weights (pretrained: false, no pretrained_file)"
+        )
+    return recipe
+
+
 def build_missing_pretrained_file(pretrain: str | None, pretrained_file: str | None, progress: bool = True) -> Path | None:
     """Train the uniform Student of the run config ``pretrain`` (a name or a path) and save its weights as
     ``pretrained_file``, unless that file exists or ``pretrain`` is None; returns the file built, or None. An interrupted
@@ -38,13 +50,7 @@ def build_missing_pretrained_file(pretrain: str | None, pretrained_file: str | N
     if not pretrained_file_missing(pretrain, pretrained_file):
         return None
     destination = Path(str(pretrained_file))
-    recipe = load_run_config(pretrain)
-    if recipe.tutor != "uniform" or recipe.env.pretrained_file is not None or recipe.env.pretrained is not False:
-        raise ValueError(
-            f"pretrain config {pretrain!r} is not a pretraining run (tutor {recipe.tutor!r}, pretrained "
-            f"{recipe.env.pretrained!r}, pretrained_file {recipe.env.pretrained_file!r}); a pretraining run trains with "
-            "tutor: uniform from random weights (pretrained: false, no pretrained_file)"
-        )
+    recipe = pretraining_recipe(pretrain)
     run_dir = destination.parent / "pretraining"
     run_dir.mkdir(parents=True, exist_ok=True)
     with directory_lock(run_dir, f"the build of {destination}"):
