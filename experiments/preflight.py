@@ -72,7 +72,8 @@ def _env_checkable_before_pretraining(config: RunConfig) -> EnvConfig:
     """The run's env settings, without the pretrained file where that is still to be built from ``config.pretrain``."""
     if not pretrained_file_missing(config.pretrain, config.env.pretrained_file):
         return config.env
-    recipe = pretraining_recipe(str(config.pretrain))
+    assert config.pretrain is not None  # pretrained_file_missing is true only with a recipe to build from
+    recipe = pretraining_recipe(config.pretrain)
     if recipe.env.backbone != config.env.backbone:
         raise ValueError(
             f"the env setting backbone is {config.env.backbone!r}, but pretrain config {config.pretrain!r} builds the "

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import agents
 from experiments.teaching import finetune as finetune_module
@@ -73,6 +74,23 @@ def _teach_config():
     env = {**NOISY, "state_columns": list(agents.tutor_spec(TUTOR).env_settings["state_columns"])}
     env["state_counters"] = list(agents.tutor_spec(TUTOR).env_settings["state_counters"])
     return load_teach_config_dict({"env": env, "label_noise": [0.3, 0.0], "first_seed": 1000, "tutor": "ppo"})
+
+
+def test_a_finetune_builds_its_missing_pretrained_student_before_its_first(tmp_path, monkeypatch):
+    recipe = tmp_path / "pretrain.yaml"
+    recipe.write_text(yaml.safe_dump({"tutor": "uniform", "env": {**TINY_SETTINGS, "epochs": 1}}))
+    weights = tmp_path / "weights" / "student.pt"
+    settings = {**_teach_config().to_dict(), "pretrain": str(recipe)}
+    settings["env"] = {**settings["env"], "pretrained_file": str(weights)}
+    config = load_teach_config_dict(settings)
+
+    def first_student(*args):
+        raise RuntimeError("the first Student")
+
+    monkeypatch.setattr(finetune_module, "finetune_student", first_student)
+    with pytest.raises(RuntimeError, match="the first Student"):
+        finetune(config, TUTOR, [0], "counterfactual", TRUSTED, tmp_path / "out")
+    assert weights.is_file() and (weights.parent / "config.yaml").is_file()
 
 
 def _actor(path) -> dict[str, torch.Tensor]:

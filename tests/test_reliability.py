@@ -87,6 +87,19 @@ def test_a_grid_rerun_under_changed_settings_refuses_its_stale_cells_and_recompu
         run_benchmark(load_benchmark_config(grid(config_path, ["uniform", "random"], epochs=3)), out, progress=False)
 
 
+def test_a_run_of_part_of_a_grid_refuses_the_changed_cells_of_the_rest_that_its_tables_would_mix_in(tmp_path):
+    out = tmp_path / "out"
+    settings = {"env": TINY_ENV, "tutors": ["uniform", "constant"], "seeds": [0], "tutor_kwargs": {"constant": {"weight": 0.5}}}
+    config_path = write_yaml(tmp_path / "grid.yaml", settings)
+    run_benchmark(load_benchmark_config(config_path), out, progress=False, cpus_per_cell=1)
+    write_yaml(config_path, {**settings, "tutor_kwargs": {"constant": {"weight": 0.4}}})
+    uniform_only = load_benchmark_config(config_path, tutors=["uniform"])
+    for rerun_changed in (False, True):
+        with pytest.raises(SettingsChanged, match=r"default/constant/seed0: tutor_kwargs(.|\n)*without --tutors"):
+            run_benchmark(uniform_only, out, progress=False, rerun_changed=rerun_changed)
+    assert record_of(out, "constant").is_file(), "not deleted: this run would not compute it again"
+
+
 def test_an_unfinished_cell_begun_under_other_settings_is_refused_before_any_work(tmp_path):
     out = tmp_path / "out"
     config = load_benchmark_config(grid(tmp_path / "grid.yaml", ["uniform"], epochs=1))

@@ -68,7 +68,9 @@ _LISTED_CELLS = 5
 
 
 def forget_changed_cells(config: BenchmarkConfig, out: Path, rerun_changed: bool) -> None:
-    """Delete the cells computed with other settings (``rerun_changed``), or refuse to go on while they exist."""
+    """Delete the cells computed with other settings (``rerun_changed``), or refuse to go on while they exist. Such
+    cells of the whole grid outside this run's selection (``--tutors``, ``--seeds``, ``--variants``) are refused
+    either way: the grid's tables would mix them in, and this run would not compute them again."""
     changed = changed_cells(config, out)
     if changed and not rerun_changed:
         raise SettingsChanged(
@@ -77,6 +79,13 @@ def forget_changed_cells(config: BenchmarkConfig, out: Path, rerun_changed: bool
         )
     for cell in changed:
         shutil.rmtree(cell_dir(out, *cell))
+    outside = changed_cells(config.whole_grid(), out)
+    if outside:
+        raise SettingsChanged(
+            f"{changed_report(out, outside)}\nThese cells are outside the tutors, seeds and variants chosen for this "
+            "run, but in the grid its tables cover: run the grid without --tutors, --seeds and --variants (add "
+            "--rerun-changed to compute them again), or give another --out"
+        )
 
 
 def changed_report(out: Path, changed: dict[tuple[str, str, int], list[str]]) -> str:

@@ -158,12 +158,14 @@ def run_benchmark(
         # Here, before any work, so that a missing Ray is reported at once.
         from experiments.grid.ray_backend import run_cells_on_ray as run_on_ray
     threads = cpus_per_cell or max(1, (os.cpu_count() or 1) // workers)
+    for variant in config.cell_variants:
+        cell = config.run_config(variant, config.tutors[0], config.seeds[0])
+        # The grid builds its own pretrained file only: a variant that starts from another is checked as it is.
+        builds_its_file = cell.env.pretrained_file == config.env.pretrained_file
+        check_run_settings(replace(cell, pretrain=config.pretrain if builds_its_file else None))
     out.mkdir(parents=True, exist_ok=True)
     with directory_lock(out, "tsrl benchmark"):
         check_plan(out, config.planned(), any((out / "cells").glob("**/record.json")), extend)
-        for variant in config.cell_variants:
-            cell = config.run_config(variant, config.tutors[0], config.seeds[0])
-            check_run_settings(replace(cell, pretrain=config.pretrain))
         # Before the cells' fingerprints are compared: they hold the file's hash.
         build_missing_pretrained_file(config.pretrain, config.env.pretrained_file, progress)
         forget_changed_cells(config, out, rerun_changed)

@@ -47,6 +47,7 @@ from experiments.records.provenance import code_version, sha256
 from experiments.report import markdown_table
 from experiments.teaching.config import TeachConfig, check_teach_settings, load_teach_config
 from experiments.teaching.files import STAGED_TUTOR, TUTOR, TUTOR_SETTINGS, settle_tutor, write_in_order
+from experiments.training.pretrain import build_missing_pretrained_file
 from tsrl_env.files import directory_lock, write_atomically
 from tsrl_env.rewards import reward_class
 
@@ -131,6 +132,7 @@ def finetune(
             "without it does not credit; fine-tune with a reward that pays each step's own actions"
         )
     check_teach_settings(config, max(students) + 1)  # the protocol's seeds and data included
+    build_missing_pretrained_file(config.pretrain, config.env.pretrained_file)
     made_by = {
         "config": plain(config.to_dict()),
         "tutor": tutor_name,
