@@ -98,6 +98,11 @@ def test_a_run_of_part_of_a_grid_refuses_the_changed_cells_of_the_rest_that_its_
         with pytest.raises(SettingsChanged, match=r"default/constant/seed0: tutor_kwargs(.|\n)*without --tutors"):
             run_benchmark(uniform_only, out, progress=False, rerun_changed=rerun_changed)
     assert record_of(out, "constant").is_file(), "not deleted: this run would not compute it again"
+    # Its own cell changed too: refused before that one is deleted, so the refused run leaves the grid as it was.
+    write_yaml(config_path, {**settings, "env": {**TINY_ENV, "epochs": 3}, "tutor_kwargs": {"constant": {"weight": 0.4}}})
+    with pytest.raises(SettingsChanged, match="without --tutors"):
+        run_benchmark(load_benchmark_config(config_path, tutors=["uniform"]), out, progress=False, rerun_changed=True)
+    assert record_of(out, "uniform").is_file()
 
 
 def test_an_unfinished_cell_begun_under_other_settings_is_refused_before_any_work(tmp_path):

@@ -71,7 +71,15 @@ def forget_changed_cells(config: BenchmarkConfig, out: Path, rerun_changed: bool
     """Delete the cells computed with other settings (``rerun_changed``), or refuse to go on while they exist. Such
     cells of the whole grid outside this run's selection (``--tutors``, ``--seeds``, ``--variants``) are refused
     either way: the grid's tables would mix them in, and this run would not compute them again."""
-    changed = changed_cells(config, out)
+    changed = changed_cells(config.whole_grid(), out)
+    selected = set(config.cells())
+    outside = {cell: differences for cell, differences in changed.items() if cell not in selected}
+    if outside:  # before any cell is deleted, so that a refused run leaves the grid as it found it
+        raise SettingsChanged(
+            f"{changed_report(out, outside)}\nThese cells are outside the tutors, seeds and variants chosen for this "
+            "run, but in the grid its tables cover: run the grid without --tutors, --seeds and --variants (add "
+            "--rerun-changed to compute them again), or give another --out"
+        )
     if changed and not rerun_changed:
         raise SettingsChanged(
             f"{changed_report(out, changed)}\nGive another --out to keep that grid apart, or add --rerun-changed to "
@@ -79,13 +87,6 @@ def forget_changed_cells(config: BenchmarkConfig, out: Path, rerun_changed: bool
         )
     for cell in changed:
         shutil.rmtree(cell_dir(out, *cell))
-    outside = changed_cells(config.whole_grid(), out)
-    if outside:
-        raise SettingsChanged(
-            f"{changed_report(out, outside)}\nThese cells are outside the tutors, seeds and variants chosen for this "
-            "run, but in the grid its tables cover: run the grid without --tutors, --seeds and --variants (add "
-            "--rerun-changed to compute them again), or give another --out"
-        )
 
 
 def changed_report(out: Path, changed: dict[tuple[str, str, int], list[str]]) -> str:
