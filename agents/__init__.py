@@ -51,7 +51,8 @@ class TutorSpec:
     says what it is in tables: ``learned``, ``learned, whole batch``, ``heuristic``, ``meta-gradient``, ``trusted data``
     or ``taught``.
     ``files`` are the files a saved tutor is read from (its ``.zip`` and ``.json``; none for a tutor defined in code):
-    what a fingerprint hashes, so that a swapped file is a changed setting.
+    what a fingerprint hashes, so that a swapped file is a changed setting. ``reads_flipped_labels`` is True for a
+    tutor that reads which training labels are wrong (the ``oracle``): only a data source that knows them can run it.
     """
 
     make: Callable[..., Any]
@@ -61,6 +62,7 @@ class TutorSpec:
     env_settings: Mapping[str, Any] = field(default_factory=dict)
     kind: str = "learned"
     files: tuple[Path, ...] = ()
+    reads_flipped_labels: bool = False
 
 
 def _load_sb3(algorithm: type[BaseAlgorithm], path: str | Path, env: gym.Env | VecEnv | None = None) -> BaseAlgorithm:
@@ -81,7 +83,14 @@ _BUILT_IN: dict[str, TutorSpec] = {
         make=make_attention_tutor, load=load_attention_tutor, learns=True, acts_on_batch=True, kind="learned, whole batch"
     ),
     **{
-        name: TutorSpec(make=cls, load=cls.load, learns=False, env_settings=cls.env_settings, kind=cls.kind)
+        name: TutorSpec(
+            make=cls,
+            load=cls.load,
+            learns=False,
+            env_settings=cls.env_settings,
+            kind=cls.kind,
+            reads_flipped_labels=cls.reads_flipped_labels,
+        )
         for name, cls in RULES.items()
     },
 }

@@ -43,6 +43,7 @@ class HeuristicTutor:
     kind: ClassVar[str] = "heuristic"
     env_settings: ClassVar[dict[str, Any]] = {}
     defaults: ClassVar[dict[str, float | str]] = {}
+    reads_flipped_labels: ClassVar[bool] = False
 
     def __init__(self, env: gym.Env | VecEnv, seed: int | None = None, **params: float | str) -> None:
         for key in params:
@@ -340,6 +341,7 @@ class LabelNoiseOracle(HeuristicTutor):
     """
 
     name = "oracle"
+    reads_flipped_labels = True
 
     def __init__(self, env: gym.Env | VecEnv, seed: int | None = None, **params: float) -> None:
         super().__init__(env, seed, **params)
@@ -347,7 +349,7 @@ class LabelNoiseOracle(HeuristicTutor):
         if not dataset.knows_label_noise:
             raise ValueError(
                 f"the 'oracle' tutor needs to know which training labels are wrong, and dataset {dataset.name!r} "
-                "does not (only a source that flips labels itself, like 'embedded' with label_noise, does); "
+                "does not (only a source that flips labels itself, 'embedded' or 'deepfakebench', does); "
                 "drop 'oracle' from the tutors for this dataset"
             )
         self._flipped = dataset.splits["train"].flipped.numpy()

@@ -683,7 +683,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory, embedded: Dataset) -> dic
 
 def test_an_exported_dataset_reads_back_with_the_same_splits_images_and_labels(exported, embedded):
     back = make_dataset("deepfakebench", **exported)
-    assert set(back.splits) == set(embedded.splits) and not back.knows_label_noise
+    # It flipped none of the labels it read, and knows it (the oracle runs at noise 0 as on the embedded data).
+    assert set(back.splits) == set(embedded.splits) and back.knows_label_noise
+    assert not any(split.flipped.any() for split in back.splits.values())
     for name, split in embedded.splits.items():
         images = sorted(image.tobytes() for image in decoded(split))
         assert sorted(image.tobytes() for image in decoded(back.splits[name])) == images
@@ -725,6 +727,20 @@ def test_a_grid_on_files_with_label_noise_gets_the_oracle_and_random_rows(export
     assert load_benchmark_config(path).tutors == ("oracle", "random", "uniform")
     path.write_text(yaml.safe_dump({"env": env, "tutors": ["uniform"], "seeds": [0]}))
     assert load_benchmark_config(path).tutors == ("uniform",)
+
+
+def test_a_grid_whose_oracle_cannot_know_the_flipped_labels_is_refused_before_any_work(exported, tmp_path):
+    from experiments.grid.spec import load_benchmark_config
+
+    path = tmp_path / "files.yaml"
+    files = {"env": {**TINY_SETTINGS, "dataset": "deepfakebench", "dataset_options": exported}, "seeds": [0]}
+    variants = {"noisy": {"dataset_options": {"label_noise": 0.3}}, "clean": {}}
+    path.write_text(yaml.safe_dump({**files, "tutors": ["uniform", "oracle"], "variants": variants}))
+    assert load_benchmark_config(path).tutors == ("random", "uniform", "oracle")  # the clean variant's oracle runs
+    folder = {**TINY_SETTINGS, "dataset": "folder", "dataset_options": {"root": str(tmp_path)}}
+    path.write_text(yaml.safe_dump({"env": folder, "seeds": [0], "tutors": ["uniform", "oracle"]}))
+    with pytest.raises(ValueError, match="'oracle' tutor reads which training labels are wrong.*'folder'"):
+        load_benchmark_config(path)
 
 
 def test_tsrl_export_writes_a_grids_dataset_that_the_files_source_reads(tmp_path, capsys):

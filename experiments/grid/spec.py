@@ -233,7 +233,8 @@ def load_benchmark_config(
     )
     check_pretrain_setting(config.pretrain, config.env)
     for variant in config.cell_variants:
-        config.run_config(variant, config.tutors[0], config.seeds[0])  # rejects bad overrides before any work
+        for tutor in config.tutors:
+            config.run_config(variant, tutor, config.seeds[0])  # rejects a bad override or pairing before any work
     if config.role not in GRID_ROLES:
         raise ValueError(f"role {source} must be one of {', '.join(GRID_ROLES)}, got {config.role!r}")
     protocol = protocol_named(config.protocol)

@@ -52,12 +52,17 @@ class DataSource:
             dataclasses.replace(base, **given)
 
     def flips_labels(self, options: dict[str, Any]) -> bool:
-        """Whether this source flips training labels itself under ``options``, and so knows which are wrong: its
-        ``label_noise`` option, given or by default, is above 0."""
-        fields = {field.name: field for field in dataclasses.fields(self.options)} if self.options else {}
-        if "label_noise" not in fields:
-            return False
-        return options.get("label_noise", fields["label_noise"].default) > 0
+        """Whether this source flips training labels itself under ``options``: its ``label_noise`` option, given or by
+        default, is above 0."""
+        return self.knows_flipped_labels() and options.get("label_noise", self._fields()["label_noise"].default) > 0
+
+    def knows_flipped_labels(self) -> bool:
+        """Whether this source's datasets know which training labels it flipped (``Dataset.knows_label_noise``), at
+        every rate of its ``label_noise`` option, 0 included; a source without that option knows nothing of them."""
+        return "label_noise" in self._fields()
+
+    def _fields(self) -> dict[str, dataclasses.Field[Any]]:
+        return {field.name: field for field in dataclasses.fields(self.options)} if self.options else {}
 
 
 DATASETS: dict[str, DataSource] = {}

@@ -138,9 +138,10 @@ class Dataset:
     """A named set of splits: ``train`` and ``val`` always, plus one or more ``test_*`` splits.
 
     ``bad_frames`` counts, per split, the frames a source dropped because they were missing or unreadable (only
-    when told to skip them; empty otherwise). ``knows_label_noise`` is True for a source that flipped training
-    labels itself and kept the true ones (``Split.clean_labels``); files on disk carry one label each, so a source
-    reading them cannot tell a wrong label from a right one.
+    when told to skip them; empty otherwise). ``knows_label_noise`` is True for a source that draws training-label
+    noise itself (a ``label_noise`` option) and keeps the true labels (``Split.clean_labels``), at every rate: at 0 it
+    knows that it flipped none. Files on disk carry one label each, so no source can tell a label the files got wrong
+    from a right one; a source without the option (``folder``) knows nothing of its labels' noise.
     """
 
     name: str

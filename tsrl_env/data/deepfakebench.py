@@ -301,7 +301,8 @@ def load_deepfakebench(config: DeepfakeBenchConfig | None = None, **options: Any
     _warn_about_leaks(splits)
     dataset = build_frame_dataset(DATASET_NAME, splits, config.image_size, config.on_bad_frames)
     if config.label_noise == 0.0:
-        return dataset
+        # Flipped none, and knows it, as the embedded source at rate 0: a grid over noise rates runs the oracle at each.
+        return dataclasses.replace(dataset, knows_label_noise=True)
     return with_label_noise(dataset, config.label_noise, config.noise_model, config.noise_seed)
 
 
