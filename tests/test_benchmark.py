@@ -1,6 +1,7 @@
 import csv
 import json
 import math
+import signal
 
 import pytest
 import yaml
@@ -296,6 +297,40 @@ def test_cells_of_one_student_train_it_once_and_share_its_record(tmp_path):
     (twin / "record.json").unlink()
     run_benchmark(config, out, workers=1, cpus_per_cell=1, progress=False)
     assert not (twin / "uniform").is_dir() and (twin / "record.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2], ids=["in_process", "pool"])
+def test_a_failed_cell_is_said_at_once_and_the_others_go_on(workers, tmp_path, capsys):
+    path = tmp_path / "one_fails.yaml"
+    clean = {**TINY_ENV, "epochs": 1, "dataset_options": {**TINY_ENV["dataset_options"], "label_noise": 0.0}}
+    # The first cell fails when its tutor is built, in the cell, not when the config loads.
+    settings = {"env": clean, "tutors": ["uniform", "random"], "seeds": [0], "tutor_kwargs": {"uniform": {"no_such_keyword": 1}}}
+    path.write_text(yaml.safe_dump(settings))
+    out = tmp_path / "out"
+    with pytest.raises(TypeError, match="no_such_keyword"):
+        run_benchmark(load_benchmark_config(path), out, workers=workers, cpus_per_cell=1, progress=False)
+    failed = cell_dir(out, "default", "uniform", 0)
+    assert f"cell {failed} failed (TypeError: unknown parameter 'no_such_keyword'" in capsys.readouterr().err
+    assert not (failed / "record.json").exists()
+    assert (cell_dir(out, "default", "random", 0) / "record.json").exists(), "the cell after the failed one ran"
+
+
+def test_a_stop_signal_in_a_cell_stops_the_grid_at_once(tmp_path):
+    from experiments.grid.runner import _each_record
+    from experiments.training.signals import RunInterrupted, RunStopped
+
+    def stopped() -> str:
+        try:
+            raise RunInterrupted(signal.SIGTERM)
+        except RunInterrupted as error:
+            raise RunStopped("uniform: stopped by SIGTERM", 128 + signal.SIGTERM) from error
+
+    after = []
+    attempts = [(tmp_path / "stopped", stopped), (tmp_path / "next", lambda: after.append("next") or "next")]
+    with pytest.raises(RunStopped, match="SIGTERM"):
+        list(_each_record(iter(attempts)))
+    assert after == [], "no cell starts after a stop signal"
 
 
 def test_a_finished_cell_lends_its_record_only_at_the_same_thread_count(tmp_path):

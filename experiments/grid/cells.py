@@ -8,8 +8,11 @@ since refuses to mix the cells they change with new ones, unless told to recompu
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from experiments.config import RESULT_NEUTRAL, RunConfig, SettingsChanged, fingerprint_differences
 from experiments.grid.spec import BenchmarkConfig, split_cell_variant
@@ -20,6 +23,16 @@ from tsrl_env.validation import setting_differences
 
 def cell_dir(out: Path, variant: str, tutor: str, seed: int) -> Path:
     return out / "cells" / variant / tutor / f"seed{seed}"
+
+
+def report_failed_cell(directory: Path, error: BaseException) -> None:
+    """Say on stderr, as it happens, that the cell in ``directory`` failed and why: a grid's other cells go on (their
+    records kept) and the first failure is raised once they have finished, hours later on a long grid."""
+    tqdm.write(
+        f"cell {directory} failed ({type(error).__name__}: {error}); the other cells go on, and this error is raised "
+        "once they finish",
+        file=sys.stderr,
+    )
 
 
 def read_cell_record(path: Path) -> StudentRecord:

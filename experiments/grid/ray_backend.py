@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from experiments.grid.cells import report_failed_cell
 from tsrl_env.student import resolve_device
 
 try:
@@ -86,6 +87,7 @@ def run_cells_on_ray(
                 written = Path(ray.get(done))
             except ray.exceptions.RayError as error:
                 # As in the local pool, a failed cell does not stop the others: they finish and keep their records.
+                report_failed_cell(directory, error)
                 failure = failure or error
                 continue
             # The path as the caller gave it, so that it can name the cell relative to its own output directory.

@@ -27,8 +27,8 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import BrokenExecutor, ProcessPoolExecutor, as_completed
 from contextlib import ExitStack
 from dataclasses import asdict, replace
 from functools import partial
@@ -40,12 +40,13 @@ import yaml
 from tqdm import tqdm
 
 from experiments.config import fingerprint, run_config_from_dict
-from experiments.grid.cells import cell_dir, forget_changed_cells, load_records
+from experiments.grid.cells import cell_dir, forget_changed_cells, load_records, report_failed_cell
 from experiments.grid.plan import check_plan
 from experiments.grid.spec import BenchmarkConfig
 from experiments.preflight import check_run_settings
 from experiments.records.provenance import code_version, numeric_environment
 from experiments.training.pretrain import build_missing_pretrained_file
+from experiments.training.signals import RunInterrupted
 from experiments.training.student import train_student
 from tsrl_env.data import make_dataset
 from tsrl_env.files import directory_lock, write_atomically
@@ -204,8 +205,8 @@ def _run_missing_cells(
             finished = _in_this_process(run_cell, cells, threads)
         else:
             pool = stack.enter_context(worker_pool(workers))
-            futures = [pool.submit(run_cell, run_config, str(directory), threads) for run_config, directory in cells]
-            finished = (future.result() for future in as_completed(futures))
+            futures = {pool.submit(run_cell, run_config, str(directory), threads): directory for run_config, directory in cells}
+            finished = _each_record((futures[future], future.result) for future in as_completed(futures))
         for record in finished:
             bar.set_postfix_str(Path(record).parent.relative_to(out / "cells").as_posix())
             bar.update(1 + _copy_to_twins(Path(record).parent, twins.pop(Path(record).parent, []), out))
@@ -255,12 +256,35 @@ def _copy_to_twins(source: Path, twins: list[Path], out: Path) -> int:
     return len(twins)
 
 
+def _each_record(attempts: Iterable[tuple[Path, Callable[[], str]]]) -> Iterator[str]:
+    """Each (cell directory, call that returns its record's path) tried in turn, the record's path yielded; a failed
+    cell is said at once (:func:`~experiments.grid.cells.report_failed_cell`) and the others go on; the first failure
+    is raised once all have been tried, as the Ray backend does. A stop signal, or a pool whose workers died, stops
+    the grid at once."""
+    failure: Exception | None = None
+    for directory, record in attempts:
+        try:
+            path = record()
+        except BrokenExecutor:
+            raise
+        except Exception as error:  # any error of one cell's training: the cell is named, the error raised at the end
+            if isinstance(error.__cause__, RunInterrupted):
+                raise
+            report_failed_cell(directory, error)
+            failure = failure or error
+            continue
+        yield path
+    if failure is not None:
+        raise failure
+
+
 def _in_this_process(run_cell: Callable[..., str], cells: list[tuple[dict[str, Any], Path]], threads: int) -> Iterator[str]:
     """The cells one after another in this process, as a pool of one worker would run them (each sets its torch
     threads); this process's own thread count is restored after."""
     before = torch.get_num_threads()
     try:
-        for run_config, directory in cells:
-            yield run_cell(run_config, str(directory), threads)
+        yield from _each_record(
+            (directory, partial(run_cell, run_config, str(directory), threads)) for run_config, directory in cells
+        )
     finally:
         torch.set_num_threads(before)
