@@ -165,6 +165,18 @@ def test_records_name_the_code_they_were_computed_with():
     json.dumps(version)
 
 
+def test_a_process_names_the_code_it_started_with_not_a_commit_made_while_it_ran(monkeypatch):
+    from experiments.records import provenance
+
+    started_with = code_version()
+
+    def committed_since(*arguments):
+        return "0" * 40 if arguments[0] == "rev-parse" else ""
+
+    monkeypatch.setattr(provenance, "_git", committed_since)
+    assert code_version() == started_with
+
+
 def teach_config(**changes):
     from experiments.teaching.config import load_teach_config_dict
 

@@ -59,7 +59,14 @@ def files_read(env_settings: dict[str, Any], tutor: str, tutor_checkpoint: str |
 
 def code_version() -> dict[str, Any]:
     """``{"commit": ..., "dirty": ...}`` of the checkout this package runs from; both None outside a git checkout
-    (an installed wheel), where the package version names the code instead."""
+    (an installed wheel), where the package version names the code instead.
+
+    Read once, when this module is first imported in the process: a run names the code it started with, not a commit
+    made while it ran (a grid's workers import it when they start, and may train for hours)."""
+    return dict(_CODE_AT_START)
+
+
+def _read_code_version() -> dict[str, Any]:
     try:
         commit = _git("rev-parse", "HEAD")
         dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
@@ -103,3 +110,6 @@ def _cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+_CODE_AT_START = _read_code_version()
