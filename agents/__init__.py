@@ -51,8 +51,9 @@ class TutorSpec:
     says what it is in tables: ``learned``, ``learned, whole batch``, ``heuristic``, ``meta-gradient``, ``trusted data``
     or ``taught``.
     ``files`` are the files a saved tutor is read from (its ``.zip`` and ``.json``; none for a tutor defined in code):
-    what a fingerprint hashes, so that a swapped file is a changed setting. ``reads_flipped_labels`` is True for a
-    tutor that reads which training labels are wrong (the ``oracle``): only a data source that knows them can run it.
+    what a fingerprint hashes, so that a swapped file is a changed setting. ``reads_label_noise(tutor_kwargs)`` is True
+    where the tutor, built with those keywords, reads which training labels are wrong or how many are (``oracle``;
+    ``small_loss`` at ``noise_rate: known``): only a data source that knows them can run it.
     """
 
     make: Callable[..., Any]
@@ -62,7 +63,7 @@ class TutorSpec:
     env_settings: Mapping[str, Any] = field(default_factory=dict)
     kind: str = "learned"
     files: tuple[Path, ...] = ()
-    reads_flipped_labels: bool = False
+    reads_label_noise: Callable[[Mapping[str, Any]], bool] = lambda tutor_kwargs: False
 
 
 def _load_sb3(algorithm: type[BaseAlgorithm], path: str | Path, env: gym.Env | VecEnv | None = None) -> BaseAlgorithm:
@@ -89,7 +90,7 @@ _BUILT_IN: dict[str, TutorSpec] = {
             learns=False,
             env_settings=cls.env_settings,
             kind=cls.kind,
-            reads_flipped_labels=cls.reads_flipped_labels,
+            reads_label_noise=cls.reads_label_noise,
         )
         for name, cls in RULES.items()
     },

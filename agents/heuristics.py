@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,6 +18,7 @@ import numpy as np
 from sklearn.mixture import GaussianMixture
 from stable_baselines3.common.vec_env import VecEnv
 
+from tsrl_env.data import sources_that_know_their_flips
 from tsrl_env.state import StateLayout
 from tsrl_env.validation import did_you_mean
 
@@ -43,7 +45,12 @@ class HeuristicTutor:
     kind: ClassVar[str] = "heuristic"
     env_settings: ClassVar[dict[str, Any]] = {}
     defaults: ClassVar[dict[str, float | str]] = {}
-    reads_flipped_labels: ClassVar[bool] = False
+
+    @classmethod
+    def reads_label_noise(cls, params: Mapping[str, Any]) -> bool:
+        """Whether this rule, with ``params``, reads which training labels are wrong or how many are: then only a
+        dataset that knows them (``Dataset.knows_label_noise``) can run it."""
+        return False
 
     def __init__(self, env: gym.Env | VecEnv, seed: int | None = None, **params: float | str) -> None:
         for key in params:
@@ -280,6 +287,10 @@ class SmallLoss(HeuristicTutor):
     name = "small_loss"
     defaults = {"noise_rate": "known", "ramp_epochs": 0.0}
 
+    @classmethod
+    def reads_label_noise(cls, params: Mapping[str, Any]) -> bool:
+        return {**cls.defaults, **params}["noise_rate"] == "known"
+
     def __init__(self, env: gym.Env | VecEnv, seed: int | None = None, **params: float | str) -> None:
         super().__init__(env, seed, **params)
         self._estimated: float | None = None
@@ -336,12 +347,15 @@ class LabelNoiseOracle(HeuristicTutor):
     It reads the truth from the training split (``Split.flipped``) and the ids of the batch awaiting weights from
     the environment (``batch_sample_ids``), never from an observation; no other tutor reads which labels are wrong
     (``small_loss`` at ``noise_rate: known`` reads how many are, ``aum_filter`` which rows are its threshold samples).
-    A dataset that does not know which of its labels are wrong (files on disk, ``Dataset.knows_label_noise`` False)
-    refuses it.
+    A dataset that does not know which of its labels are wrong (the ``folder`` source's, ``Dataset.knows_label_noise``
+    False) refuses it.
     """
 
     name = "oracle"
-    reads_flipped_labels = True
+
+    @classmethod
+    def reads_label_noise(cls, params: Mapping[str, Any]) -> bool:
+        return True
 
     def __init__(self, env: gym.Env | VecEnv, seed: int | None = None, **params: float) -> None:
         super().__init__(env, seed, **params)
@@ -349,7 +363,7 @@ class LabelNoiseOracle(HeuristicTutor):
         if not dataset.knows_label_noise:
             raise ValueError(
                 f"the 'oracle' tutor needs to know which training labels are wrong, and dataset {dataset.name!r} "
-                "does not (only a source that flips labels itself, 'embedded' or 'deepfakebench', does); "
+                f"does not (only a source that flips labels itself does: {', '.join(sources_that_know_their_flips())}); "
                 "drop 'oracle' from the tutors for this dataset"
             )
         self._flipped = dataset.splits["train"].flipped.numpy()

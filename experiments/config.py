@@ -13,7 +13,7 @@ import yaml
 from agents import tutor_spec
 from experiments.records.provenance import files_read
 from tsrl_env.config import EnvConfig, integer_setting, reject_unknown_keys, shown
-from tsrl_env.data import data_source, dataset_identity
+from tsrl_env.data import data_source, dataset_identity, sources_that_know_their_flips
 from tsrl_env.files import write_atomically
 from tsrl_env.validation import did_you_mean, setting_differences
 
@@ -44,15 +44,16 @@ class RunConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.tutor, str):
             raise TypeError(f"tutor must be a tutor name, got {shown(self.tutor)}")
-        # An unknown name raises a ValueError with a did-you-mean.
-        if tutor_spec(self.tutor).reads_flipped_labels and not data_source(self.env.dataset).knows_flipped_labels():
-            raise ValueError(
-                f"the {self.tutor!r} tutor reads which training labels are wrong, and data source "
-                f"{self.env.dataset!r} cannot know them (only a source that flips labels itself, with a label_noise "
-                f"option, can: 'embedded' or 'deepfakebench'); drop {self.tutor!r} from the tutors for this dataset"
-            )
+        spec = tutor_spec(self.tutor)  # an unknown name raises a ValueError with a did-you-mean
         if not isinstance(self.tutor_kwargs, dict):
             raise TypeError(f"tutor_kwargs must be a mapping of keyword arguments, got {shown(self.tutor_kwargs)}")
+        if spec.reads_label_noise(self.tutor_kwargs) and not data_source(self.env.dataset).knows_flipped_labels():
+            raise ValueError(
+                f"the {self.tutor!r} tutor with keywords {self.tutor_kwargs} reads which training labels are wrong, or "
+                f"how many are, and data source {self.env.dataset!r} cannot know them (only a source that flips labels "
+                f"itself can: {', '.join(sources_that_know_their_flips())}); drop it from the tutors for this dataset, "
+                "or give it keywords that do not read them (see its docstring)"
+            )
         object.__setattr__(self, "seed", integer_setting("seed", self.seed, 0))
         if self.tutor_checkpoint is not None and not isinstance(self.tutor_checkpoint, str):
             raise TypeError(f"tutor_checkpoint must be the path of a saved tutor (tutor.zip), got {shown(self.tutor_checkpoint)}")

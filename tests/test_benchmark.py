@@ -1,6 +1,7 @@
 import csv
 import json
 import math
+import pickle
 import signal
 
 import pytest
@@ -316,21 +317,30 @@ def test_a_failed_cell_is_said_at_once_and_the_others_go_on(workers, tmp_path, c
     assert (cell_dir(out, "default", "random", 0) / "record.json").exists(), "the cell after the failed one ran"
 
 
-def test_a_stop_signal_in_a_cell_stops_the_grid_at_once(tmp_path):
+def test_a_stop_signal_in_a_cell_stops_the_grid_at_once_as_it_comes_back_from_a_worker(tmp_path):
     from experiments.grid.runner import _each_record
-    from experiments.training.signals import RunInterrupted, RunStopped
+    from experiments.training.signals import RunStopped
+
+    stop = RunStopped("uniform: stopped by SIGTERM", 128 + signal.SIGTERM, signal.SIGTERM)
+    # What a pool's worker sends back: the error pickled, its cause left behind.
+    returned = pickle.loads(pickle.dumps(stop))
+    assert (str(returned), returned.exit_code, returned.signal_number) == (str(stop), stop.exit_code, signal.SIGTERM)
 
     def stopped() -> str:
-        try:
-            raise RunInterrupted(signal.SIGTERM)
-        except RunInterrupted as error:
-            raise RunStopped("uniform: stopped by SIGTERM", 128 + signal.SIGTERM) from error
+        raise returned
 
     after = []
     attempts = [(tmp_path / "stopped", stopped), (tmp_path / "next", lambda: after.append("next") or "next")]
     with pytest.raises(RunStopped, match="SIGTERM"):
         list(_each_record(iter(attempts)))
     assert after == [], "no cell starts after a stop signal"
+
+    def diverged() -> str:
+        raise pickle.loads(pickle.dumps(RunStopped("uniform: the loss is NaN", 1)))
+
+    with pytest.raises(RunStopped, match="NaN"):
+        list(_each_record(iter([(tmp_path / "diverged", diverged), (tmp_path / "next", lambda: after.append("next") or "next")])))
+    assert after == ["next"], "a cell whose loss diverged is one failed cell: the others go on"
 
 
 def test_a_finished_cell_lends_its_record_only_at_the_same_thread_count(tmp_path):

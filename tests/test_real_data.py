@@ -736,11 +736,17 @@ def test_a_grid_whose_oracle_cannot_know_the_flipped_labels_is_refused_before_an
     files = {"env": {**TINY_SETTINGS, "dataset": "deepfakebench", "dataset_options": exported}, "seeds": [0]}
     variants = {"noisy": {"dataset_options": {"label_noise": 0.3}}, "clean": {}}
     path.write_text(yaml.safe_dump({**files, "tutors": ["uniform", "oracle"], "variants": variants}))
-    assert load_benchmark_config(path).tutors == ("random", "uniform", "oracle")  # the clean variant's oracle runs
+    assert load_benchmark_config(path).tutors == ("random", "uniform", "oracle")  # files at noise 0 included
     folder = {**TINY_SETTINGS, "dataset": "folder", "dataset_options": {"root": str(tmp_path)}}
     path.write_text(yaml.safe_dump({"env": folder, "seeds": [0], "tutors": ["uniform", "oracle"]}))
-    with pytest.raises(ValueError, match="'oracle' tutor reads which training labels are wrong.*'folder'"):
+    with pytest.raises(ValueError, match="'oracle' tutor with keywords {} reads which training labels are wrong.*'folder'"):
         load_benchmark_config(path)
+    path.write_text(yaml.safe_dump({"env": folder, "seeds": [0], "tutors": ["uniform", "small_loss"]}))
+    with pytest.raises(ValueError, match="'small_loss' tutor with keywords {} reads .* how many are"):
+        load_benchmark_config(path)
+    estimated = {"small_loss": {"noise_rate": "estimated"}}
+    path.write_text(yaml.safe_dump({"env": folder, "seeds": [0], "tutors": ["uniform", "small_loss"], "tutor_kwargs": estimated}))
+    assert load_benchmark_config(path).tutors == ("uniform", "small_loss")
 
 
 def test_tsrl_export_writes_a_grids_dataset_that_the_files_source_reads(tmp_path, capsys):

@@ -27,6 +27,7 @@ import shutil
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor, as_completed
 from contextlib import ExitStack
@@ -46,7 +47,7 @@ from experiments.grid.spec import BenchmarkConfig
 from experiments.preflight import check_run_settings
 from experiments.records.provenance import code_version, numeric_environment
 from experiments.training.pretrain import build_missing_pretrained_file
-from experiments.training.signals import RunInterrupted
+from experiments.training.signals import RunStopped
 from experiments.training.student import train_student
 from tsrl_env.data import make_dataset
 from tsrl_env.files import directory_lock, write_atomically
@@ -205,6 +206,8 @@ def _run_missing_cells(
             finished = _in_this_process(run_cell, cells, threads)
         else:
             pool = stack.enter_context(worker_pool(workers))
+            # Leaving early (a stop signal, a dead pool) cancels the cells not yet begun instead of running them all.
+            stack.callback(pool.shutdown, cancel_futures=True)
             futures = {pool.submit(run_cell, run_config, str(directory), threads): directory for run_config, directory in cells}
             finished = _each_record((futures[future], future.result) for future in as_completed(futures))
         for record in finished:
@@ -268,9 +271,11 @@ def _each_record(attempts: Iterable[tuple[Path, Callable[[], str]]]) -> Iterator
         except BrokenExecutor:
             raise
         except Exception as error:  # any error of one cell's training: the cell is named, the error raised at the end
-            if isinstance(error.__cause__, RunInterrupted):
+            if isinstance(error, RunStopped) and error.signal_number is not None:
                 raise
             report_failed_cell(directory, error)
+            # The error is kept for the end; its frames' locals (a cell's Student, data) are not.
+            traceback.clear_frames(error.__traceback__)
             failure = failure or error
             continue
         yield path

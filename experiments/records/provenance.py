@@ -70,7 +70,7 @@ def _read_code_version() -> dict[str, Any]:
     try:
         commit = _git("rev-parse", "HEAD")
         dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.CalledProcessError):
+    except (OSError, subprocess.SubprocessError):  # no git, not a checkout, or git too slow: the version names the code
         return {"commit": None, "dirty": None, "version": _package_version()}
     return {"commit": commit, "dirty": dirty, "version": _package_version()}
 

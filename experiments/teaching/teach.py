@@ -71,6 +71,7 @@ def teach(
                 f"tsrl teach: {error} while teaching Student {len(curve) + 1} of {students}; {taught}. Continue with: "
                 f"{resume_command}",
                 128 + error.signal_number,
+                error.signal_number,
             ) from error
         write_teaching_report(out)
     return curve

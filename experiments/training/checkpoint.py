@@ -218,6 +218,7 @@ class EpochCheckpointer:
             return RunStopped(
                 f"{self.label}: {error} during {self._phase()}; {kept}. Continue with: {self.resume_command}",
                 128 + error.signal_number,
+                error.signal_number,
             )
         lower = f"{self.config.env.lr / 10:g}"
         with_lower_lr = (

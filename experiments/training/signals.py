@@ -25,11 +25,17 @@ class RunInterrupted(BaseException):
 
 
 class RunStopped(RuntimeError):
-    """A run stopped before its end (a stop signal, a diverging loss); the message says what is kept and how to resume."""
+    """A run stopped before its end (a stop signal, a diverging loss); the message says what is kept and how to resume.
+    ``signal_number`` is the stop signal's, None for a run that stopped on its own (a diverging loss)."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: int, signal_number: int | None = None) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.signal_number = signal_number
+
+    def __reduce__(self) -> tuple[type[RunStopped], tuple[str, int, int | None]]:
+        # Whole, across processes: a grid's pool sends a cell's error back pickled.
+        return RunStopped, (str(self), self.exit_code, self.signal_number)
 
 
 @contextmanager

@@ -97,6 +97,11 @@ def dataset_identity(name: str, options: dict[str, Any]) -> str | None:
     return source.identity(**options) if source.identity is not None else None
 
 
+def sources_that_know_their_flips() -> list[str]:
+    """The registered data sources whose datasets know which training labels they flipped (what ``oracle`` reads)."""
+    return [name for name, source in DATASETS.items() if source.knows_flipped_labels()]
+
+
 def make_dataset(name: str, **options: Any) -> Dataset:
     """Load the dataset registered as ``name`` with its source-specific ``options``."""
     return data_source(name).loader(**options)
@@ -123,4 +128,5 @@ __all__ = [
     "register_dataset",
     "register_noise_model",
     "save_family_grid",
+    "sources_that_know_their_flips",
 ]
