@@ -20,6 +20,11 @@ attention weights learn which neighbours matter instead of a fixed k-NN graph).
 PPO trains it on the batch environment itself (one transition per Student mini-batch, reward = the mean of
 the per-sample rewards) through :class:`~agents.vec_env.BatchSB3VecEnv`, which does not reset when the Student's
 episode ends.
+
+Stable-Baselines3 internals this module relies on, beyond :class:`~agents.ppo.TutorPPO`'s (listed in
+:mod:`agents.ppo`, same versions): :class:`AttentionPPO` overrides the private ``_wrap_env``;
+:class:`SetAttentionPolicy` overrides the private ``ActorCriticPolicy._build`` (to swap in the row-wise action head
+before the networks are built) and ``_build_mlp_extractor``. ``tests/test_attention.py`` trains, saves and reloads it.
 """
 
 from __future__ import annotations
