@@ -176,8 +176,8 @@ def config_names(kind: str) -> list[str]:
     return sorted(path.stem for path in CONFIG_DIR.glob("*.yaml") if kind_of(path) == kind)
 
 
-def read_yaml_config(path: str | Path) -> dict[str, Any]:
-    """The settings in a YAML config given as a path or as a name under ``experiments/configs``."""
+def config_file(path: str | Path) -> Path:
+    """The file of a config given as a path or as a name under ``experiments/configs``."""
     config_path = Path(path)
     if not config_path.exists() and (CONFIG_DIR / f"{path}.yaml").exists():
         config_path = CONFIG_DIR / f"{path}.yaml"
@@ -186,6 +186,12 @@ def read_yaml_config(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(
             f"no config file {str(path)!r}{did_you_mean(str(path), names)}; give a path or one of: {', '.join(names)}"
         )
+    return config_path
+
+
+def read_yaml_config(path: str | Path) -> dict[str, Any]:
+    """The settings in a YAML config given as a path or as a name under ``experiments/configs``."""
+    config_path = config_file(path)
     try:
         settings = yaml.load(config_path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:

@@ -1,10 +1,11 @@
 """The performance benchmarks run end to end at tiny sizes (what they measure there means nothing)."""
 
+import json
 import re
 
 import pytest
 
-from experiments.performance import memory, meta_step, step_cost, student_cost, throughput
+from experiments.performance import grid_cost, memory, meta_step, step_cost, student_cost, throughput
 
 TINY = ["--backbone", "test_resnet", "--image-size", "32", "--train-size", "128", "--batch-size", "32", "--repeats", "1"]
 
@@ -83,6 +84,39 @@ def test_student_cost_charges_each_part_of_a_whole_student_beside_the_plain_loop
     assert float(parts["meta_weight_net"]["tutor acts"]) > 0.0, "the meta step is the tutor's act"
 
 
-@pytest.mark.parametrize("module", [step_cost, throughput, memory])
+@pytest.mark.parametrize("module", [step_cost, throughput, memory, grid_cost])
 def test_each_benchmark_documents_its_method(module):
     assert "\nMethod: " in module.__doc__
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (grid_cost.REPOSITORY / ".git").exists(), reason="needs a git checkout to take another revision from")
+def test_grid_cost_times_this_checkout_beside_a_revision_and_finds_the_same_students(capsys):
+    grid_cost.main(["--config", "smoke", "--tutors", "uniform", "--seeds", "1", "--workers", "1", "--against", "HEAD"])
+    lines = capsys.readouterr().out.splitlines()
+    header = next(index for index, line in enumerate(lines) if line.startswith("code "))
+    spans = [match.span() for match in re.finditer(r"-+", lines[header + 1])]
+    columns = [lines[header][start:end].strip() for start, end in spans]
+    rows = [dict(zip(columns, [line[start:end].strip() for start, end in spans], strict=True)) for line in lines[header + 2 :]]
+    assert [row["code"].split(" (")[0] for row in rows] == ["this checkout", "HEAD"]
+    students = int(rows[0]["Students"])
+    assert students >= 1 and rows[1]["Students"] == str(students), "the same grid trains as many Students in both codes"
+    assert rows[0]["x first (median)"] == "1.00" and float(rows[1]["x first (median)"]) > 0
+    # Both cells' test metrics are compared: the same code trains the same Students bit for bit in another checkout.
+    assert [row["same Students"] for row in rows] == [f"{students}/{students}"] * 2
+
+
+def test_grid_cost_counts_only_the_students_a_grid_trained_and_refuses_another_codes_records(tmp_path):
+    def write(cell: str, **fields) -> None:
+        path = tmp_path / "cells" / cell / "record.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"run": {"test": {"test_seen": {"auc": 0.5}}}, **fields}))
+
+    code = grid_cost.Code("this", tmp_path, "a" * 40, "grid_cost")
+    write("v/uniform/seed0", code={"commit": "a" * 40})
+    write("w/uniform/seed0", code={"commit": "a" * 40}, same_student_as="cells/v/uniform/seed0")
+    timing = grid_cost._read_grid(tmp_path, code, wall_s=36.0)
+    assert timing.students == 1 and timing.students_per_hour == 100.0 and len(timing.test_metrics) == 2
+    write("v/oracle/seed0", code={"commit": "b" * 40})
+    with pytest.raises(SystemExit, match="another code ran"):
+        grid_cost._read_grid(tmp_path, code, wall_s=36.0)
