@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
         for revision in args.against:
             root = stack.enter_context(_worktree(revision))
             commit = _commit(root)
-            codes.append(Code(f"{revision} ({commit[:7]})", root, commit, against_config))
+            label = revision if commit.startswith(revision) else f"{revision} ({commit[:7]})"
+            codes.append(Code(label, root, commit, against_config))
         outputs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="grid_cost_")))
         rounds = [
             [_time_grid(code, args, outputs / f"round{number}_code{index}") for index, code in enumerate(codes)]
