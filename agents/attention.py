@@ -24,7 +24,8 @@ episode ends.
 Stable-Baselines3 internals this module relies on, beyond :class:`~agents.ppo.TutorPPO`'s (listed in
 :mod:`agents.ppo`, same versions): :class:`AttentionPPO` overrides the private ``_wrap_env``;
 :class:`SetAttentionPolicy` overrides the private ``ActorCriticPolicy._build`` (to swap in the row-wise action head
-before the networks are built) and ``_build_mlp_extractor``. ``tests/test_attention.py`` trains, saves and reloads it.
+before the networks are built) and ``_build_mlp_extractor``; :class:`RowwiseMlpExtractor` subclasses ``MlpExtractor``,
+relying on its constructor's arguments and its ``value_net`` attribute. ``tests/test_attention.py`` trains, saves and reloads it.
 """
 
 from __future__ import annotations

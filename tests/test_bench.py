@@ -2,6 +2,9 @@
 
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -102,7 +105,7 @@ def test_grid_cost_times_this_checkout_beside_a_revision_and_finds_the_same_stud
     students = int(rows[0]["Students"])
     assert students >= 1 and rows[1]["Students"] == str(students), "the same grid trains as many Students in both codes"
     assert rows[0]["x first (median)"] == "1.00" and float(rows[1]["x first (median)"]) > 0
-    # Both cells' test metrics are compared: the same code trains the same Students bit for bit in another checkout.
+    # Every cell's test metrics are compared: the same code trains the same Students bit for bit in another checkout.
     assert [row["same Students"] for row in rows] == [f"{students}/{students}"] * 2
 
 
@@ -120,3 +123,26 @@ def test_grid_cost_counts_only_the_students_a_grid_trained_and_refuses_another_c
     write("v/oracle/seed0", code={"commit": "b" * 40})
     with pytest.raises(SystemExit, match="another code ran"):
         grid_cost._read_grid(tmp_path, code, wall_s=36.0)
+
+
+@pytest.mark.skipif(not (grid_cost.REPOSITORY / ".git").exists(), reason="needs a git checkout to take another revision from")
+def test_grid_cost_runs_another_revision_from_its_own_worktree_and_removes_it():
+    with grid_cost._worktree("HEAD") as root:
+        code = grid_cost.Code("HEAD", root, grid_cost._commit(root), "smoke")
+        imported = subprocess.run(
+            [sys.executable, "-c", "import experiments; print(experiments.__file__)"],
+            cwd=root,
+            env=grid_cost.environment_of(code, cpus_per_cell=1),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert Path(imported).resolve().is_relative_to(root.resolve()), "the revision's own code is imported"
+    assert not root.exists()
+    worktrees = subprocess.run(["git", "-C", str(grid_cost.REPOSITORY), "worktree", "list"], capture_output=True, text=True)
+    assert str(root) not in worktrees.stdout
+
+
+def test_grid_cost_refuses_a_revision_git_does_not_know():
+    with pytest.raises(SystemExit, match="git checkout"), grid_cost._worktree("no-such-revision-anywhere"):
+        pass

@@ -317,7 +317,8 @@ class StudentTrainer:
         return bool(torch.stack([torch.isfinite(p).all() for p in self.student.parameters()]).all())
 
     def state_dict(self) -> dict[str, Any]:
-        """Copies of the Student's weights and buffers, the optimiser's state and the data generator's."""
+        """Copies of the Student's weights and buffers, the optimiser's state, the data generator's, the learning-rate
+        schedule's epoch count and, in fp16, the gradient scaler's."""
         assert self.optimizer is not None, "call start() or load_state_dict() first"
         self.check_loss()
         return {

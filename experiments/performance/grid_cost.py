@@ -5,17 +5,18 @@
         --against-config experiments/configs/grid_cost_exact_meta_step.yaml --rounds 2
 
 Method: each round runs ``tsrl benchmark --config CONFIG --workers W --cpus-per-cell C --no-progress --out TMP`` once
-for each code in turn, this checkout's first, then each ``--against`` revision's (checked out by ``git worktree add
---detach`` into a temporary folder, removed at the end), each time into a fresh output folder, as a subprocess of the
-same interpreter started in that code's root with ``OMP_NUM_THREADS=C`` (so ``python -m experiments.cli`` imports that
-code, over the same installed packages). A record that names another commit than the code it was run for stops the
-script. The clock is the subprocess's whole wall time: interpreter start, imports, the datasets (from the shared
-dataset cache, filled for this checkout's config before the first round; a revision that keys its cache otherwise
-fills it in its first round), every cell, the summary files. Students: the cells that trained their own Student
-(a record copied to a cell of the same Student, ``same_student_as``, is not one). Students an hour: Students x 3,600 /
-wall time. ``x first``: the median over rounds of the ratio to the first code's Students an hour in the same round.
-``same Students``: the cells whose test metrics (``run.test`` of ``record.json``) equal the first code's in the same
-round, bit for bit. Run it on an otherwise idle machine: another process on the cores moves every figure.
+for each code, this checkout's and each ``--against`` revision's (checked out by ``git worktree add --detach`` into a
+temporary folder, removed at the end), in an order that rotates round by round, each time into a fresh output folder,
+as a subprocess of the same interpreter started in that code's root with ``OMP_NUM_THREADS=C`` and that root first on
+``PYTHONPATH`` (so ``python -m experiments.cli`` imports that code, over the same installed packages). A record that
+names another commit than the code it was run for stops the script. The clock is the subprocess's whole wall time:
+interpreter start, imports, the datasets (from the shared dataset cache, filled for this checkout's config before the
+first round; a revision that keys its cache otherwise fills it in its first run), every cell, the summary files.
+Students: the cells that trained their own Student (a record copied to a cell of the same Student,
+``same_student_as``, is not one). Students an hour: Students x 3,600 / wall time. ``x first``: each round's ratio to
+the first code's Students an hour, and their median. ``same Students``: the cells whose test metrics (``run.test`` of
+``record.json``) equal the first code's in the same round, bit for bit; the cells that differ are listed below the
+table. Run it on an otherwise idle machine: another process on the cores moves every figure.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class Code:
 
 @dataclass(frozen=True)
 class GridTiming:
+    """One run of a grid by one code: its wall time, the Students it trained and every cell's test metrics."""
+
     wall_s: float
     students: int
     test_metrics: dict[str, Any]
@@ -72,22 +75,38 @@ def main(argv: list[str] | None = None) -> None:
         # Config files by absolute path, so that every code reads the same file, whatever its own configs folder holds.
         config = str(config_file(args.config).resolve())
         against_config = str(config_file(args.against_config).resolve()) if args.against_config else config
-        codes = [Code(f"this checkout ({_commit(REPOSITORY)[:7]})", REPOSITORY, _commit(REPOSITORY), config)]
+        commit = _commit(REPOSITORY)
+        changed = " with uncommitted changes" if _has_uncommitted_changes(REPOSITORY) else ""
+        codes = [Code(f"this checkout ({commit[:7]}{changed})", REPOSITORY, commit, config)]
         for revision in args.against:
             root = stack.enter_context(_worktree(revision))
             commit = _commit(root)
             label = revision if commit.startswith(revision) else f"{revision} ({commit[:7]})"
             codes.append(Code(label, root, commit, against_config))
         outputs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="grid_cost_")))
-        rounds = [
-            [_time_grid(code, args, outputs / f"round{number}_code{index}") for index, code in enumerate(codes)]
-            for number in range(args.rounds)
-        ]
+        rounds = []
+        for number in range(args.rounds):
+            # The order rotates round by round, so that a drift of the machine does not always favour the same code.
+            order = [(number + shift) % len(codes) for shift in range(len(codes))]
+            timings = {index: _time_grid(codes[index], args, outputs / f"round{number}_code{index}") for index in order}
+            rounds.append([timings[index] for index in range(len(codes))])
     print(
         f"grid {args.config}, {args.workers} workers, {args.cpus_per_cell} torch thread(s) a cell, {os.cpu_count()} CPUs; "
-        f"{args.rounds} round(s), codes in turn"
+        f"{args.rounds} round(s), the order of the codes rotating"
     )
     print(_table(codes, rounds))
+    for index, code in enumerate(codes[1:], start=1):
+        for number, timings in enumerate(rounds):
+            differing = _unlike_first(timings[index], timings[0])
+            if differing:
+                print(f"round {number + 1}: {code.label}'s Students unlike the first code's: {', '.join(differing)}")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,11 +114,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", default="grid_cost", help="the benchmark config this checkout runs (default: grid_cost)")
     parser.add_argument("--against", nargs="*", default=[], metavar="REVISION", help="git revisions to time beside it")
     parser.add_argument("--against-config", help="the config file the other revisions run (default: --config)")
-    parser.add_argument("--rounds", type=int, default=1, help="rounds, each code once a round (default: 1)")
-    parser.add_argument("--workers", type=int, default=2, help="tsrl benchmark --workers (default: 2)")
-    parser.add_argument("--cpus-per-cell", type=int, default=1, help="tsrl benchmark --cpus-per-cell (default: 1)")
+    parser.add_argument("--rounds", type=_positive, default=1, help="rounds, each code once a round (default: 1)")
+    parser.add_argument("--workers", type=_positive, default=2, help="tsrl benchmark --workers (default: 2)")
+    parser.add_argument("--cpus-per-cell", type=_positive, default=1, help="tsrl benchmark --cpus-per-cell (default: 1)")
     parser.add_argument("--tutors", help="tsrl benchmark --tutors (default: the config's)")
-    parser.add_argument("--seeds", type=int, help="tsrl benchmark --seeds (default: the config's)")
+    parser.add_argument("--seeds", type=_positive, help="tsrl benchmark --seeds (default: the config's)")
     return parser
 
 
@@ -110,22 +129,45 @@ def _fill_dataset_cache(config_name: str) -> None:
         make_dataset(env.dataset, **env.dataset_options)
 
 
+def _git(root: Path, *arguments: str) -> str:
+    command = ["git", "-C", str(root), *arguments]
+    try:
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as error:
+        stderr = getattr(error, "stderr", "") or str(error)
+        raise SystemExit(
+            f"grid_cost: {' '.join(command)} failed ({stderr.strip()}); it times the code of a git checkout"
+        ) from error
+
+
 def _commit(root: Path) -> str:
-    return subprocess.run(
-        ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    return _git(root, "rev-parse", "HEAD")
+
+
+def _has_uncommitted_changes(root: Path) -> bool:
+    return bool(_git(root, "status", "--porcelain", "--untracked-files=no"))
 
 
 @contextmanager
 def _worktree(revision: str) -> Iterator[Path]:
+    """``revision`` checked out, detached, in a temporary folder; the worktree removed and pruned at the end."""
     folder = Path(tempfile.mkdtemp(prefix="grid_cost_code_"))
     root = folder / "code"
-    subprocess.run(["git", "-C", str(REPOSITORY), "worktree", "add", "--detach", "--quiet", str(root), revision], check=True)
     try:
+        _git(REPOSITORY, "worktree", "add", "--detach", "--quiet", str(root), revision)
         yield root
     finally:
-        subprocess.run(["git", "-C", str(REPOSITORY), "worktree", "remove", "--force", str(root)], check=False)
+        subprocess.run(
+            ["git", "-C", str(REPOSITORY), "worktree", "remove", "--force", str(root)], capture_output=True, check=False
+        )
         shutil.rmtree(folder, ignore_errors=True)
+        subprocess.run(["git", "-C", str(REPOSITORY), "worktree", "prune"], capture_output=True, check=False)
+
+
+def environment_of(code: Code, cpus_per_cell: int) -> dict[str, str]:
+    """The environment ``tsrl benchmark`` runs in for ``code``: its root first on the import path (the command also
+    starts there, and ``python -m`` puts the working folder first), so that it imports that code, not an installed one."""
+    return {**os.environ, "OMP_NUM_THREADS": str(cpus_per_cell), "PYTHONPATH": str(code.root)}
 
 
 def _time_grid(code: Code, args: argparse.Namespace, out: Path) -> GridTiming:
@@ -133,9 +175,10 @@ def _time_grid(code: Code, args: argparse.Namespace, out: Path) -> GridTiming:
     command += ["--cpus-per-cell", str(args.cpus_per_cell), "--no-progress", "--out", str(out)]
     command += ["--tutors", args.tutors] if args.tutors else []
     command += ["--seeds", str(args.seeds)] if args.seeds else []
-    environment = {**os.environ, "OMP_NUM_THREADS": str(args.cpus_per_cell), "PYTHONPATH": str(code.root)}
     start = time.perf_counter()
-    finished = subprocess.run(command, cwd=code.root, env=environment, capture_output=True, text=True)
+    finished = subprocess.run(
+        command, cwd=code.root, env=environment_of(code, args.cpus_per_cell), capture_output=True, text=True
+    )
     wall_s = time.perf_counter() - start
     if finished.returncode != 0:
         raise SystemExit(f"tsrl benchmark of {code.label} failed (exit {finished.returncode}):\n{finished.stderr[-3000:]}")
@@ -151,30 +194,35 @@ def _read_grid(out: Path, code: Code, wall_s: float) -> GridTiming:
             raise SystemExit(f"{path} was written by commit {recorded}, not by {code.label}'s {code.commit}: another code ran")
         students += "same_student_as" not in record
         test_metrics[path.parent.relative_to(out / "cells").as_posix()] = record["run"]["test"]
+    if not students:
+        raise SystemExit(f"tsrl benchmark of {code.label} trained no Student in {out}: nothing to time")
     return GridTiming(wall_s, students, test_metrics)
+
+
+def _unlike_first(timing: GridTiming, first: GridTiming) -> list[str]:
+    """The cells of ``first`` whose test metrics ``timing`` does not repeat bit for bit."""
+    return sorted(cell for cell, test in first.test_metrics.items() if timing.test_metrics.get(cell) != test)
 
 
 def _table(codes: list[Code], rounds: list[list[GridTiming]]) -> str:
     firsts = [timings[0] for timings in rounds]
     rows = []
     for index, code in enumerate(codes):
-        mine = [timings[index] for timings in rounds]
-        pairs = list(zip(mine, firsts, strict=True))
+        pairs = [(timings[index], first) for timings, first in zip(rounds, firsts, strict=True)]
         ratios = [timing.students_per_hour / first.students_per_hour for timing, first in pairs]
-        same = [
-            sum(timing.test_metrics.get(cell) == test for cell, test in first.test_metrics.items()) for timing, first in pairs
-        ]
+        same = [len(first.test_metrics) - len(_unlike_first(timing, first)) for timing, first in pairs]
         rows.append(
             [
                 code.label,
-                " ".join(f"{timing.wall_s:.0f}" for timing in mine),
-                " ".join(str(timing.students) for timing in mine),
-                " ".join(f"{timing.students_per_hour:.0f}" for timing in mine),
+                " ".join(f"{timing.wall_s:.0f}" for timing, _ in pairs),
+                " ".join(str(timing.students) for timing, _ in pairs),
+                " ".join(f"{timing.students_per_hour:.0f}" for timing, _ in pairs),
+                " ".join(f"{ratio:.2f}" for ratio in ratios),
                 f"{statistics.median(ratios):.2f}",
-                " ".join(f"{count}/{len(first.test_metrics)}" for count, first in zip(same, firsts, strict=True)),
+                " ".join(f"{count}/{len(first.test_metrics)}" for count, (_, first) in zip(same, pairs, strict=True)),
             ]
         )
-    header = ["code", "wall s (by round)", "Students", "Students an hour", "x first (median)", "same Students"]
+    header = ["code", "wall s (by round)", "Students", "Students an hour", "x first", "x first (median)", "same Students"]
     return format_table(header, rows)
 
 
