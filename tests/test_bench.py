@@ -126,12 +126,13 @@ def test_grid_cost_counts_only_the_students_a_grid_trained_and_refuses_another_c
 
 
 @pytest.mark.skipif(not (grid_cost.REPOSITORY / ".git").exists(), reason="needs a git checkout to take another revision from")
-def test_grid_cost_runs_another_revision_from_its_own_worktree_and_removes_it():
+def test_grid_cost_runs_another_revision_from_its_own_worktree_and_removes_it(tmp_path):
     with grid_cost._worktree("HEAD") as root:
-        code = grid_cost.Code("HEAD", root, grid_cost._commit(root), "smoke")
+        code = grid_cost._checkout(root, "HEAD", "smoke")
+        # Started outside the worktree, so that its environment alone decides which code is imported.
         imported = subprocess.run(
             [sys.executable, "-c", "import experiments; print(experiments.__file__)"],
-            cwd=root,
+            cwd=tmp_path,
             env=grid_cost.environment_of(code, cpus_per_cell=1),
             capture_output=True,
             text=True,

@@ -170,10 +170,10 @@ def test_a_process_names_the_code_it_started_with_not_a_commit_made_while_it_ran
 
     started_with = code_version()
 
-    def committed_since(*arguments):
+    def committed_since(root, *arguments, timeout=None):
         return "0" * 40 if arguments[0] == "rev-parse" else ""
 
-    monkeypatch.setattr(provenance, "_git", committed_since)
+    monkeypatch.setattr(provenance, "git", committed_since)
     assert code_version() == started_with
 
 

@@ -193,10 +193,8 @@ def _run_missing_cells(
     todo, twins = _one_cell_per_student(config, out, todo, threads)
     for source in [source for source in twins if (source / "record.json").exists()]:
         bar.update(_copy_to_twins(source, twins.pop(source), out))
-    # Build (and cache) each variant's dataset here, once, so no cell's wall time includes generating it.
-    for variant in {variant for variant, _, _ in todo}:
-        env = config.run_config(variant, config.tutors[0], config.seeds[0]).env
-        make_dataset(env.dataset, **env.dataset_options)
+    # Each variant's dataset built (and cached) here, once, so that no cell's wall time includes generating it.
+    build_datasets(config, {variant for variant, _, _ in todo})
     cells = [(config.run_config(*cell).to_dict(), cell_dir(out, *cell)) for cell in todo]
     run_cell = partial(_run_cell, record_rewards=config.records_rewards, warmups=str((out / WARMUPS).resolve()))
     with ExitStack() as stack:
@@ -214,6 +212,13 @@ def _run_missing_cells(
             bar.set_postfix_str(Path(record).parent.relative_to(out / "cells").as_posix())
             bar.update(1 + _copy_to_twins(Path(record).parent, twins.pop(Path(record).parent, []), out))
     bar.close()
+
+
+def build_datasets(config: BenchmarkConfig, variants: Iterable[str]) -> None:
+    """Build, and so cache, the dataset of each of ``variants`` (cell variants of ``config``)."""
+    for variant in variants:
+        env = config.run_config(variant, config.tutors[0], config.seeds[0]).env
+        make_dataset(env.dataset, **env.dataset_options)
 
 
 Cell = tuple[str, str, int]

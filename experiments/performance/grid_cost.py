@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from experiments.config import config_file
+from experiments.grid.runner import build_datasets
 from experiments.grid.spec import load_benchmark_config
+from experiments.records.provenance import git, read_code_version
 from experiments.report import format_table
-from tsrl_env.data import make_dataset
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -70,19 +71,14 @@ class GridTiming:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    _fill_dataset_cache(args.config)
+    benchmark = load_benchmark_config(args.config)
+    build_datasets(benchmark, benchmark.cell_variants)
     with ExitStack() as stack:
         # Config files by absolute path, so that every code reads the same file, whatever its own configs folder holds.
         config = str(config_file(args.config).resolve())
         against_config = str(config_file(args.against_config).resolve()) if args.against_config else config
-        commit = _commit(REPOSITORY)
-        changed = " with uncommitted changes" if _has_uncommitted_changes(REPOSITORY) else ""
-        codes = [Code(f"this checkout ({commit[:7]}{changed})", REPOSITORY, commit, config)]
-        for revision in args.against:
-            root = stack.enter_context(_worktree(revision))
-            commit = _commit(root)
-            label = revision if commit.startswith(revision) else f"{revision} ({commit[:7]})"
-            codes.append(Code(label, root, commit, against_config))
+        codes = [_checkout(REPOSITORY, "this checkout", config)]
+        codes += [_checkout(stack.enter_context(_worktree(revision)), revision, against_config) for revision in args.against]
         outputs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="grid_cost_")))
         rounds = []
         for number in range(args.rounds):
@@ -122,30 +118,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fill_dataset_cache(config_name: str) -> None:
-    config = load_benchmark_config(config_name)
-    for variant in config.cell_variants:
-        env = config.run_config(variant, config.tutors[0], config.seeds[0]).env
-        make_dataset(env.dataset, **env.dataset_options)
-
-
-def _git(root: Path, *arguments: str) -> str:
-    command = ["git", "-C", str(root), *arguments]
-    try:
-        return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError) as error:
-        stderr = getattr(error, "stderr", "") or str(error)
-        raise SystemExit(
-            f"grid_cost: {' '.join(command)} failed ({stderr.strip()}); it times the code of a git checkout"
-        ) from error
-
-
-def _commit(root: Path) -> str:
-    return _git(root, "rev-parse", "HEAD")
-
-
-def _has_uncommitted_changes(root: Path) -> bool:
-    return bool(_git(root, "status", "--porcelain", "--untracked-files=no"))
+def _checkout(root: Path, label: str, config: str) -> Code:
+    """The code at ``root``, named by its commit (and whether it has uncommitted changes)."""
+    version = read_code_version(root)
+    if version["commit"] is None:
+        raise SystemExit(f"grid_cost: {root} is not a git checkout git can read; it times the code of git commits")
+    commit = version["commit"]
+    named = label if commit.startswith(label) else f"{label} ({commit[:7]})"
+    return Code(named + (" with uncommitted changes" if version["dirty"] else ""), root, commit, config)
 
 
 @contextmanager
@@ -154,7 +134,11 @@ def _worktree(revision: str) -> Iterator[Path]:
     folder = Path(tempfile.mkdtemp(prefix="grid_cost_code_"))
     root = folder / "code"
     try:
-        _git(REPOSITORY, "worktree", "add", "--detach", "--quiet", str(root), revision)
+        git(REPOSITORY, "worktree", "add", "--detach", "--quiet", str(root), revision, timeout=None)
+    except (OSError, subprocess.CalledProcessError) as error:
+        stderr = (getattr(error, "stderr", None) or str(error)).strip()
+        raise SystemExit(f"grid_cost: cannot check out {revision!r} ({stderr}); give a commit of this git checkout") from error
+    try:
         yield root
     finally:
         subprocess.run(

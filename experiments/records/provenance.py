@@ -66,18 +66,22 @@ def code_version() -> dict[str, Any]:
     return dict(_CODE_AT_START)
 
 
-def _read_code_version() -> dict[str, Any]:
+def read_code_version(root: Path = _REPOSITORY) -> dict[str, Any]:
+    """``{"commit": ..., "dirty": ..., "version": ...}`` of the git checkout at ``root`` (by default the one this package
+    runs from), read now; commit and dirty are None where git cannot tell (no git, not a checkout, git too slow)."""
     try:
-        commit = _git("rev-parse", "HEAD")
-        dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+        commit = git(root, "rev-parse", "HEAD")
+        dirty = bool(git(root, "status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):  # no git, not a checkout, or git too slow: the version names the code
         return {"commit": None, "dirty": None, "version": _package_version()}
     return {"commit": commit, "dirty": dirty, "version": _package_version()}
 
 
-def _git(*arguments: str) -> str:
+def git(root: Path, *arguments: str, timeout: float | None = 10) -> str:
+    """The output of ``git -C root ARGUMENTS``; raises ``CalledProcessError``, or ``TimeoutExpired`` after ``timeout``
+    seconds."""
     return subprocess.run(
-        ["git", "-C", str(_REPOSITORY), *arguments], capture_output=True, text=True, check=True, timeout=10
+        ["git", "-C", str(root), *arguments], capture_output=True, text=True, check=True, timeout=timeout
     ).stdout.strip()
 
 
@@ -112,4 +116,4 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-_CODE_AT_START = _read_code_version()
+_CODE_AT_START = read_code_version()
