@@ -105,6 +105,32 @@ def test_a_run_of_part_of_a_grid_refuses_the_changed_cells_of_the_rest_that_its_
     assert record_of(out, "uniform").is_file()
 
 
+def test_a_grid_refuses_new_cells_beside_cells_computed_on_other_cpu_kernels(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    config_path = grid(tmp_path / "grid.yaml", ["uniform"], epochs=1)
+    run_benchmark(load_benchmark_config(config_path), out, progress=False, cpus_per_cell=1)
+    uniform = record_of(out, "uniform")
+    here = json.loads(uniform.read_text())
+    elsewhere = {**here, "environment": {**here["environment"], "cpu_capability": "AVX512"}}
+    uniform.write_text(json.dumps(elsewhere))
+
+    grown = load_benchmark_config(grid(tmp_path / "grown.yaml", ["uniform", "random"], epochs=1))
+    with pytest.raises(SettingsChanged, match=r"1 finished cell(.|\n)*default/uniform/seed0: cpu_capability: 'AVX512' -> "):
+        run_benchmark(grown, out, progress=False, cpus_per_cell=1)
+    assert not record_of(out, "random").exists(), "refused before any work"
+    assert [r["tutor"] for r in run_benchmark(load_benchmark_config(config_path), out, progress=False)] == ["uniform"], (
+        "a grid with nothing left to compute is only summarised"
+    )
+
+    # A kernel cap set now but not when the cell ran is another kernel too.
+    uniform.write_text(json.dumps(here))
+    monkeypatch.setenv("MKL_CBWR", "AVX2")
+    with pytest.raises(SettingsChanged, match=r"MKL_CBWR: None -> 'AVX2'"):
+        run_benchmark(grown, out, progress=False, cpus_per_cell=1)
+    monkeypatch.delenv("MKL_CBWR")
+    assert [r["tutor"] for r in run_benchmark(grown, out, progress=False, cpus_per_cell=1)] == ["uniform", "random"]
+
+
 def test_an_unfinished_cell_begun_under_other_settings_is_refused_before_any_work(tmp_path):
     out = tmp_path / "out"
     config = load_benchmark_config(grid(tmp_path / "grid.yaml", ["uniform"], epochs=1))

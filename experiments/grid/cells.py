@@ -7,6 +7,7 @@ since refuses to mix the cells they change with new ones, unless told to recompu
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from tqdm import tqdm
 
 from experiments.config import RESULT_NEUTRAL, RunConfig, SettingsChanged, fingerprint_differences
 from experiments.grid.spec import BenchmarkConfig, split_cell_variant
+from experiments.records.provenance import kernel_differences, numeric_environment
 from experiments.records.student_run import FINISHED_STUDENT, StudentRecord, read_record
 from experiments.training.checkpoint import CHECKPOINT_NAME, checkpoint_settings
 from tsrl_env.validation import setting_differences
@@ -102,14 +104,38 @@ def forget_changed_cells(config: BenchmarkConfig, out: Path, rerun_changed: bool
         shutil.rmtree(cell_dir(out, *cell))
 
 
+def refuse_cells_on_other_kernels(config: BenchmarkConfig, out: Path) -> None:
+    """Refuse to add cells to a grid whose finished cells ran on other CPU kernels than this process would use
+    (:func:`~experiments.records.provenance.kernel_differences`): a new cell would not pair bit for bit with the
+    same seed's finished ones, whose warm-up and starting point it shares. Records that name no environment are taken
+    as matching."""
+    here = numeric_environment()
+    other = {}
+    for cell in config.cells():
+        path = cell_dir(out, *cell) / "record.json"
+        recorded = json.loads(path.read_text()).get("environment") if path.is_file() else None
+        differences = kernel_differences(recorded, here) if recorded else []
+        if differences:
+            other[cell] = differences
+    if other:
+        raise SettingsChanged(
+            f"{_cells_report(f'finished cell(s) under {out} ran on other CPU kernels than this machine gives', other)}\n"
+            "New cells would not train the same Students bit for bit as these (docs/reproducibility.md): run the grid "
+            "on a machine whose kernels match, set before torch starts the kernel variables its records name (e.g. "
+            "ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2 ATEN_CPU_CAPABILITY=avx2, on any machine with AVX2), or give "
+            "another --out"
+        )
+
+
 def changed_report(out: Path, changed: dict[tuple[str, str, int], list[str]]) -> str:
-    listed = [f"  {variant}/{tutor}/seed{seed}: {'; '.join(diffs)}" for (variant, tutor, seed), diffs in changed.items()]
+    return _cells_report(f"cell(s) under {out} were computed (or begun) with other settings than now", changed)
+
+
+def _cells_report(what: str, cells: dict[tuple[str, str, int], list[str]]) -> str:
+    """``len(cells) what:`` and the first cells listed, each with its differences."""
+    listed = [f"  {variant}/{tutor}/seed{seed}: {'; '.join(diffs)}" for (variant, tutor, seed), diffs in cells.items()]
     more = [f"  ... and {len(listed) - _LISTED_CELLS} more"] if len(listed) > _LISTED_CELLS else []
-    return "\n".join(
-        [f"{len(changed)} cell(s) under {out} were computed (or begun) with other settings than now:"]
-        + listed[:_LISTED_CELLS]
-        + more
-    )
+    return "\n".join([f"{len(cells)} {what}:"] + listed[:_LISTED_CELLS] + more)
 
 
 def load_records(config: BenchmarkConfig, out: Path) -> list[dict[str, Any]]:

@@ -4,7 +4,8 @@ Each cell (one Student taught by one tutor) writes its own ``record.json`` atomi
 whose record exists is never rerun, so an interrupted grid continues where it stopped. Cells whose Student is the same
 (same fingerprint and threads) train it once and share its record. Each record carries its
 Student's fingerprint (:func:`~experiments.config.fingerprint`): a grid whose settings changed since refuses to mix
-the cells they change with new ones, unless told to recompute them. A running grid locks its output directory, and
+the cells they change with new ones, unless told to recompute them, and one whose finished cells ran on other CPU
+kernels refuses to add cells beside them. A running grid locks its output directory, and
 its worker processes exit when it dies. The summary files (``results.csv``, ``results.md``, plots) are rebuilt from
 all records at the end of every invocation.
 
@@ -41,7 +42,13 @@ import yaml
 from tqdm import tqdm
 
 from experiments.config import fingerprint, run_config_from_dict
-from experiments.grid.cells import cell_dir, forget_changed_cells, load_records, report_failed_cell
+from experiments.grid.cells import (
+    cell_dir,
+    forget_changed_cells,
+    load_records,
+    refuse_cells_on_other_kernels,
+    report_failed_cell,
+)
 from experiments.grid.plan import check_plan
 from experiments.grid.spec import BenchmarkConfig
 from experiments.preflight import check_run_settings
@@ -186,8 +193,10 @@ def _run_missing_cells(
     run_on_ray: Callable[..., Iterator[str]] | None,
     address: str | None,
 ) -> None:
-    write_atomically(out / "config.yaml", yaml.safe_dump(config.recorded(), sort_keys=False))
     todo = [cell for cell in config.cells() if not (cell_dir(out, *cell) / "record.json").exists()]
+    if todo:
+        refuse_cells_on_other_kernels(config.whole_grid(), out)
+    write_atomically(out / "config.yaml", yaml.safe_dump(config.recorded(), sort_keys=False))
     total = len(list(config.cells()))
     bar = tqdm(total=total, initial=total - len(todo), desc="benchmark", disable=not progress)
     todo, twins = _one_cell_per_student(config, out, todo, threads)
