@@ -111,11 +111,13 @@ def test_a_grid_refuses_new_cells_beside_cells_computed_on_other_cpu_kernels(tmp
     run_benchmark(load_benchmark_config(config_path), out, progress=False, cpus_per_cell=1)
     uniform = record_of(out, "uniform")
     here = json.loads(uniform.read_text())
-    elsewhere = {**here, "environment": {**here["environment"], "cpu_capability": "AVX512"}}
+    elsewhere = {**here, "environment": {**here["environment"], "cpu": "Another CPU", "cpu_capability": "AVX512"}}
     uniform.write_text(json.dumps(elsewhere))
 
     grown = load_benchmark_config(grid(tmp_path / "grown.yaml", ["uniform", "random"], epochs=1))
-    with pytest.raises(SettingsChanged, match=r"1 finished cell(.|\n)*default/uniform/seed0: cpu_capability: 'AVX512' -> "):
+    with pytest.raises(
+        SettingsChanged, match=r"1 finished cell(.|\n)*seed0: cpu: 'Another CPU' -> .*; cpu_capability: 'AVX512' -> "
+    ):
         run_benchmark(grown, out, progress=False, cpus_per_cell=1)
     assert not record_of(out, "random").exists(), "refused before any work"
     assert [r["tutor"] for r in run_benchmark(load_benchmark_config(config_path), out, progress=False)] == ["uniform"], (

@@ -105,8 +105,8 @@ def forget_changed_cells(config: BenchmarkConfig, out: Path, rerun_changed: bool
 
 
 def refuse_cells_on_other_kernels(config: BenchmarkConfig, out: Path) -> None:
-    """Refuse to add cells to a grid whose finished cells ran on other CPU kernels than this process would use
-    (:func:`~experiments.records.provenance.kernel_differences`): a new cell would not pair bit for bit with the
+    """Refuse to add cells to a grid whose finished cells ran on another CPU or other kernels than this process would
+    use (:func:`~experiments.records.provenance.kernel_differences`): a new cell would not pair bit for bit with the
     same seed's finished ones, whose warm-up and starting point it shares. Records that name no environment are taken
     as matching."""
     here = numeric_environment()
@@ -119,11 +119,10 @@ def refuse_cells_on_other_kernels(config: BenchmarkConfig, out: Path) -> None:
             other[cell] = differences
     if other:
         raise SettingsChanged(
-            f"{_cells_report(f'finished cell(s) under {out} ran on other CPU kernels than this machine gives', other)}\n"
-            "New cells would not train the same Students bit for bit as these (docs/reproducibility.md): run the grid "
-            "on a machine whose kernels match, set before torch starts the kernel variables its records name (e.g. "
-            "ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2 ATEN_CPU_CAPABILITY=avx2, on any machine with AVX2), or give "
-            "another --out"
+            f"{_cells_report(f'finished cell(s) under {out} ran on another CPU or other kernels than here', other)}\n"
+            "New cells would not train the same Students bit for bit as these (docs/reproducibility.md): continue the "
+            "grid on a machine like theirs, with the kernel variables their records name (e.g. ONEDNN_MAX_CPU_ISA, "
+            "MKL_CBWR) set before torch starts, or give another --out"
         )
 
 

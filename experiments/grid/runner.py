@@ -4,8 +4,8 @@ Each cell (one Student taught by one tutor) writes its own ``record.json`` atomi
 whose record exists is never rerun, so an interrupted grid continues where it stopped. Cells whose Student is the same
 (same fingerprint and threads) train it once and share its record. Each record carries its
 Student's fingerprint (:func:`~experiments.config.fingerprint`): a grid whose settings changed since refuses to mix
-the cells they change with new ones, unless told to recompute them, and one whose finished cells ran on other CPU
-kernels refuses to add cells beside them. A running grid locks its output directory, and
+the cells they change with new ones, unless told to recompute them, and one whose finished cells ran on another CPU
+or other kernels refuses to add cells beside them. A running grid locks its output directory, and
 its worker processes exit when it dies. The summary files (``results.csv``, ``results.md``, plots) are rebuilt from
 all records at the end of every invocation.
 

@@ -107,14 +107,15 @@ def numeric_environment() -> dict[str, Any]:
     }
 
 
-KERNEL_KEYS = ("torch", "cpu_capability", *KERNEL_VARIABLES)
-"""The entries of a numeric environment that say which CPU kernels computed a Student, as far as torch reports it: the
-same seed and threads under other values train another Student in the last bits. (The CPU's name is recorded, not
-compared: one kind of machine reports several.)"""
+KERNEL_KEYS = ("torch", "cpu", "cpu_capability", *KERNEL_VARIABLES)
+"""The entries of a numeric environment that say which CPU kernels computed a Student, as far as torch and the system
+report it: the same seed and threads under other values train another Student in the last bits. The CPU's name is
+among them because capping the kernels at AVX2 did not make an Intel AVX-512 machine and an AMD AVX2 one agree
+(``experiments/results/reproducibility/README.md``)."""
 
 
 def kernel_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """How the CPU kernels of ``current`` (a :func:`numeric_environment`) differ from those ``recorded``, as
+    """How the CPU and kernels of ``current`` (a :func:`numeric_environment`) differ from those ``recorded``, as
     ``"key: recorded -> current"``."""
     return [
         f"{key}: {recorded.get(key)!r} -> {current.get(key)!r}" for key in KERNEL_KEYS if recorded.get(key) != current.get(key)
