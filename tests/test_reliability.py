@@ -123,6 +123,12 @@ def test_a_grid_refuses_new_cells_beside_cells_computed_on_other_cpu_kernels(tmp
     assert [r["tutor"] for r in run_benchmark(load_benchmark_config(config_path), out, progress=False)] == ["uniform"], (
         "a grid with nothing left to compute is only summarised"
     )
+    # Recomputing changed cells is refused before any is deleted; so is a CPU of another name alone.
+    changed = load_benchmark_config(grid(tmp_path / "changed.yaml", ["uniform"], epochs=2))
+    uniform.write_text(json.dumps({**here, "environment": {**here["environment"], "cpu": "Another CPU"}}))
+    with pytest.raises(SettingsChanged, match=r"seed0: cpu: 'Another CPU' -> '[^']*'\n"):
+        run_benchmark(changed, out, progress=False, cpus_per_cell=1, rerun_changed=True)
+    assert json.loads(uniform.read_text())["fingerprint"]["env"]["epochs"] == 1, "the changed cell is kept"
 
     # A kernel cap set now but not when the cell ran is another kernel too.
     uniform.write_text(json.dumps(here))

@@ -107,8 +107,12 @@ def forget_changed_cells(config: BenchmarkConfig, out: Path, rerun_changed: bool
 def refuse_cells_on_other_kernels(config: BenchmarkConfig, out: Path) -> None:
     """Refuse to add cells to a grid whose finished cells ran on another CPU or other kernels than this process would
     use (:func:`~experiments.records.provenance.kernel_differences`): a new cell would not pair bit for bit with the
-    same seed's finished ones, whose warm-up and starting point it shares. Records that name no environment are taken
-    as matching."""
+    same seed's finished ones, whose warm-up and starting point it shares.
+
+    Only what the records name can be compared: records written before they named their environment are taken as
+    matching; a cell begun elsewhere and continued here from its checkpoint, or cells trained on a Ray cluster's other
+    nodes, are not seen; and two CPUs that report the same name and, under the same caps, the same capability pass,
+    whether or not they train the same Students (not known: ``experiments/results/reproducibility/README.md``)."""
     here = numeric_environment()
     other = {}
     for cell in config.cells():

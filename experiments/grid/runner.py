@@ -149,7 +149,9 @@ def run_benchmark(
 
     Cells finished under other settings than ``config`` gives them (see :func:`~experiments.grid.cells.changed_cells`) raise
     :class:`~experiments.config.SettingsChanged` before any work, or with ``rerun_changed`` are deleted and computed
-    again. The run holds the lock of ``out`` (:func:`~tsrl_env.files.directory_lock`): a second grid there is refused.
+    again. Where cells are to be computed, finished cells that ran on another CPU or other kernels
+    (:func:`~experiments.grid.cells.refuse_cells_on_other_kernels`) raise it first. The run holds the lock of ``out``
+    (:func:`~tsrl_env.files.directory_lock`): a second grid there is refused.
 
     ``backend="local"`` runs the cells in ``workers`` local processes (one worker: in this process, one cell after
     another, this process's torch threads restored after); ``backend="ray"`` submits each as a Ray task
@@ -175,6 +177,9 @@ def run_benchmark(
     out.mkdir(parents=True, exist_ok=True)
     with directory_lock(out, "tsrl benchmark"):
         check_plan(out, config.planned(), any((out / "cells").glob("**/record.json")), extend)
+        if rerun_changed or any(not (cell_dir(out, *cell) / "record.json").exists() for cell in config.cells()):
+            # Before any work or deletion, so that a refused run leaves the grid as it found it.
+            refuse_cells_on_other_kernels(config.whole_grid(), out)
         # Before the cells' fingerprints are compared: they hold the file's hash.
         build_missing_pretrained_file(config.pretrain, config.env.pretrained_file, progress)
         forget_changed_cells(config, out, rerun_changed)
@@ -194,8 +199,6 @@ def _run_missing_cells(
     address: str | None,
 ) -> None:
     todo = [cell for cell in config.cells() if not (cell_dir(out, *cell) / "record.json").exists()]
-    if todo:
-        refuse_cells_on_other_kernels(config.whole_grid(), out)
     write_atomically(out / "config.yaml", yaml.safe_dump(config.recorded(), sort_keys=False))
     total = len(list(config.cells()))
     bar = tqdm(total=total, initial=total - len(todo), desc="benchmark", disable=not progress)

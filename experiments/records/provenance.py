@@ -110,8 +110,9 @@ def numeric_environment() -> dict[str, Any]:
 KERNEL_KEYS = ("torch", "cpu", "cpu_capability", *KERNEL_VARIABLES)
 """The entries of a numeric environment that say which CPU kernels computed a Student, as far as torch and the system
 report it: the same seed and threads under other values train another Student in the last bits. The CPU's name is
-among them because capping the kernels at AVX2 did not make an Intel AVX-512 machine and an AMD AVX2 one agree
-(``experiments/results/reproducibility/README.md``)."""
+among them because capping oneDNN and MKL at AVX2 did not make an Intel AVX-512 machine and an AMD AVX2 one agree
+(``experiments/results/reproducibility/README.md``); it does not tell two models of one vendor apart where the
+system names both alike (every AMD machine here reports "AMD EPYC")."""
 
 
 def kernel_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
