@@ -4,8 +4,9 @@ A Student's result repeats bit for bit for the same seed, the same number of tor
 kernels. Two things change the kernels without any change of ours: the thread count (each thread sums its share
 of a convolution in its own order) and the CPU's instruction set, by which oneDNN (convolutions) and MKL (matrix
 products) pick their code paths; a machine of the same nominal kind can have another CPU model. Capping both
-libraries at AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2``) makes them take the code path every AVX2 machine
-has, at some cost in speed.
+libraries at AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2``) is meant to make them take the code path every AVX2
+machine has, at some cost in speed; between the two machines measured so far it did not give the same bits
+(``experiments/results/reproducibility/README.md``).
 
     python -m experiments.studies.reproducibility --config benchmark_paired --variant noise_0.30 --tutor uniform --seed 0
 
