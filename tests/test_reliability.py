@@ -138,6 +138,15 @@ def test_a_grid_refuses_new_cells_beside_cells_computed_on_other_cpu_kernels(tmp
     monkeypatch.delenv("MKL_CBWR")
     assert [r["tutor"] for r in run_benchmark(grown, out, progress=False, cpus_per_cell=1)] == ["uniform", "random"]
 
+    # A record rebuilt from a finished Student's run.json names the machine that trained it, not this one.
+    student = cell_dir(out, "default", "random", 0) / "random" / "run.json"
+    student.write_text(json.dumps({**json.loads(student.read_text()), "environment": elsewhere["environment"]}))
+    record_of(out, "random").unlink()
+    assert [r["tutor"] for r in run_benchmark(grown, out, progress=False, cpus_per_cell=1)] == ["uniform", "random"]
+    assert json.loads(record_of(out, "random").read_text())["environment"]["cpu"] == "Another CPU"
+    with pytest.raises(SettingsChanged, match=r"default/random/seed0: cpu: 'Another CPU'"):
+        run_benchmark(load_benchmark_config(grid(tmp_path / "more.yaml", ["uniform", "random", "constant"], epochs=1)), out)
+
 
 def test_an_unfinished_cell_begun_under_other_settings_is_refused_before_any_work(tmp_path):
     out = tmp_path / "out"

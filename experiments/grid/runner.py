@@ -85,12 +85,14 @@ def _run_cell(
         record_rewards=record_rewards,
         warmups=Path(warmups) if warmups else None,
     )
+    # The Student's own provenance: a record rebuilt from a finished run.json names the process that trained it.
+    trained = json.loads((path / run.label / "run.json").read_text())
     record = {
         "tutor": config.tutor,
         "seed": config.seed,
         "torch_threads": threads,
-        "environment": numeric_environment(),
-        "code": code_version(),
+        "environment": trained.get("environment", numeric_environment()),
+        "code": trained.get("code", code_version()),
         "fingerprint": fingerprint(config),
         "run": asdict(run),
     }
