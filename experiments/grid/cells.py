@@ -7,7 +7,6 @@ since refuses to mix the cells they change with new ones, unless told to recompu
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -117,7 +116,7 @@ def refuse_cells_on_other_kernels(config: BenchmarkConfig, out: Path) -> None:
     other = {}
     for cell in config.cells():
         path = cell_dir(out, *cell) / "record.json"
-        recorded = json.loads(path.read_text()).get("environment") if path.is_file() else None
+        recorded = read_cell_record(path).environment if path.is_file() else None
         differences = kernel_differences(recorded, here) if recorded else []
         if differences:
             other[cell] = differences

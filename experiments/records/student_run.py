@@ -95,6 +95,9 @@ class StudentRecord(NamedTuple):
     """None in a record written before fingerprints."""
     same_student_as: str | None
     """In a grid cell's record whose Student another cell trained: that cell's folder, relative to the grid."""
+    environment: dict[str, Any] | None = None
+    """The numeric environment it ran in (:func:`~experiments.records.provenance.numeric_environment`); None in a
+    record written before records named it."""
 
 
 def read_record(path: Path, what: str, remedy: str) -> StudentRecord:
@@ -107,7 +110,9 @@ def read_record(path: Path, what: str, remedy: str) -> StudentRecord:
     try:
         data = json.loads(path.read_text())
         run = data["run"] if "run" in data else {key: value for key, value in data.items() if key not in PROVENANCE_KEYS}
-        return StudentRecord(StudentRun.from_dict(run), data.get("fingerprint"), data.get("same_student_as"))
+        return StudentRecord(
+            StudentRun.from_dict(run), data.get("fingerprint"), data.get("same_student_as"), data.get("environment")
+        )
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as error:
         raise ValueError(f"{what} {str(path)!r} cannot be read ({type(error).__name__}: {error}); {remedy}") from error
 
