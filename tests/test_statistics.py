@@ -4,12 +4,13 @@ from fewer than three seeds."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
 from scipy import stats
 
-from experiments.analysis.compare import paired_between
+from experiments.analysis.compare import GridRows, main, paired_between
 from experiments.analysis.statistics import PairedDifference, holm, stratified_mean, wilcoxon_p
 from experiments.analysis.summary import paired_summary, result_rows, write_csv
 from experiments.analysis.tables import POOLED_SENTENCE, markdown_tables
@@ -192,3 +193,38 @@ def test_compare_pairs_a_tutor_across_two_variants_by_dataset_and_seed(tmp_path)
     assert "| head | " not in table, "only the pair of variants asked for"
     with pytest.raises(ValueError, match=r"no variant \['fast'\]"):
         paired_between(tmp_path, "meta_weight_net", "meta_weight_net", ("fast", "exact"))
+
+
+def test_compare_joins_the_variants_asked_for_of_several_grids_into_one_family(tmp_path, capsys):
+    """A family whose variants ran in two folders is one command; ``OUT:VARIANT`` leaves out a folder's other
+    variants (one unfinished, here, whose rows would otherwise join the family and change its Holm p)."""
+    first, second = tmp_path / "transfer", tmp_path / "transfer_noise_0"
+    kept = grid({"focal": ([0.01, 0.02, 0.03], [0.0] * 3)})
+    unfinished = grid({"focal": ([0.05, 0.05, 0.06], [0.0] * 3)})
+    noise_0 = grid({"focal": ([-0.01, 0.0, -0.02], [0.0] * 3)}, base=0.6)
+    first.mkdir(), second.mkdir()
+    records = [entry | {"variant": "kept"} for entry in kept] + [entry | {"variant": "unfinished"} for entry in unfinished]
+    write_csv(result_rows(records), first / "runs.csv")
+    write_csv(result_rows([entry | {"variant": "noise_0"} for entry in noise_0]), second / "runs.csv")
+
+    main([f"{first}:kept", str(second), "focal", "uniform", "--metrics", "test_seen_auc"])
+    table = capsys.readouterr().out
+    assert table.startswith("Family: every row below (2); Holm-adjusted p.")
+    rows = {line.split(" | ")[0].removeprefix("| "): line.split(" | ") for line in table.splitlines()[4:]}
+    assert set(rows) == {"transfer/kept", "transfer_noise_0/noise_0"}, "the unfinished variant left out"
+    raw = {name: float(cells[4]) for name, cells in rows.items()}
+    expected = dict(zip(raw, holm(list(raw.values())), strict=True))
+    assert {name: float(cells[5]) for name, cells in rows.items()} == pytest.approx(expected, abs=1e-3)
+    assert rows["transfer_noise_0/noise_0"][3].startswith("-0.010 [") and rows["transfer/kept"][3].startswith("+0.020 [")
+
+    everything = paired_between([first, second], "focal", "uniform", metrics=["test_seen_auc"])
+    assert everything.startswith("Family: every row below (3);") and "| transfer/unfinished |" in everything
+    assert GridRows.parse("runs/a:b,c") == GridRows(Path("runs/a"), ("b", "c"))
+    assert GridRows.parse("runs/a") == GridRows(Path("runs/a"))
+    assert GridRows.parse("x:/runs/a") == GridRows(Path("x:/runs/a")), "a colon before a slash is part of the path"
+    with pytest.raises(ValueError, match=r"transfer: no variant \['noise_0'\]"):
+        paired_between([GridRows(first, ("noise_0",)), second], "focal", "uniform")
+    with pytest.raises(ValueError, match="one folder"):
+        paired_between([first, second], "focal", "focal", ("kept", "noise_0"))
+    with pytest.raises(FileNotFoundError, match="finished grid"):
+        paired_between(tmp_path / "absent", "focal", "uniform")

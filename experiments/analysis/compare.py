@@ -3,12 +3,15 @@
     python -m experiments.analysis.compare OUT TUTOR AGAINST
     python -m experiments.analysis.compare OUT TUTOR AGAINST --variants A B
     python -m experiments.analysis.compare OUT TUTOR AGAINST --metrics test_seen_auc
+    python -m experiments.analysis.compare OUT:V1,V2 OTHER_OUT TUTOR AGAINST
 
 prints, per variant (and evaluation dataset) and headline metric, ``TUTOR`` − ``AGAINST`` with its 95% interval, the
 t-test's p, its Holm-adjusted p over the rows printed and the Wilcoxon p, from the grid's ``runs.csv``. With
 ``--variants A B``, ``TUTOR`` of variant A against ``AGAINST`` of variant B (the same tutor under two settings, say),
 paired by dataset and seed: variants of one grid share their seeds' data, initialisation and warm-up. With
-``--metrics``, those headline metrics alone: the family declared before a comparison ran, when it named fewer.
+``--metrics``, those headline metrics alone: the family declared before a comparison ran, when it named fewer. Several
+grids make one family (a comparison whose variants ran in two folders); ``OUT:V1,V2`` reads only those variants of
+``OUT`` (a folder that also holds a variant outside the family, unfinished say).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.analysis.statistics import PairedDifference, holm
@@ -23,26 +27,68 @@ from experiments.analysis.summary import POOLED
 from experiments.analysis.tables import interval_text, p_text
 
 
+@dataclass(frozen=True)
+class GridRows:
+    """A finished grid's output folder and the variants read from it (every variant when ``variants`` is empty)."""
+
+    out: Path
+    variants: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> GridRows:
+        """``FOLDER`` or ``FOLDER:VARIANT[,VARIANT...]``, as the command line gives it."""
+        folder, colon, names = text.rpartition(":")
+        if not colon or "/" in names:
+            return cls(Path(text))
+        return cls(Path(folder), tuple(name for name in names.split(",") if name))
+
+    def read(self) -> list[dict[str, str]]:
+        """The rows of its ``runs.csv``, of the variants asked for; an error names a missing file or variant."""
+        path = self.out / "runs.csv"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file; give the output folder of a finished grid (tsrl benchmark --out)")
+        with path.open() as handle:
+            runs = list(csv.DictReader(handle))
+        known = list(dict.fromkeys(row["variant"] for row in runs))
+        if not set(self.variants) <= set(known):
+            raise ValueError(
+                f"{self.out}: no variant {sorted(set(self.variants) - set(known))} in runs.csv; its variants are {known}"
+            )
+        return [row for row in runs if not self.variants or row["variant"] in self.variants]
+
+
 def paired_between(
-    out: Path, tutor: str, against: str, variants: tuple[str, str] | None = None, metrics: Sequence[str] | None = None
+    grids: Path | GridRows | Sequence[Path | GridRows],
+    tutor: str,
+    against: str,
+    variants: tuple[str, str] | None = None,
+    metrics: Sequence[str] | None = None,
 ) -> str:
-    """Markdown: ``tutor`` − ``against`` on each headline metric of a finished grid in ``out`` (its ``runs.csv``),
-    paired by variant, dataset and seed like every difference to uniform (both were trained on the same Students),
-    with the t-test, its Holm-adjusted and the Wilcoxon p; with ``variants=(a, b)``, ``tutor`` of variant ``a``
-    against ``against`` of variant ``b``, paired by dataset and seed. The family, declared above the table, is every
-    row it prints; over several datasets, every pooled row (:meth:`PairedDifference.stratified`), the per-dataset rows
-    beside them unadjusted. ``metrics`` (CSV columns such as ``test_seen_auc``) keeps those headline metrics alone."""
-    with (out / "runs.csv").open() as handle:
-        runs = list(csv.DictReader(handle))
+    """Markdown: ``tutor`` − ``against`` on each headline metric of finished grids (their ``runs.csv``), paired by
+    variant, dataset and seed like every difference to uniform (both were trained on the same Students), with the
+    t-test, its Holm-adjusted and the Wilcoxon p; with ``variants=(a, b)``, ``tutor`` of variant ``a`` against
+    ``against`` of variant ``b``, paired by dataset and seed (one grid). The family, declared above the table, is every
+    row it prints, over all ``grids``; over several datasets, every pooled row (:meth:`PairedDifference.stratified`),
+    the per-dataset rows beside them unadjusted. ``metrics`` (CSV columns such as ``test_seen_auc``) keeps those
+    headline metrics alone. Over several grids a variant is named ``FOLDER/VARIANT``."""
+    grids = [grids] if isinstance(grids, (Path, GridRows)) else list(grids)
+    grids = [grid if isinstance(grid, GridRows) else GridRows(Path(grid)) for grid in grids]
+    if variants is not None and len(grids) > 1:
+        raise ValueError("--variants pairs two variants of one grid; give one folder with it")
+    runs = []
+    for grid in grids:
+        rows = grid.read()
+        named = len(grids) > 1
+        runs += [row | {"variant": f"{grid.out.name}/{row['variant']}"} if named else row for row in rows]
     headline = [name.removeprefix("diff_") for name in runs[0] if name.startswith("diff_")]
     unknown = sorted(set(metrics or ()) - set(headline))
     if unknown:
-        raise ValueError(f"{out}: no headline metric {unknown} in runs.csv; its headline metrics are {headline}")
+        raise ValueError(f"{grids[0].out}: no headline metric {unknown} in runs.csv; its headline metrics are {headline}")
     metrics = [name for name in headline if name in metrics] if metrics else headline
     values = {(row["variant"], row.get("dataset") or "", row["tutor"], int(row["seed"])): row for row in runs}
     known = list(dict.fromkeys(row["variant"] for row in runs))
     if variants is not None and not set(variants) <= set(known):
-        raise ValueError(f"{out}: no variant {sorted(set(variants) - set(known))} in runs.csv; its variants are {known}")
+        raise ValueError(f"{grids[0].out}: no variant {sorted(set(variants) - set(known))} in runs.csv; its variants are {known}")
     sides = [variants] if variants is not None else [(variant, variant) for variant in known]
     entries = []  # (variant, dataset, metric, difference, in the family)
     for first, second in sides:
@@ -89,7 +135,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m experiments.analysis.compare", description="one tutor against another, paired by seed, on a finished grid"
     )
-    parser.add_argument("out", type=Path, help="the grid's output folder (holding runs.csv)")
+    parser.add_argument(
+        "grids",
+        nargs="+",
+        type=GridRows.parse,
+        metavar="OUT[:VARIANT,...]",
+        help="a grid's output folder (holding runs.csv), several for one family; :V1,V2 reads only those variants",
+    )
     parser.add_argument("tutor")
     parser.add_argument("against")
     parser.add_argument(
@@ -98,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", nargs="+", help="only these headline metrics (runs.csv columns, e.g. test_seen_auc)")
     arguments = parser.parse_args(argv)
     variants = tuple(arguments.variants) if arguments.variants else None
-    print(paired_between(arguments.out, arguments.tutor, arguments.against, variants, arguments.metrics))
+    print(paired_between(arguments.grids, arguments.tutor, arguments.against, variants, arguments.metrics))
 
 
 if __name__ == "__main__":
