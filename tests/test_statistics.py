@@ -226,5 +226,11 @@ def test_compare_joins_the_variants_asked_for_of_several_grids_into_one_family(t
         paired_between([GridRows(first, ("noise_0",)), second], "focal", "uniform")
     with pytest.raises(ValueError, match="one folder"):
         paired_between([first, second], "focal", "focal", ("kept", "noise_0"))
+    with pytest.raises(ValueError, match="no variant after the colon"):
+        GridRows.parse("runs/a:")
+    with pytest.raises(ValueError, match="share a last name"):
+        paired_between([first, tmp_path / "other" / "transfer"], "focal", "uniform")
+    with pytest.raises(ValueError, match="no seed has both 'focal' and 'oracle'"):
+        paired_between([first, second], "focal", "oracle")
     with pytest.raises(FileNotFoundError, match="finished grid"):
         paired_between(tmp_path / "absent", "focal", "uniform")

@@ -40,7 +40,10 @@ class GridRows:
         folder, colon, names = text.rpartition(":")
         if not colon or "/" in names:
             return cls(Path(text))
-        return cls(Path(folder), tuple(name for name in names.split(",") if name))
+        variants = tuple(name for name in names.split(",") if name)
+        if not variants:
+            raise ValueError(f"{text!r}: no variant after the colon; give FOLDER:VARIANT[,VARIANT...] or the folder alone")
+        return cls(Path(folder), variants)
 
     def read(self) -> list[dict[str, str]]:
         """The rows of its ``runs.csv``, of the variants asked for; an error names a missing file or variant."""
@@ -75,11 +78,12 @@ def paired_between(
     grids = [grid if isinstance(grid, GridRows) else GridRows(Path(grid)) for grid in grids]
     if variants is not None and len(grids) > 1:
         raise ValueError("--variants pairs two variants of one grid; give one folder with it")
+    names = [grid.out.resolve().name for grid in grids]
+    if len(grids) > 1 and len(set(names)) < len(names):
+        raise ValueError(f"folders {[str(grid.out) for grid in grids]} share a last name; their rows are labelled by it")
     runs = []
-    for grid in grids:
-        rows = grid.read()
-        named = len(grids) > 1
-        runs += [row | {"variant": f"{grid.out.name}/{row['variant']}"} if named else row for row in rows]
+    for grid, name in zip(grids, names, strict=True):
+        runs += [row | {"variant": f"{name}/{row['variant']}"} if len(grids) > 1 else row for row in grid.read()]
     headline = [name.removeprefix("diff_") for name in runs[0] if name.startswith("diff_")]
     unknown = sorted(set(metrics or ()) - set(headline))
     if unknown:
@@ -110,6 +114,10 @@ def paired_between(
             entries += [(label, d, metric, PairedDifference.of(by_dataset[d]), len(datasets) == 1) for d in datasets]
             if len(datasets) > 1:
                 entries.append((label, POOLED, metric, PairedDifference.stratified(by_dataset), True))
+    if not entries:
+        raise ValueError(
+            f"no seed has both {tutor!r} and {against!r} in {[str(grid.out) for grid in grids]}; check the tutor names"
+        )
     family = [index for index, entry in enumerate(entries) if entry[4]]
     adjusted = dict(zip(family, holm([entries[index][3].p for index in family]), strict=True))
     several = any(entry[1] == POOLED for entry in entries)
