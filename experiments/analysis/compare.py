@@ -76,8 +76,10 @@ def paired_between(
     headline metrics alone. Over several grids a variant is named ``FOLDER/VARIANT``."""
     grids = [grids] if isinstance(grids, (Path, GridRows)) else list(grids)
     grids = [grid if isinstance(grid, GridRows) else GridRows(Path(grid)) for grid in grids]
-    if variants is not None and len(grids) > 1:
-        raise ValueError("--variants pairs two variants of one grid; give one folder with it")
+    if variants is not None:
+        if len(grids) > 1:
+            raise ValueError("--variants pairs two variants of one grid; give one folder with it")
+        grids = [GridRows(grids[0].out, tuple(dict.fromkeys(variants)))]
     names = [grid.out.resolve().name for grid in grids]
     if len(grids) > 1 and len(set(names)) < len(names):
         raise ValueError(f"folders {[str(grid.out) for grid in grids]} share a last name; their rows are labelled by it")
@@ -91,8 +93,6 @@ def paired_between(
     metrics = [name for name in headline if name in metrics] if metrics else headline
     values = {(row["variant"], row.get("dataset") or "", row["tutor"], int(row["seed"])): row for row in runs}
     known = list(dict.fromkeys(row["variant"] for row in runs))
-    if variants is not None and not set(variants) <= set(known):
-        raise ValueError(f"{grids[0].out}: no variant {sorted(set(variants) - set(known))} in runs.csv; its variants are {known}")
     sides = [variants] if variants is not None else [(variant, variant) for variant in known]
     entries = []  # (variant, dataset, metric, difference, in the family)
     for first, second in sides:
