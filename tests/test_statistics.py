@@ -234,3 +234,23 @@ def test_compare_joins_the_variants_asked_for_of_several_grids_into_one_family(t
         paired_between([first, second], "focal", "oracle")
     with pytest.raises(FileNotFoundError, match="finished grid"):
         paired_between(tmp_path / "absent", "focal", "uniform")
+
+
+def test_compare_says_what_was_wrong_with_its_arguments_in_its_own_words(tmp_path, capsys):
+    """A wrong folder, filter or tutor on the command line ends in argparse's usage line and the refusal's own message
+    (exit code 2), not a traceback and not argparse's bare "invalid value"."""
+    write_csv(result_rows(grid({"focal": ([0.01, 0.02, 0.03], [0.0] * 3)})), tmp_path / "runs.csv")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "runs.csv").write_text("variant,tutor,seed,diff_test_seen_auc\n")
+    refusals = {
+        (f"{tmp_path}:", "focal", "uniform"): "no variant after the colon",
+        (str(tmp_path / "absent"), "focal", "uniform"): "no such file; give the output folder of a finished grid",
+        (str(tmp_path / "empty"), "focal", "uniform"): "no finished cell",
+        (str(tmp_path), "focal", "oracle"): "no seed has both 'focal' and 'oracle'",
+    }
+    for arguments, message in refusals.items():
+        with pytest.raises(SystemExit) as stop:
+            main(list(arguments))
+        error = capsys.readouterr().err
+        assert stop.value.code == 2 and message in error and "Traceback" not in error, arguments
+        assert error.startswith("usage: python -m experiments.analysis.compare")

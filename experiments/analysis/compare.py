@@ -52,6 +52,8 @@ class GridRows:
             raise FileNotFoundError(f"{path}: no such file; give the output folder of a finished grid (tsrl benchmark --out)")
         with path.open() as handle:
             runs = list(csv.DictReader(handle))
+        if not runs:
+            raise ValueError(f"{path}: no finished cell; run the grid (tsrl benchmark) before comparing its tutors")
         known = list(dict.fromkeys(row["variant"] for row in runs))
         if not set(self.variants) <= set(known):
             raise ValueError(
@@ -146,7 +148,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "grids",
         nargs="+",
-        type=GridRows.parse,
         metavar="OUT[:VARIANT,...]",
         help="a grid's output folder (holding runs.csv), several for one family; :V1,V2 reads only those variants",
     )
@@ -158,7 +159,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", nargs="+", help="only these headline metrics (runs.csv columns, e.g. test_seen_auc)")
     arguments = parser.parse_args(argv)
     variants = tuple(arguments.variants) if arguments.variants else None
-    print(paired_between(arguments.grids, arguments.tutor, arguments.against, variants, arguments.metrics))
+    try:
+        grids = [GridRows.parse(text) for text in arguments.grids]
+        table = paired_between(grids, arguments.tutor, arguments.against, variants, arguments.metrics)
+    except (ValueError, FileNotFoundError) as error:  # what the user gave is wrong: its message, not a traceback
+        parser.error(str(error))
+    print(table)
 
 
 if __name__ == "__main__":
