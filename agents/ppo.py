@@ -1,5 +1,5 @@
 """The reference tutor: Stable-Baselines3 PPO acting per sample with a sigmoid-mean Gaussian policy (docs/design.md,
-"The method").
+"The method, as facts").
 
 What differs from stock PPO, and why:
 

@@ -1,6 +1,6 @@
 """Pre-flight checks: the settings, files and directories a command would otherwise fail on only once training has
 started, refused before any work with one line that says what is wrong and what to do. ``tsrl train``,
-``benchmark``, ``teach`` and ``evaluate`` all run them first."""
+``benchmark``, ``teach``, ``evaluate`` and ``calibrate`` all run them first."""
 
 from __future__ import annotations
 

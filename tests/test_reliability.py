@@ -207,10 +207,11 @@ def test_resume_refuses_a_finished_student_of_other_settings_and_tutor_kwargs_re
         (["--backbone", "resnet_nope"], r"cannot build the Student of the env settings backbone='resnet_nope'"),
     ],
 )
-def test_settings_refused_before_the_run_directory_is_made(override, message, tmp_path):
+@pytest.mark.parametrize("command", ["train", "calibrate"])
+def test_settings_refused_before_the_run_directory_is_made(command, override, message, tmp_path):
     out = tmp_path / "runs"
     with pytest.raises(ValueError, match=message):
-        main(["train", "--config", "tiny", *override, "--out", str(out), "--no-progress"])
+        main([command, "--config", "tiny", *override, "--out", str(out), "--no-progress"])
     assert not out.exists()
 
 

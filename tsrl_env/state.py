@@ -3,7 +3,7 @@
 A state row is the concatenation of the columns named by the env setting ``state_columns``, in that order. Each name
 is a :class:`StateColumn` registered with :func:`register_state_column`; the built-ins (``features``, ``ema_loss``,
 ``counters``, ``p_fake``, ``correctness``, the default list) register the same way. :class:`StateLayout` says where
-each column sits in a row, so that curricula and analyses read observations by name (docs/design.md, "State").
+each column sits in a row, so that curricula and analyses read observations by name (docs/design.md, "State columns").
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from experiments.config import config_names, load_run_config
-from experiments.preflight import writable_directory
+from experiments.preflight import check_run_settings, writable_directory
 from experiments.studies.calibrate import calibrate
 
 
@@ -23,5 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     config = load_run_config(args.config, backbone=args.backbone, device=args.device)
+    check_run_settings(config)
     out = writable_directory(Path(args.out))
     print(calibrate(config, args.seeds, out, progress=not args.no_progress))
