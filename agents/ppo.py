@@ -19,7 +19,8 @@ Stable-Baselines3 internals this module relies on (tested with stable-baselines3
 runs; ``pyproject.toml`` allows 2.4 to 2.x, and a release in that range can change any of them): :class:`TutorPPO`
 overrides ``collect_rollouts`` and ``train``, which SB3 does not document as extension points, assigns
 ``self.rollout_buffer`` between them (``train`` reads that attribute and takes no other buffer), and overrides the
-private ``_setup_model``, ``_excluded_save_params`` and ``_update_learning_rate``; :class:`SigmoidGaussianPolicy`
+private ``_setup_model``, ``_excluded_save_params`` and ``_update_learning_rate`` (which reads the private
+``_current_progress_remaining``); :class:`SigmoidGaussianPolicy`
 overrides the private ``ActorCriticPolicy._build`` and ``_get_action_dist_from_latent``. The tutor tests
 (``tests/test_tutors.py``, ``tests/test_next_visit_tutors.py``, ``tests/test_resume.py``) train, save, reload and
 resume it under each reward, which is where a change of these would show.

@@ -1,33 +1,11 @@
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from helpers import SignBandit
 from stable_baselines3 import SAC
 
 from agents import TutorPPO, loss_rank_targets, make_tutor
 from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv
-
-
-class SignBandit(gym.Env):
-    """A batch environment with a known best curriculum: weight 1 where the first state value is positive, else 0."""
-
-    steps_per_epoch = 8
-
-    def __init__(self, batch_size: int = 16, state_dim: int = 4) -> None:
-        self.observation_space = gym.spaces.Box(-1.0, 1.0, (batch_size, state_dim), np.float32)
-        self.action_space = gym.spaces.Box(0.0, 1.0, (batch_size,), np.float32)
-
-    def _states(self) -> np.ndarray:
-        self._obs = self.np_random.uniform(-1, 1, self.observation_space.shape).astype(np.float32)
-        return self._obs
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        return self._states(), {"warmup": []}
-
-    def step(self, action):
-        rewards = np.where(self._obs[:, 0] > 0, action, -action).astype(np.float32)
-        return self._states(), float(rewards.mean()), False, False, {"sample_rewards": rewards}
 
 
 def _weights(model, states: np.ndarray) -> np.ndarray:

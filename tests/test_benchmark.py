@@ -6,6 +6,7 @@ import signal
 
 import pytest
 import yaml
+from helpers import TINY_GRID_ENV
 
 from experiments.analysis.compare import paired_between
 from experiments.analysis.statistics import mean_interval, seeds_needed
@@ -17,27 +18,12 @@ from experiments.grid.runner import run_benchmark
 from experiments.grid.spec import load_benchmark_config
 from experiments.grid.summary import write_summary
 
-TINY_ENV = {
-    "dataset_options": {
-        "image_size": 32,
-        "train_size": 128,
-        "val_size": 64,
-        "test_seen_size": 64,
-        "test_unseen_size": 64,
-        "frames_per_video": 4,
-    },
-    "backbone": "test_resnet",
-    "batch_size": 32,
-    "epochs": 2,
-    "warmup_epochs": 1,
-}
-
 
 @pytest.fixture(scope="module")
 def tiny_benchmark(tmp_path_factory):
     path = tmp_path_factory.mktemp("configs") / "tiny_benchmark.yaml"
     settings = {
-        "env": TINY_ENV,
+        "env": TINY_GRID_ENV,
         "tutors": ["uniform", "random", "ppo"],
         "seeds": [0, 1],
         "variants": {"clean": {"dataset_options": {"label_noise": 0.0}}, "noisy": {"dataset_options": {"label_noise": 0.3}}},
@@ -75,7 +61,7 @@ def test_grid_runs_every_cell_once_summarises_and_recomputes_a_lost_cell_to_the_
     assert len(rows) == 16
     assert all(float(row["diff_test_seen_auc"]) == 0.0 for row in rows if row["tutor"] == "uniform")
     columns = list(csv.DictReader((out / "state_columns.csv").open()))
-    assert {row["variant"] for row in columns} == {"noisy"} and len(columns) == 4 * 2 * TINY_ENV["epochs"]
+    assert {row["variant"] for row in columns} == {"noisy"} and len(columns) == 4 * 2 * TINY_GRID_ENV["epochs"]
     assert "## What the state reveals" in markdown and "## Power" in markdown
     assert all(0.0 <= float(row["test_unseen_auc"]) <= 1.0 for row in rows)
     assert all(float(row["overhead_vs_uniform"]) == 0.0 for row in rows if row["tutor"] == "uniform")
@@ -267,7 +253,7 @@ def test_cells_of_one_student_train_it_once_and_share_its_record(tmp_path):
     """Variants that differ only in one tutor's keywords give every other tutor the same Student: it trains once."""
     path = tmp_path / "one_student_twice.yaml"
     settings = {
-        "env": {**TINY_ENV, "epochs": 1, "dataset_options": {**TINY_ENV["dataset_options"], "label_noise": 0.0}},
+        "env": {**TINY_GRID_ENV, "epochs": 1, "dataset_options": {**TINY_GRID_ENV["dataset_options"], "label_noise": 0.0}},
         "tutors": ["uniform", "constant"],
         "seeds": [0],
         "variants": {
@@ -304,7 +290,7 @@ def test_cells_of_one_student_train_it_once_and_share_its_record(tmp_path):
 @pytest.mark.parametrize("workers", [1, 2], ids=["in_process", "pool"])
 def test_a_failed_cell_is_said_at_once_and_the_others_go_on(workers, tmp_path, capsys):
     path = tmp_path / "one_fails.yaml"
-    clean = {**TINY_ENV, "epochs": 1, "dataset_options": {**TINY_ENV["dataset_options"], "label_noise": 0.0}}
+    clean = {**TINY_GRID_ENV, "epochs": 1, "dataset_options": {**TINY_GRID_ENV["dataset_options"], "label_noise": 0.0}}
     # The first cell fails when its tutor is built, in the cell, not when the config loads.
     settings = {"env": clean, "tutors": ["uniform", "random"], "seeds": [0], "tutor_kwargs": {"uniform": {"no_such_keyword": 1}}}
     path.write_text(yaml.safe_dump(settings))
@@ -349,7 +335,7 @@ def test_a_finished_cell_lends_its_record_only_at_the_same_thread_count(tmp_path
 
     path = tmp_path / "twins.yaml"
     variants = {"a": {"tutor_kwargs": {"constant": {"weight": 0.2}}}, "b": {"tutor_kwargs": {"constant": {"weight": 0.8}}}}
-    path.write_text(yaml.safe_dump({"env": TINY_ENV, "tutors": ["uniform"], "seeds": [0], "variants": variants}))
+    path.write_text(yaml.safe_dump({"env": TINY_GRID_ENV, "tutors": ["uniform"], "seeds": [0], "variants": variants}))
     config = load_benchmark_config(path)
     out = tmp_path / "out"
     finished = cell_dir(out, "a", "uniform", 0)

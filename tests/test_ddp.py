@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from test_resume import _subprocess_env, _tsrl_in_this_process
+from helpers import subprocess_env, tsrl_in_this_process
 
 from experiments.cli import main
 from experiments.config import load_run_config
@@ -46,7 +46,7 @@ pytestmark = pytest.mark.slow
 def _run_cli(launcher: list[str], *arguments: str) -> None:
     """Run the ``tsrl`` command line through ``launcher`` (python, or torchrun) and check that it succeeded."""
     command = [*launcher, "-m", "experiments.cli", *arguments]
-    finished = subprocess.run(command, cwd=ROOT, env=_subprocess_env(), capture_output=True, text=True, timeout=300)
+    finished = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
 
 
@@ -54,7 +54,7 @@ def _train(out: Path, config: Path, launcher: list[str] | None, *extra: str) -> 
     """Run ``tsrl train`` through ``launcher`` (torchrun; None: in this process) and return its run directory."""
     arguments = ["train", "--config", str(config), "--out", str(out), "--no-progress", *extra]
     if launcher is None:
-        _tsrl_in_this_process(*arguments)
+        tsrl_in_this_process(*arguments)
     else:
         _run_cli(launcher, *arguments)
     (run_dir,) = out.iterdir()  # torchrun's rank 1 wrote nothing of its own

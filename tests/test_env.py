@@ -5,7 +5,8 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 import tsrl_env
-from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv
+from experiments.config import load_run_config
+from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv, EnvConfig
 from tsrl_env.rewards import tsrl_reward
 
 
@@ -199,3 +200,9 @@ def test_next_visit_pays_each_action_at_its_sample_next_visit(next_visit_env):
         states = next_states
     # The first tutored epoch pays nothing; every later visit pays the previous one's action.
     assert paid == (env.config.epochs - 1) * env.steps_per_epoch * env.batch_size
+
+
+def test_the_tiny_config_and_the_tiny_registered_env_are_one_setting():
+    """``tsrl train --config tiny`` and ``gym.make("DeepfakeCurriculumTiny-v0")`` (``TINY_SETTINGS``) are said to be the
+    same tiny Student; the YAML file and the dict are written apart, so this keeps them equal."""
+    assert load_run_config("tiny").env == EnvConfig(**TINY_SETTINGS)

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from helpers import LayoutEnv, rows
 from sklearn.metrics import roc_auc_score
-from test_tutors import LayoutEnv, rows
 
 from agents import load_tutor, make_tutor, tutor_spec
 from agents.heuristics import estimated_noise_rate

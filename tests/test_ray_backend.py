@@ -4,7 +4,7 @@ import sys
 
 import pytest
 import yaml
-from test_benchmark import TINY_ENV
+from helpers import TINY_CLEAN_GRID_ENV
 
 from experiments.cli import main
 from experiments.grid.cells import cell_dir
@@ -17,8 +17,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def two_cell_benchmark(tmp_path):
     path = tmp_path / "two_cells.yaml"
-    clean = {**TINY_ENV, "dataset_options": {**TINY_ENV["dataset_options"], "label_noise": 0.0}}  # no oracle row
-    path.write_text(yaml.safe_dump({"env": clean, "tutors": ["uniform", "random"], "seeds": [0]}))
+    path.write_text(yaml.safe_dump({"env": TINY_CLEAN_GRID_ENV, "tutors": ["uniform", "random"], "seeds": [0]}))
     return path
 
 

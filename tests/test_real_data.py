@@ -20,6 +20,7 @@ import pytest
 import skimage.data
 import torch
 import yaml
+from helpers import comparable, students_equal
 from PIL import Image
 
 from experiments.analysis.summary import benchmark_splits, paired_summary, result_rows
@@ -594,7 +595,6 @@ def test_preprocess_crops_faces_skips_frames_without_one_and_feeds_the_deepfakeb
 def test_a_run_on_frame_files_resumes_exactly(bench, tmp_path, monkeypatch, written_checkpoints):
     # A DataLoader draws its seed from the global torch RNG at every epoch start, the restore's included: the
     # checkpointed RNG states must be set after that, or the tutor's actions after a resume would differ.
-    from test_resume import _comparable, _students_equal
 
     from experiments.config import load_run_config
     from experiments.training.checkpoint import CHECKPOINT_NAME
@@ -611,9 +611,9 @@ def test_a_run_on_frame_files_resumes_exactly(bench, tmp_path, monkeypatch, writ
     resumed = train_student(config, tmp_path / "resumed", progress=False, resume=True)
     assert [e.mean_weight for e in resumed.epochs] == [e.mean_weight for e in whole.epochs]
     assert resumed.test == whole.test
-    records = [_comparable(json.loads((tmp_path / d / "ppo" / "run.json").read_text())) for d in ("whole", "resumed")]
+    records = [comparable(json.loads((tmp_path / d / "ppo" / "run.json").read_text())) for d in ("whole", "resumed")]
     assert records[0] == records[1]
-    assert _students_equal(tmp_path / "whole" / "ppo" / "student.pt", tmp_path / "resumed" / "ppo" / "student.pt")
+    assert students_equal(tmp_path / "whole" / "ppo" / "student.pt", tmp_path / "resumed" / "ppo" / "student.pt")
 
 
 def test_benchmark_tables_name_the_test_splits_of_the_data(tmp_path):

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from helpers import TINY_CLEAN_GRID_ENV
 from PIL import Image
 
 import tsrl_env.files
@@ -29,15 +30,12 @@ from experiments.grid.spec import load_benchmark_config
 from experiments.grid.summary import write_summary
 from experiments.training.checkpoint import CHECKPOINT_NAME, write_checkpoint
 from experiments.training.student import train_student
-from tsrl_env import TINY_SETTINGS
 from tsrl_env.config import EnvConfig
 from tsrl_env.data import make_dataset
 from tsrl_env.data.base import decode_frame
 from tsrl_env.files import LOCK_NAME, DirectoryInUse, directory_lock
 
 ROOT = Path(__file__).resolve().parent.parent
-# Without label noise a grid has no oracle or random reference row: one tutor, one seed, one cell.
-TINY_ENV = {**TINY_SETTINGS, "dataset_options": {**TINY_SETTINGS["dataset_options"], "train_size": 128, "label_noise": 0.0}}
 
 
 def write_yaml(path: Path, settings: dict) -> Path:
@@ -46,7 +44,7 @@ def write_yaml(path: Path, settings: dict) -> Path:
 
 
 def grid(path: Path, tutors: list[str], epochs: int) -> Path:
-    return write_yaml(path, {"env": {**TINY_ENV, "epochs": epochs}, "tutors": tutors, "seeds": [0]})
+    return write_yaml(path, {"env": {**TINY_CLEAN_GRID_ENV, "epochs": epochs}, "tutors": tutors, "seeds": [0]})
 
 
 def record_of(out: Path, tutor: str) -> Path:
@@ -89,7 +87,12 @@ def test_a_grid_rerun_under_changed_settings_refuses_its_stale_cells_and_recompu
 
 def test_a_run_of_part_of_a_grid_refuses_the_changed_cells_of_the_rest_that_its_tables_would_mix_in(tmp_path):
     out = tmp_path / "out"
-    settings = {"env": TINY_ENV, "tutors": ["uniform", "constant"], "seeds": [0], "tutor_kwargs": {"constant": {"weight": 0.5}}}
+    settings = {
+        "env": TINY_CLEAN_GRID_ENV,
+        "tutors": ["uniform", "constant"],
+        "seeds": [0],
+        "tutor_kwargs": {"constant": {"weight": 0.5}},
+    }
     config_path = write_yaml(tmp_path / "grid.yaml", settings)
     run_benchmark(load_benchmark_config(config_path), out, progress=False, cpus_per_cell=1)
     write_yaml(config_path, {**settings, "tutor_kwargs": {"constant": {"weight": 0.4}}})
@@ -99,7 +102,9 @@ def test_a_run_of_part_of_a_grid_refuses_the_changed_cells_of_the_rest_that_its_
             run_benchmark(uniform_only, out, progress=False, rerun_changed=rerun_changed)
     assert record_of(out, "constant").is_file(), "not deleted: this run would not compute it again"
     # Its own cell changed too: refused before that one is deleted, so the refused run leaves the grid as it was.
-    write_yaml(config_path, {**settings, "env": {**TINY_ENV, "epochs": 3}, "tutor_kwargs": {"constant": {"weight": 0.4}}})
+    write_yaml(
+        config_path, {**settings, "env": {**TINY_CLEAN_GRID_ENV, "epochs": 3}, "tutor_kwargs": {"constant": {"weight": 0.4}}}
+    )
     with pytest.raises(SettingsChanged, match="without --tutors"):
         run_benchmark(load_benchmark_config(config_path, tutors=["uniform"]), out, progress=False, rerun_changed=True)
     assert record_of(out, "uniform").is_file()
@@ -216,7 +221,7 @@ def test_settings_refused_before_the_run_directory_is_made(command, override, me
 
 
 def test_a_batch_larger_than_the_training_set_is_refused_before_the_run_directory_is_made(tmp_path):
-    config = write_yaml(tmp_path / "big_batch.yaml", {"env": {**TINY_ENV, "batch_size": 256}})
+    config = write_yaml(tmp_path / "big_batch.yaml", {"env": {**TINY_CLEAN_GRID_ENV, "batch_size": 256}})
     out = tmp_path / "runs"
     with pytest.raises(ValueError, match=r"batch_size \(256\) exceeds the 128 training images"):
         main(["train", "--config", str(config), "--out", str(out), "--no-progress"])
@@ -420,7 +425,8 @@ def test_tensorboard_logs_that_cannot_be_written_are_reported_with_their_folder_
 
 def test_the_record_of_a_student_holds_the_tallies_its_state_columns_allow(tmp_path):
     config = write_yaml(
-        tmp_path / "run.yaml", {"env": {**TINY_ENV, "epochs": 1, "state_columns": ["features", "p_fake", "correctness"]}}
+        tmp_path / "run.yaml",
+        {"env": {**TINY_CLEAN_GRID_ENV, "epochs": 1, "state_columns": ["features", "p_fake", "correctness"]}},
     )
     main(["train", "--config", str(config), "--no-baseline", "--no-progress", "--out", str(tmp_path / "runs")])
     (run,) = json.loads(next((tmp_path / "runs").glob("*/results.json")).read_text())

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import comparable, students_equal, subprocess_env, tsrl_in_this_process
 
 import tsrl_env.files
 from experiments.cli import main
@@ -30,18 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 KILL_SETTINGS = {"epochs": 4, "dataset_options": {**TINY_SETTINGS["dataset_options"], "train_size": 768}}
 
 
-def _comparable(run: dict) -> dict:
-    """A run's record without its wall time, the one field that legitimately differs between two equal runs."""
-    return {key: value for key, value in run.items() if key != "wall_time_s"}
-
-
 def _results(run_dir: Path) -> list[dict]:
-    return [_comparable(run) for run in json.loads((run_dir / "results.json").read_text())]
-
-
-def _students_equal(first: Path, second: Path) -> bool:
-    a, b = (torch.load(path, weights_only=True) for path in (first, second))
-    return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+    return [comparable(run) for run in json.loads((run_dir / "results.json").read_text())]
 
 
 # ---------------------------------------------------------------- the environment's epoch-start state
@@ -111,9 +102,9 @@ def test_same_seed_same_run_different_seed_different_run(tutor, tmp_path, one_to
     first = train_student(config, tmp_path / "first", progress=False)
     second = train_student(config, tmp_path / "second", progress=False)
     other_seed = train_student(load_run_config("tiny", tutor=tutor, seed=1), tmp_path / "other", progress=False)
-    same = _comparable(json.loads((tmp_path / "first" / tutor / "run.json").read_text()))
-    assert same == _comparable(json.loads((tmp_path / "second" / tutor / "run.json").read_text()))
-    assert _students_equal(tmp_path / "first" / tutor / "student.pt", tmp_path / "second" / tutor / "student.pt")
+    same = comparable(json.loads((tmp_path / "first" / tutor / "run.json").read_text()))
+    assert same == comparable(json.loads((tmp_path / "second" / tutor / "run.json").read_text()))
+    assert students_equal(tmp_path / "first" / tutor / "student.pt", tmp_path / "second" / tutor / "student.pt")
     assert [e.val_auc for e in first.epochs] == [e.val_auc for e in second.epochs]
     assert [e.val_auc for e in first.epochs] != [e.val_auc for e in other_seed.epochs]
     assert not (tmp_path / "first" / tutor / CHECKPOINT_NAME).exists(), "a finished run removes its checkpoint"
@@ -129,7 +120,7 @@ def test_a_tutor_that_does_not_learn_skips_its_rewards_unless_they_are_recorded(
     assert skipped.test == recorded.test
     assert [e.val_auc for e in skipped.epochs] == [e.val_auc for e in recorded.epochs]
     skipped_student, recorded_student = (tmp_path / run / "self_paced" / "student.pt" for run in ("skipped", "recorded"))
-    assert _students_equal(skipped_student, recorded_student)
+    assert students_equal(skipped_student, recorded_student)
 
 
 @pytest.mark.parametrize("tutor", ["ppo", "sac", "attention", "random"])
@@ -147,10 +138,10 @@ def test_a_run_resumed_from_any_epoch_checkpoint_ends_as_the_uninterrupted_run(
         (run_dir / tutor).mkdir(parents=True)
         (run_dir / tutor / CHECKPOINT_NAME).write_bytes(data)
         resumed = train_student(config, run_dir, progress=False, resume=True)
-        assert _comparable(json.loads((run_dir / tutor / "run.json").read_text())) == _comparable(
+        assert comparable(json.loads((run_dir / tutor / "run.json").read_text())) == comparable(
             json.loads((tmp_path / "whole" / tutor / "run.json").read_text())
         ), f"resumed at tutored epoch {epoch}"
-        assert _students_equal(run_dir / tutor / "student.pt", tmp_path / "whole" / tutor / "student.pt")
+        assert students_equal(run_dir / tutor / "student.pt", tmp_path / "whole" / tutor / "student.pt")
         assert resumed.test == uninterrupted.test
 
 
@@ -162,27 +153,9 @@ def _train_command(config_path: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "experiments.cli", *_train_arguments(config_path, out, *extra)]
 
 
-def _subprocess_env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-
-
-def _tsrl_in_this_process(*arguments: str) -> None:
-    """``tsrl ARGUMENTS`` in this process at one torch thread, as the commands run in processes of their own
-    (``OMP_NUM_THREADS=1``) compute, this process's thread count and deterministic-algorithms setting restored after:
-    for the runs whose process boundary is not what a test checks."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    try:
-        main([*arguments, "--threads", "1"])
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
-
-
 def _kill_after_checkpoint(command: list[str], run_parent: Path, signal_number: int, epoch: int) -> tuple[Path, subprocess.Popen]:
     """Start ``command``, send ``signal_number`` as soon as the PPO Student's checkpoint of ``epoch`` is on disk."""
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=_subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    process = subprocess.Popen(command, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
         checkpoints = list(run_parent.glob(f"*/ppo/{CHECKPOINT_NAME}"))
@@ -205,7 +178,7 @@ def kill_test_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     config["env"].update(KILL_SETTINGS)
     config_path = root / "kill.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    _tsrl_in_this_process(*_train_arguments(config_path, root / "whole", "--deterministic"))
+    tsrl_in_this_process(*_train_arguments(config_path, root / "whole", "--deterministic"))
     (whole,) = (root / "whole").iterdir()
     return config_path, whole
 
@@ -221,10 +194,10 @@ def test_a_run_killed_mid_epoch_by_sigkill_resumes_to_the_uninterrupted_result(k
     assert (
         read_checkpoint(run_dir / "ppo" / CHECKPOINT_NAME, load_run_config(run_dir / "config.yaml"), "ppo")["env"]["epoch"] == 2
     )
-    _tsrl_in_this_process("train", "--resume", str(run_dir), "--no-progress", "--deterministic")  # raises if it fails
+    tsrl_in_this_process("train", "--resume", str(run_dir), "--no-progress", "--deterministic")  # raises if it fails
     assert _results(run_dir) == _results(whole)
     for label in ("uniform", "ppo"):
-        assert _students_equal(run_dir / label / "student.pt", whole / label / "student.pt")
+        assert students_equal(run_dir / label / "student.pt", whole / label / "student.pt")
 
 
 @pytest.mark.slow
@@ -236,7 +209,7 @@ def test_sigterm_stops_the_run_keeps_the_checkpoint_and_says_how_to_resume(kill_
     assert "ppo: stopped by SIGTERM during tutored epoch 1" in stderr
     assert f"start of tutored epoch 1 is kept ({run_dir / 'ppo' / CHECKPOINT_NAME})" in stderr
     assert f"tsrl train --resume {run_dir}" in stderr
-    _tsrl_in_this_process("train", "--resume", str(run_dir), "--no-progress")
+    tsrl_in_this_process("train", "--resume", str(run_dir), "--no-progress")
     assert _results(run_dir) == _results(whole)
 
 

@@ -1,46 +1,13 @@
 import math
-from types import SimpleNamespace
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from helpers import LayoutEnv, SignBandit, rows
 from stable_baselines3 import A2C, DDPG, TD3
-from test_agents import SignBandit
 
 from agents import RULES, TUTORS, HeuristicTutor, PerSampleSB3VecEnv, load_tutor, make_tutor, tutor_spec
-from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv, EnvConfig
-from tsrl_env.state import DEFAULT_STATE_COLUMNS, StateBuilder
-
-# The default state columns of a Student with four features (the builder reads nothing else of a trainer).
-LAYOUT = StateBuilder(DEFAULT_STATE_COLUMNS, EnvConfig(), SimpleNamespace(student=SimpleNamespace(num_features=4))).layout
-STATE_DIM = LAYOUT.correct + 1
-
-
-class LayoutEnv(gym.Env):
-    """What a heuristic tutor reads from a curriculum environment: the state layout and the epoch, nothing else."""
-
-    steps_per_epoch = 1
-
-    def __init__(self, epoch: int = 0, epochs: int = 4, batch_size: int = 6) -> None:
-        self.state_layout = LAYOUT
-        self.epoch = epoch
-        self.config = EnvConfig(epochs=epochs)
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (batch_size, STATE_DIM), np.float32)
-        self.action_space = gym.spaces.Box(0.0, 1.0, (batch_size,), np.float32)
-
-
-def rows(ema_loss=None, p_fake=None, correct=None) -> np.ndarray:
-    """State rows with the given EMA losses, fake probabilities and correctness; every other column zero."""
-    n = len(next(v for v in (ema_loss, p_fake, correct) if v is not None))
-    states = np.zeros((n, STATE_DIM), np.float32)
-    if ema_loss is not None:
-        states[:, LAYOUT.ema_loss] = np.tanh(ema_loss)
-    if p_fake is not None:
-        states[:, LAYOUT.p_fake] = p_fake
-    right = np.ones(n, bool) if correct is None else np.asarray(correct, bool)
-    states[:, LAYOUT.correct], states[:, LAYOUT.wrong] = right, ~right
-    return states
+from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv
 
 
 def heuristic(name: str, **params) -> HeuristicTutor:
