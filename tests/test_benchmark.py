@@ -6,7 +6,7 @@ import signal
 
 import pytest
 import yaml
-from helpers import TINY_GRID_ENV
+from helpers import TINY_CLEAN_GRID_ENV, TINY_GRID_ENV
 
 from experiments.analysis.compare import paired_between
 from experiments.analysis.statistics import mean_interval, seeds_needed
@@ -253,7 +253,7 @@ def test_cells_of_one_student_train_it_once_and_share_its_record(tmp_path):
     """Variants that differ only in one tutor's keywords give every other tutor the same Student: it trains once."""
     path = tmp_path / "one_student_twice.yaml"
     settings = {
-        "env": {**TINY_GRID_ENV, "epochs": 1, "dataset_options": {**TINY_GRID_ENV["dataset_options"], "label_noise": 0.0}},
+        "env": {**TINY_CLEAN_GRID_ENV, "epochs": 1},
         "tutors": ["uniform", "constant"],
         "seeds": [0],
         "variants": {
@@ -290,7 +290,7 @@ def test_cells_of_one_student_train_it_once_and_share_its_record(tmp_path):
 @pytest.mark.parametrize("workers", [1, 2], ids=["in_process", "pool"])
 def test_a_failed_cell_is_said_at_once_and_the_others_go_on(workers, tmp_path, capsys):
     path = tmp_path / "one_fails.yaml"
-    clean = {**TINY_GRID_ENV, "epochs": 1, "dataset_options": {**TINY_GRID_ENV["dataset_options"], "label_noise": 0.0}}
+    clean = {**TINY_CLEAN_GRID_ENV, "epochs": 1}
     # The first cell fails when its tutor is built, in the cell, not when the config loads.
     settings = {"env": clean, "tutors": ["uniform", "random"], "seeds": [0], "tutor_kwargs": {"uniform": {"no_such_keyword": 1}}}
     path.write_text(yaml.safe_dump(settings))

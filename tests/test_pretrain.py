@@ -85,6 +85,18 @@ def test_a_missing_pretrained_file_is_built_once_then_read_by_every_student(tmp_
 
 
 @pytest.mark.slow
+def test_calibrate_builds_a_missing_pretrained_file_before_its_students(tmp_path, capsys):
+    weights = tmp_path / "weights" / "student.pt"
+    run_config = _tiny_run(tmp_path, weights)
+    main(["calibrate", "--config", str(run_config), "--seeds", "0", "--out", str(tmp_path / "c"), "--no-progress"])
+    assert f"building the pretrained Student {weights}" in capsys.readouterr().out
+    records = sorted((tmp_path / "c").glob("*/uniform/run.json"))
+    assert [record.parent.parent.name for record in records] == ["noise0.3_seed0", "noise0_seed0"]
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert all(json.loads(record.read_text())["fingerprint"]["files"]["env.pretrained_file"] == digest for record in records)
+
+
+@pytest.mark.slow
 def test_a_grid_builds_its_missing_pretrained_file_before_its_cells(tmp_path):
     weights = tmp_path / "weights" / "student.pt"
     env = {**_tiny_env(weights), "dataset_options": {**TINY_DATA, "seed": 100}}  # no flips: the uniform cell alone

@@ -242,10 +242,13 @@ def test_compare_says_what_was_wrong_with_its_arguments_in_its_own_words(tmp_pat
     write_csv(result_rows(grid({"focal": ([0.01, 0.02, 0.03], [0.0] * 3)})), tmp_path / "runs.csv")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "runs.csv").write_text("variant,tutor,seed,diff_test_seen_auc\n")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "runs.csv").write_text("tutor,auc\nuniform,0.5\n")
     refusals = {
         (f"{tmp_path}:", "focal", "uniform"): "no variant after the colon",
         (str(tmp_path / "absent"), "focal", "uniform"): "no such file; give the output folder of a finished grid",
         (str(tmp_path / "empty"), "focal", "uniform"): "no finished cell",
+        (str(tmp_path / "other"), "focal", "uniform"): "no column ['seed', 'variant']",
         (str(tmp_path), "focal", "oracle"): "no seed has both 'focal' and 'oracle'",
     }
     for arguments, message in refusals.items():

@@ -54,6 +54,9 @@ class GridRows:
             runs = list(csv.DictReader(handle))
         if not runs:
             raise ValueError(f"{path}: no finished cell; run the grid (tsrl benchmark) before comparing its tutors")
+        missing = sorted({"variant", "tutor", "seed"} - set(runs[0]))
+        if missing:
+            raise ValueError(f"{path}: no column {missing}; give the runs.csv that tsrl benchmark writes")
         known = list(dict.fromkeys(row["variant"] for row in runs))
         if not set(self.variants) <= set(known):
             raise ValueError(

@@ -9,6 +9,7 @@ from pathlib import Path
 from experiments.config import config_names, load_run_config
 from experiments.preflight import check_run_settings, writable_directory
 from experiments.studies.calibrate import calibrate
+from experiments.training.pretrain import build_missing_pretrained_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,4 +26,5 @@ def run(args: argparse.Namespace) -> None:
     config = load_run_config(args.config, backbone=args.backbone, device=args.device)
     check_run_settings(config)
     out = writable_directory(Path(args.out))
+    build_missing_pretrained_file(config.pretrain, config.env.pretrained_file, progress=not args.no_progress)
     print(calibrate(config, args.seeds, out, progress=not args.no_progress))

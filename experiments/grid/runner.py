@@ -149,10 +149,12 @@ def run_benchmark(
     The directory's plan (:mod:`experiments.grid.plan`) is written on its first run; seeds or datasets beyond it are
     refused once cells have finished, unless ``extend`` (which the summary then reports).
 
-    Cells finished under other settings than ``config`` gives them (see :func:`~experiments.grid.cells.changed_cells`) raise
-    :class:`~experiments.config.SettingsChanged` before any work, or with ``rerun_changed`` are deleted and computed
-    again. Where cells are to be computed, finished cells that ran on another CPU or other kernels
-    (:func:`~experiments.grid.cells.refuse_cells_on_other_kernels`) raise it first. The run holds the lock of ``out``
+    Where cells are to be computed or ``rerun_changed`` is given, finished cells that ran on another CPU or other kernels
+    (:func:`~experiments.grid.cells.refuse_cells_on_other_kernels`) raise :class:`~experiments.config.SettingsChanged`
+    before any work or deletion. Then the grid's pretrained Student is built where it is missing (its hash enters the
+    fingerprints), and cells finished under other settings than ``config`` gives them (see
+    :func:`~experiments.grid.cells.changed_cells`) raise it, or with ``rerun_changed`` are deleted and computed again,
+    before any cell trains. The run holds the lock of ``out``
     (:func:`~tsrl_env.files.directory_lock`): a second grid there is refused.
 
     ``backend="local"`` runs the cells in ``workers`` local processes (one worker: in this process, one cell after
