@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import subprocess_env, tsrl_in_this_process
+from helpers import ROOT, subprocess_env, tsrl_in_this_process
 
 from experiments.cli import main
 from experiments.config import load_run_config
@@ -33,7 +33,6 @@ from experiments.training.student import train_student
 from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv
 from tsrl_env.distributed import TORCHRUN_VARIABLES, DistributedGroupView
 
-ROOT = Path(__file__).resolve().parent.parent
 BATCHNORM_FREE = "test_convnext"
 WEIGHT_TOLERANCE = 1e-5
 CURVE_TOLERANCE = 1e-6

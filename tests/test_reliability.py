@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import TINY_CLEAN_GRID_ENV
+from helpers import ROOT, TINY_CLEAN_GRID_ENV
 from PIL import Image
 
 import tsrl_env.files
@@ -34,8 +34,6 @@ from tsrl_env.config import EnvConfig
 from tsrl_env.data import make_dataset
 from tsrl_env.data.base import decode_frame
 from tsrl_env.files import LOCK_NAME, DirectoryInUse, directory_lock
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_yaml(path: Path, settings: dict) -> Path:

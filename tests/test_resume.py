@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import comparable, students_equal, subprocess_env, tsrl_in_this_process
+from helpers import ROOT, comparable, students_equal, subprocess_env, tsrl_in_this_process
 
 import tsrl_env.files
 from experiments.cli import main
@@ -26,7 +26,6 @@ from experiments.training.signals import RunStopped
 from experiments.training.student import train_student
 from tsrl_env import TINY_SETTINGS, DeepfakeCurriculumEnv, StudentTrainer, TrainingBatch
 
-ROOT = Path(__file__).resolve().parent.parent
 # Long enough epochs (24 steps) that a kill right after a checkpoint lands mid-epoch, not at the run's end.
 KILL_SETTINGS = {"epochs": 4, "dataset_options": {**TINY_SETTINGS["dataset_options"], "train_size": 768}}
 

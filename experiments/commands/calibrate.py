@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from experiments.commands.train import check_settings_and_build_pretrained
 from experiments.config import config_names, load_run_config
-from experiments.preflight import check_run_settings, writable_directory
+from experiments.preflight import writable_directory
 from experiments.studies.calibrate import calibrate
-from experiments.training.pretrain import build_missing_pretrained_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     config = load_run_config(args.config, backbone=args.backbone, device=args.device)
-    check_run_settings(config)
+    check_settings_and_build_pretrained(config, not args.no_progress, Path(args.out))
     out = writable_directory(Path(args.out))
-    build_missing_pretrained_file(config.pretrain, config.env.pretrained_file, progress=not args.no_progress)
     print(calibrate(config, args.seeds, out, progress=not args.no_progress))

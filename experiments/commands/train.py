@@ -156,12 +156,12 @@ def _process_group(config: RunConfig) -> DistributedGroupView:
 def _run_directory(args: argparse.Namespace, config: RunConfig, progress: bool) -> Path:
     """The run directory, made (a new run) or given (``--resume``), once it is writable; holds the run's config."""
     if args.resume:
-        _build_and_check(config, progress)
+        check_settings_and_build_pretrained(config, progress)
         remedy = "fix its permissions or free space on its disk, or copy the run to a writable place and resume the copy"
         run_dir = writable_directory(Path(args.resume), remedy)
         config.save(run_dir / "config.yaml")  # a later resume continues with the learning rate and device given now
         return run_dir
-    _build_and_check(config, progress, Path(args.out or "runs"))
+    check_settings_and_build_pretrained(config, progress, Path(args.out or "runs"))
     out = writable_directory(Path(args.out or "runs"))
     if config.tutor_checkpoint is not None:
         check_tutor_checkpoint(config, Path(config.tutor_checkpoint))
@@ -171,9 +171,10 @@ def _run_directory(args: argparse.Namespace, config: RunConfig, progress: bool) 
     return run_dir
 
 
-def _build_and_check(config: RunConfig, progress: bool, out: Path | None = None) -> None:
+def check_settings_and_build_pretrained(config: RunConfig, progress: bool, out: Path | None = None) -> None:
     """The settings checks; then, where the pretrained Student the run starts from is missing, its build, once the
-    output directory ``out`` (of a new run) is known to be writable."""
+    output directory ``out`` (of a new run) is known to be writable; a stop signal during the build exits. What every
+    command that trains a Student from a run config does first (``tsrl train``, ``tsrl calibrate``)."""
     check_run_settings(config)
     if pretrained_file_missing(config.pretrain, config.env.pretrained_file):
         if out is not None:
