@@ -151,7 +151,7 @@ def test_a_grid_with_datasets_plots_pooled_and_says_so(tmp_path):
     figure = plot_paired_differences(summary, tmp_path / "paired.png")
     labels = [label.get_text() for label in figure.axes[0].get_yticklabels()]
     assert len(labels) == len(TUTORS) - 1 and all(label.endswith("n=6") for label in labels), "the pooled rows only"
-    assert figure.axes[0].get_title() == "label noise 0.30, datasets pooled: seen AUC"
+    assert figure.axes[0].get_title() == "label noise 0.30, datasets pooled\nseen AUC"
     assert all((tmp_path / name).stat().st_size > 10_000 for name in ("val_auc.png", "weights.png", "weighting.png"))
 
 
@@ -173,7 +173,7 @@ def test_the_paired_difference_plot_reads_a_results_csv_and_cuts_an_outlier_at_t
     assert [text.get_text() for text in seen.texts] == [
         f"◂ {hard['diff_test_seen_auc']:+.3f} [{hard['diff_test_seen_auc_low']:+.3f}, {hard['diff_test_seen_auc_high']:+.3f}]"
     ]
-    assert len(figure.axes) == 4 and [axis.get_title().split(":")[0] for axis in figure.axes[::2]] == [
+    assert len(figure.axes) == 4 and [axis.get_title().split("\n")[0] for axis in figure.axes[::2]] == [
         "label noise 0.30",
         "label noise 0",
     ]

@@ -252,8 +252,8 @@ def plot_paired_differences(summary: Sequence[dict[str, Any]], path: Path, title
         pooling = ", datasets pooled" if any(row.get("dataset") == POOLED for row in rows) else ""
         for index, (axis, split) in enumerate(zip(panels, splits, strict=True)):
             _forest(axis, ordered, f"diff_{split}_auc")
-            axis.set_title(f"{variant_title(variant)}{pooling}: {split_label(split)} AUC")
-            axis.set_xlabel(f"Δ {split_label(split)} AUC vs uniform, same seed (95% interval)")
+            axis.set_title(f"{variant_title(variant)}{pooling}\n{split_label(split)} AUC")  # two lines: panels sit close
+            axis.set_xlabel(f"Δ {split_label(split)} AUC vs uniform\n(same seed, 95% interval)")
             if index:
                 axis.tick_params(labelleft=False)
     handles = [
